@@ -1,0 +1,72 @@
+//! `GET /api/products/{product_id}`: one product, for anyone.
+
+use std::sync::Arc;
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use shared::domain::ProductId;
+use shared::http::{json_response, respond};
+use shared::repo::products::ProductRepository;
+use shared::state::InitError;
+use shared::{ApiError, AppState};
+
+pub struct Deps {
+    pub products: Arc<dyn ProductRepository>,
+}
+
+impl Deps {
+    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+        Ok(Self {
+            products: state.products(),
+        })
+    }
+}
+
+pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
+    respond(request, |request| async move {
+        let not_found = || ApiError::NotFound("product");
+        let id = ProductId::parse(&request.path_param("product_id")?).map_err(|_| not_found())?;
+        let product = deps.products.get(&id).await?.ok_or_else(not_found)?;
+        json_response(StatusCode::OK, &product)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::domain::NewProduct;
+    use shared::repo::memory::InMemoryProducts;
+    use shared::testing::{json_of, request};
+
+    const MUG_ID: &str = "0190f5a4-7b3e-7c1a-9d2e-000000000001";
+
+    async fn deps() -> Deps {
+        let products = Arc::new(InMemoryProducts::default());
+        let mug = NewProduct::parse("Mug", None, "kitchen", 1299, None, 5)
+            .unwrap()
+            .into_product(ProductId::parse(MUG_ID).unwrap(), "2026-01-01T00:00:00Z".into());
+        products.create(&mug).await.unwrap();
+        Deps { products }
+    }
+
+    #[tokio::test]
+    async fn an_existing_product_is_returned_with_every_field() {
+        let response = handle(&deps().await, request(include_str!("../../../events/products-get.json"))).await;
+        assert_eq!(response.status(), 200);
+        let product = json_of(&response);
+        for field in ["id", "name", "description", "category", "price", "currency", "stock_quantity", "created_at", "updated_at"] {
+            assert!(product.get(field).is_some(), "{field}");
+        }
+        assert_eq!(product["price"], 1299);
+        assert_eq!(product["currency"], "USD");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_or_malformed_id_is_404() {
+        let response = handle(&deps().await, request(include_str!("../../../events/products-get.not-found.json"))).await;
+        assert_eq!(response.status(), 404);
+        let response = handle(&deps().await, request(include_str!("../../../events/products-get.bad-id.json"))).await;
+        assert_eq!(response.status(), 404);
+    }
+}

@@ -1,0 +1,270 @@
+//! Products table (`id` key). Listings are served by two indexes sorted by price, never by a Scan:
+//! `by_price` (every product under one constant partition `catalog = ALL`) and `by_category`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Category, Price, Product, ProductId, ProductPatch};
+use crate::store::{Page, StoreError, is_condition_failure};
+
+pub const BY_PRICE_INDEX: &str = "by_price";
+pub const BY_CATEGORY_INDEX: &str = "by_category";
+const CATALOG_PARTITION: &str = "ALL";
+
+/// Filters of a product listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProductFilter {
+    pub category: Option<Category>,
+    pub min_price: Option<Price>,
+    pub max_price: Option<Price>,
+}
+
+impl ProductFilter {
+    /// Identifies the listing, so a cursor is only honoured by the listing that issued it.
+    pub fn scope(&self) -> String {
+        format!(
+            "products|{}|{}|{}",
+            self.category.as_ref().map_or("", Category::as_str),
+            self.min_price.map_or(-1, Price::minor_units),
+            self.max_price.map_or(-1, Price::minor_units),
+        )
+    }
+
+    pub fn matches(&self, product: &Product) -> bool {
+        self.category.as_ref().is_none_or(|category| &product.category == category)
+            && self.min_price.is_none_or(|min| product.price >= min)
+            && self.max_price.is_none_or(|max| product.price <= max)
+    }
+}
+
+/// Where a product listing resumes: after the product with this price and id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductCursor {
+    pub price: i64,
+    pub id: String,
+}
+
+impl ProductCursor {
+    pub fn after(product: &Product) -> Self {
+        Self {
+            price: product.price.minor_units(),
+            id: product.id.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+pub trait ProductRepository: Send + Sync {
+    /// Stores a new product; `AlreadyExists` if its id is taken.
+    async fn create(&self, product: &Product) -> Result<(), StoreError>;
+    async fn get(&self, id: &ProductId) -> Result<Option<Product>, StoreError>;
+    /// Applies `patch` to an existing product without touching its stock; `None` when there is none.
+    async fn update(&self, id: &ProductId, patch: &ProductPatch, now: &str) -> Result<Option<Product>, StoreError>;
+    /// Products matching `filter`, cheapest first, resuming after `after`.
+    async fn list(
+        &self,
+        filter: &ProductFilter,
+        after: Option<&ProductCursor>,
+        limit: usize,
+    ) -> Result<Page<Product, ProductCursor>, StoreError>;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ProductItem {
+    #[serde(flatten)]
+    product: Product,
+    /// Constant partition of the `by_price` index.
+    catalog: String,
+}
+
+/// The key of an index entry, for resuming a query after it.
+#[derive(Serialize)]
+struct IndexPosition<'a> {
+    id: &'a str,
+    price: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalog: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category: Option<&'a str>,
+}
+
+pub struct DynamoProductRepository {
+    client: Client,
+    table: String,
+}
+
+impl DynamoProductRepository {
+    pub fn new(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_owned(),
+        }
+    }
+}
+
+fn id_key(id: &ProductId) -> HashMap<String, AttributeValue> {
+    HashMap::from([("id".to_string(), AttributeValue::S(id.to_string()))])
+}
+
+#[async_trait]
+impl ProductRepository for DynamoProductRepository {
+    async fn create(&self, product: &Product) -> Result<(), StoreError> {
+        let item = ProductItem {
+            product: product.clone(),
+            catalog: CATALOG_PARTITION.into(),
+        };
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(serde_dynamo::to_item(item)?))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Err(StoreError::AlreadyExists),
+            Err(error) => Err(StoreError::from_sdk(error)),
+        }
+    }
+
+    async fn get(&self, id: &ProductId) -> Result<Option<Product>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(id_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let item: Option<ProductItem> = output.item.map(serde_dynamo::from_item).transpose()?;
+        Ok(item.map(|item| item.product))
+    }
+
+    async fn update(&self, id: &ProductId, patch: &ProductPatch, now: &str) -> Result<Option<Product>, StoreError> {
+        let mut sets = vec!["updated_at = :updated_at".to_string()];
+        let mut values = HashMap::from([(":updated_at".to_string(), AttributeValue::S(now.to_owned()))]);
+        let mut names = HashMap::new();
+        let mut set = |name: &str, value: AttributeValue| {
+            sets.push(format!("#{name} = :{name}"));
+            names.insert(format!("#{name}"), name.to_owned());
+            values.insert(format!(":{name}"), value);
+        };
+        if let Some(name) = &patch.name {
+            set("name", AttributeValue::S(name.clone()));
+        }
+        if let Some(description) = &patch.description {
+            set("description", AttributeValue::S(description.clone()));
+        }
+        if let Some(category) = &patch.category {
+            set("category", AttributeValue::S(category.to_string()));
+        }
+        if let Some(price) = patch.price {
+            set("price", serde_dynamo::to_attribute_value(price)?);
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(id_key(id)))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression("attribute_exists(id)")
+            .set_expression_attribute_names((!names.is_empty()).then_some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let item: Option<ProductItem> = output.attributes.map(serde_dynamo::from_item).transpose()?;
+                Ok(item.map(|item| item.product))
+            }
+            Err(error) if is_condition_failure(&error) => Ok(None),
+            Err(error) => Err(StoreError::from_sdk(error)),
+        }
+    }
+
+    async fn list(
+        &self,
+        filter: &ProductFilter,
+        after: Option<&ProductCursor>,
+        limit: usize,
+    ) -> Result<Page<Product, ProductCursor>, StoreError> {
+        let (index, partition_attribute, partition) = match &filter.category {
+            Some(category) => (BY_CATEGORY_INDEX, "category", category.as_str()),
+            None => (BY_PRICE_INDEX, "catalog", CATALOG_PARTITION),
+        };
+        let mut key_condition = format!("{partition_attribute} = :partition");
+        let mut values = HashMap::from([(":partition".to_string(), AttributeValue::S(partition.to_owned()))]);
+        if filter.min_price.is_some() || filter.max_price.is_some() {
+            key_condition.push_str(" AND price BETWEEN :min_price AND :max_price");
+            let min = filter.min_price.map_or(0, Price::minor_units);
+            let max = filter.max_price.map_or(Price::MAX, Price::minor_units);
+            values.insert(":min_price".into(), AttributeValue::N(min.to_string()));
+            values.insert(":max_price".into(), AttributeValue::N(max.to_string()));
+        }
+        let start_key = after
+            .map(|cursor| {
+                serde_dynamo::to_item(IndexPosition {
+                    id: &cursor.id,
+                    price: cursor.price,
+                    catalog: filter.category.is_none().then_some(CATALOG_PARTITION),
+                    category: filter.category.as_ref().map(Category::as_str),
+                })
+            })
+            .transpose()?;
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression(key_condition)
+            .set_expression_attribute_values(Some(values))
+            .set_exclusive_start_key(start_key)
+            // One more than asked for tells whether another page exists.
+            .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let items: Vec<ProductItem> = serde_dynamo::from_items(output.items.unwrap_or_default())?;
+        let products = items.into_iter().map(|item| item.product).collect();
+        Ok(Page::from_overfetch(products, limit, ProductCursor::after))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NewProduct;
+
+    #[test]
+    fn a_product_item_round_trips_with_numbers_as_numbers() {
+        let product = NewProduct::parse("Mug", Some("Blue"), "kitchen", 1299, None, 7)
+            .unwrap()
+            .into_product(ProductId::generate(), "2026-01-01T00:00:00Z".into());
+        let item = ProductItem {
+            product: product.clone(),
+            catalog: CATALOG_PARTITION.into(),
+        };
+        let attributes: HashMap<String, AttributeValue> = serde_dynamo::to_item(&item).unwrap();
+        assert_eq!(attributes["price"], AttributeValue::N("1299".into()));
+        assert_eq!(attributes["catalog"], AttributeValue::S("ALL".into()));
+        let back: ProductItem = serde_dynamo::from_item(attributes).unwrap();
+        assert_eq!(back.product, product);
+    }
+
+    #[test]
+    fn listing_scopes_differ_by_filter() {
+        let all = ProductFilter::default();
+        let cheap = ProductFilter {
+            max_price: Some(Price::new(500).unwrap()),
+            ..ProductFilter::default()
+        };
+        assert_ne!(all.scope(), cheap.scope());
+    }
+}

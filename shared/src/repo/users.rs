@@ -1,0 +1,200 @@
+//! Users table: one item per user (`pk = USER#<id>`) and one per email address
+//! (`pk = EMAIL#<email>`) that claims the address, so two accounts can never share an email.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Email, Role, User, UserId};
+use crate::store::{StoreError, cancellation_codes, is_condition_failure};
+
+/// What login needs to check a password and issue a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRecord {
+    pub user_id: UserId,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+#[async_trait]
+pub trait UserRepository: Send + Sync {
+    /// Stores a new user; `AlreadyExists` when the email is taken.
+    async fn create(&self, user: &User, password_hash: &str) -> Result<(), StoreError>;
+    async fn get(&self, id: &UserId) -> Result<Option<User>, StoreError>;
+    async fn find_login(&self, email: &Email) -> Result<Option<LoginRecord>, StoreError>;
+    /// Changes the role of the account with this email; `None` when there is none.
+    async fn set_role(&self, email: &Email, role: Role) -> Result<Option<User>, StoreError>;
+}
+
+const USER_ENTITY: &str = "user";
+const EMAIL_ENTITY: &str = "email";
+
+fn user_key(id: &UserId) -> String {
+    format!("USER#{id}")
+}
+
+fn email_key(email: &Email) -> String {
+    format!("EMAIL#{email}")
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct UserItem {
+    pk: String,
+    entity: String,
+    #[serde(flatten)]
+    user: User,
+    password_hash: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EmailClaimItem {
+    pk: String,
+    entity: String,
+    user_id: UserId,
+}
+
+pub struct DynamoUserRepository {
+    client: Client,
+    table: String,
+}
+
+impl DynamoUserRepository {
+    pub fn new(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    async fn get_item<T: for<'de> Deserialize<'de>>(&self, pk: String) -> Result<Option<T>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        output.item.map(serde_dynamo::from_item).transpose().map_err(StoreError::from)
+    }
+
+    async fn user_item(&self, id: &UserId) -> Result<Option<UserItem>, StoreError> {
+        self.get_item(user_key(id)).await
+    }
+
+    async fn claim(&self, email: &Email) -> Result<Option<EmailClaimItem>, StoreError> {
+        self.get_item(email_key(email)).await
+    }
+}
+
+fn put_if_absent(table: &str, item: impl Serialize) -> Result<TransactWriteItem, StoreError> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(serde_dynamo::to_item(item)?))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .map_err(|error| StoreError::Failed(Box::new(error)))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+#[async_trait]
+impl UserRepository for DynamoUserRepository {
+    async fn create(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+        let user_item = UserItem {
+            pk: user_key(&user.id),
+            entity: USER_ENTITY.into(),
+            user: user.clone(),
+            password_hash: password_hash.to_owned(),
+        };
+        let claim = EmailClaimItem {
+            pk: email_key(&user.email),
+            entity: EMAIL_ENTITY.into(),
+            user_id: user.id.clone(),
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put_if_absent(&self.table, user_item)?)
+            .transact_items(put_if_absent(&self.table, claim)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                let email_taken = cancellation_codes(&error)
+                    .is_some_and(|codes| codes.iter().flatten().any(|code| code == "ConditionalCheckFailed" || code == "TransactionConflict"));
+                if email_taken { Err(StoreError::AlreadyExists) } else { Err(StoreError::from_sdk(error)) }
+            }
+        }
+    }
+
+    async fn get(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        Ok(self.user_item(id).await?.map(|item| item.user))
+    }
+
+    async fn find_login(&self, email: &Email) -> Result<Option<LoginRecord>, StoreError> {
+        let Some(claim) = self.claim(email).await? else {
+            return Ok(None);
+        };
+        Ok(self.user_item(&claim.user_id).await?.map(|item| LoginRecord {
+            user_id: item.user.id,
+            role: item.user.role,
+            password_hash: item.password_hash,
+        }))
+    }
+
+    async fn set_role(&self, email: &Email, role: Role) -> Result<Option<User>, StoreError> {
+        let Some(claim) = self.claim(email).await? else {
+            return Ok(None);
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(user_key(&claim.user_id)))
+            .update_expression("SET #role = :role")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#role", "role")
+            .expression_attribute_values(":role", serde_dynamo::to_attribute_value(role)?)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let item: Option<UserItem> = output.attributes.map(serde_dynamo::from_item).transpose()?;
+                Ok(item.map(|item| item.user))
+            }
+            Err(error) if is_condition_failure(&error) => Ok(None),
+            Err(error) => Err(StoreError::from_sdk(error)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Phone;
+
+    #[test]
+    fn a_user_item_round_trips_through_dynamodb_attributes() {
+        let item = UserItem {
+            pk: "USER#x".into(),
+            entity: USER_ENTITY.into(),
+            user: User {
+                id: UserId::generate(),
+                email: Email::parse("ada@example.com").unwrap(),
+                name: "Ada".into(),
+                phone: Some(Phone::parse("+14155550123").unwrap()),
+                role: Role::Admin,
+                created_at: "2026-01-01T00:00:00Z".into(),
+            },
+            password_hash: "$argon2id$...".into(),
+        };
+        let attributes: std::collections::HashMap<String, AttributeValue> = serde_dynamo::to_item(&item).unwrap();
+        assert_eq!(attributes["role"], AttributeValue::S("admin".into()));
+        let back: UserItem = serde_dynamo::from_item(attributes).unwrap();
+        assert_eq!(back.user, item.user);
+    }
+}

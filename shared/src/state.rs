@@ -1,0 +1,90 @@
+//! What a function builds once at cold start and reuses for every invocation.
+
+use std::sync::Arc;
+
+use aws_config::BehaviorVersion;
+
+use crate::auth::TokenService;
+use crate::config::{Config, ConfigError};
+use crate::cursor::CursorCodec;
+use crate::repo::products::{DynamoProductRepository, ProductRepository};
+use crate::repo::users::{DynamoUserRepository, UserRepository};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("could not read the signing secret {secret_id}")]
+    Secret {
+        secret_id: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Configuration and AWS clients, all built from one SDK configuration, so `AWS_ENDPOINT_URL`
+/// (an emulator) redirects every client at once.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Config,
+    pub sdk: aws_config::SdkConfig,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl AppState {
+    pub async fn from_env() -> Result<Self, InitError> {
+        let config = Config::from_env()?;
+        let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        Ok(Self { config, sdk, dynamodb })
+    }
+
+    pub fn users(&self) -> Arc<dyn UserRepository> {
+        Arc::new(DynamoUserRepository::new(self.dynamodb.clone(), &self.config.users_table))
+    }
+
+    pub fn products(&self) -> Arc<dyn ProductRepository> {
+        Arc::new(DynamoProductRepository::new(self.dynamodb.clone(), &self.config.products_table))
+    }
+
+    /// Reads the deployment's signing secret (one Secrets Manager call, at init).
+    pub async fn signing_secret(&self) -> Result<SigningSecret, InitError> {
+        let secret_id = self.config.jwt_secret_id.clone();
+        let client = aws_sdk_secretsmanager::Client::new(&self.sdk);
+        let output = client
+            .get_secret_value()
+            .secret_id(&secret_id)
+            .send()
+            .await
+            .map_err(|error| InitError::Secret {
+                secret_id: secret_id.clone(),
+                source: Box::new(error),
+            })?;
+        let value = output.secret_string().unwrap_or_default();
+        if value.len() < 32 {
+            return Err(InitError::Secret {
+                secret_id,
+                source: "the secret is shorter than 32 characters".into(),
+            });
+        }
+        Ok(SigningSecret(value.as_bytes().to_vec()))
+    }
+}
+
+/// The deployment's signing secret, from which token and cursor keys are made.
+#[derive(Clone)]
+pub struct SigningSecret(Vec<u8>);
+
+impl SigningSecret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    pub fn tokens(&self, ttl_secs: u64) -> TokenService {
+        TokenService::new(&self.0, ttl_secs)
+    }
+
+    pub fn cursors(&self) -> CursorCodec {
+        CursorCodec::new(&self.0)
+    }
+}

@@ -1,0 +1,108 @@
+//! Storage errors shared by every repository, and how DynamoDB failures map onto them.
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+
+use crate::error::BoxError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the item already exists")]
+    AlreadyExists,
+    #[error("storage is unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("storage request failed")]
+    Failed(#[source] BoxError),
+    #[error("a stored item could not be read or written")]
+    Mapping(#[from] serde_dynamo::Error),
+}
+
+/// Error codes DynamoDB uses for "try again later".
+const RETRYABLE_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+];
+
+impl StoreError {
+    /// Classifies an SDK failure: throttling, timeouts and connection failures are "unavailable" (503),
+    /// anything else is a failure of ours (500).
+    pub fn from_sdk<E, R>(error: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let transient = match &error {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => true,
+            SdkError::ServiceError(service) => service.err().code().is_some_and(|code| RETRYABLE_CODES.contains(&code)),
+            _ => false,
+        };
+        if transient {
+            Self::Unavailable(Box::new(error))
+        } else {
+            Self::Failed(Box::new(error))
+        }
+    }
+}
+
+/// True when a single-item write was refused by its condition expression.
+pub fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    error
+        .as_service_error()
+        .and_then(ProvideErrorMetadata::code)
+        .is_some_and(|code| code == "ConditionalCheckFailedException")
+}
+
+/// For a cancelled transaction, the cancellation code of each of its items in order
+/// (`None` for items that were fine); `None` when the transaction failed for another reason.
+pub fn cancellation_codes<R>(error: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<Option<String>>> {
+    match error.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(cancelled) => Some(
+            cancelled
+                .cancellation_reasons()
+                .iter()
+                .map(|reason| reason.code().filter(|code| *code != "None").map(str::to_owned))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// One page of a listing and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, C> {
+    pub items: Vec<T>,
+    pub next: Option<C>,
+}
+
+impl<T, C> Page<T, C> {
+    /// Builds a page from up to `limit + 1` fetched items: the extra item only proves there is more.
+    pub fn from_overfetch(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> C) -> Self {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(cursor_of)
+        } else {
+            None
+        };
+        Self { items, next }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overfetched_page_points_at_its_last_item() {
+        let page = Page::from_overfetch(vec![1, 2, 3], 2, |n| *n);
+        assert_eq!(page, Page { items: vec![1, 2], next: Some(2) });
+    }
+
+    #[test]
+    fn a_short_page_is_the_last() {
+        let page = Page::from_overfetch(vec![1, 2], 2, |n| *n);
+        assert_eq!(page.next, None);
+    }
+}
