@@ -199,10 +199,13 @@ impl ProductRepository for DynamoProductRepository {
             Some(category) => (BY_CATEGORY_INDEX, "category", category.as_str()),
             None => (BY_PRICE_INDEX, "catalog", CATALOG_PARTITION),
         };
-        let mut key_condition = format!("{partition_attribute} = :partition");
+        // Attribute names go through placeholders: `catalog` is a DynamoDB reserved word.
+        let mut key_condition = "#partition = :partition".to_string();
+        let mut names = HashMap::from([("#partition".to_string(), partition_attribute.to_string())]);
         let mut values = HashMap::from([(":partition".to_string(), AttributeValue::S(partition.to_owned()))]);
         if filter.min_price.is_some() || filter.max_price.is_some() {
-            key_condition.push_str(" AND price BETWEEN :min_price AND :max_price");
+            key_condition.push_str(" AND #price BETWEEN :min_price AND :max_price");
+            names.insert("#price".into(), "price".into());
             let min = filter.min_price.map_or(0, Price::minor_units);
             let max = filter.max_price.map_or(Price::MAX, Price::minor_units);
             values.insert(":min_price".into(), AttributeValue::N(min.to_string()));
@@ -224,6 +227,7 @@ impl ProductRepository for DynamoProductRepository {
             .table_name(&self.table)
             .index_name(index)
             .key_condition_expression(key_condition)
+            .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .set_exclusive_start_key(start_key)
             // One more than asked for tells whether another page exists.

@@ -1,0 +1,81 @@
+# The two commands: `make dev` (serve the API locally) and `make test` (every test). See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+SAM_VENV := $(VENV)/sam
+MINISTACK_VENV := $(VENV)/ministack
+# Pinned tool versions (../shared/LOCAL-AWS.md). SAM and MiniStack pin conflicting boto3 versions,
+# so each lives in its own venv under .venv/.
+CARGO_LAMBDA_VERSION := 1.9.2
+SAM_CLI_VERSION := 1.170.0
+MINISTACK_VERSION := 1.5.33
+SAM_TRANSLATOR_VERSION := 1.115.0
+
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+# cargo-lambda finds its zig only when the venv's bin/ comes first.
+TOOLS_PATH := $(abspath $(SAM_VENV))/bin:$(PATH)
+LOCAL_STACK := $(SAM_VENV)/bin/python scripts/local_stack.py
+
+.PHONY: help tools dev url watch test test-unit test-template test-e2e lint fmt build-aws clean
+
+help:
+	@echo "make dev    - install tools, start the local emulator, deploy, seed, serve the API (Ctrl-C stops)"
+	@echo "make test   - lint, unit tests, template checks and the end-to-end suite on a private emulator"
+	@echo "make url    - print the running local API's base URL"
+	@echo "make watch  - hot-reload the functions with cargo lambda watch against the make-dev emulator"
+	@echo "make build-aws - release arm64 build of every function, as sam build does"
+
+tools: $(SAM_VENV)/.installed $(MINISTACK_VENV)/.installed
+
+$(SAM_VENV)/.installed:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		cargo-lambda==$(CARGO_LAMBDA_VERSION) aws-sam-cli==$(SAM_CLI_VERSION)
+	touch $@
+
+# MiniStack applies the SAM transform only when aws-sam-translator is importable in its own venv.
+$(MINISTACK_VENV)/.installed:
+	$(PYTHON) -m venv $(MINISTACK_VENV)
+	$(MINISTACK_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		ministack==$(MINISTACK_VERSION) aws-sam-translator==$(SAM_TRANSLATOR_VERSION)
+	touch $@
+
+dev: tools
+	$(LOCAL_STACK) up --serve
+
+url:
+	@$(LOCAL_STACK) url
+
+watch: tools
+	@test -f .local/shop-local.watch.env || { echo "run 'make dev' first (watch uses its emulator and tables)"; exit 1; }
+	PATH="$(TOOLS_PATH)" cargo lambda watch -A 127.0.0.1 -P 9000 --env-file .local/shop-local.watch.env
+
+test: tools lint test-unit test-template test-e2e
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+test-unit:
+	cargo test --locked --workspace --exclude e2e
+	cargo test --locked -p e2e --test layout
+
+test-template: tools
+	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml
+	$(SAM_VENV)/bin/python scripts/check_template.py
+
+test-e2e: tools
+	$(LOCAL_STACK) e2e
+
+build-aws: tools
+	PATH="$(TOOLS_PATH)" $(SAM_VENV)/bin/sam build
+
+clean:
+	cargo clean
+	rm -rf .aws-sam .local

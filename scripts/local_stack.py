@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""Runs the shop's SAM stack on a local AWS emulator (MiniStack, or any LocalStack-style endpoint).
+
+Used by `make dev`, `make url`, `make watch` and `make test`. It deploys the same template.yaml as AWS
+does, with host-built bootstraps, then mends what the emulator does not do from the template (HTTP API
+routes and CORS), and seeds an admin account and demo products.
+
+Runs under the project's SAM venv (.venv/sam), which brings boto3 and SAM's CloudFormation YAML parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_DIR = ROOT / ".local"
+VENV = ROOT / ".venv"
+REGION = "us-east-1"
+DEFAULT_ADMIN_EMAIL = "admin@shop.local"
+DEFAULT_ADMIN_PASSWORD = "change-me-admin-password"
+
+DEMO_PRODUCTS = [
+    {"name": "Enamel mug", "description": "350 ml, speckled blue", "category": "kitchen", "price": 1299, "stock_quantity": 120},
+    {"name": "Pour-over kettle", "description": "1 l gooseneck, stainless steel", "category": "kitchen", "price": 4599, "stock_quantity": 35},
+    {"name": "Walnut chess set", "description": "Hand-carved, 40 cm board", "category": "games", "price": 8900, "stock_quantity": 12},
+    {"name": "Go stones", "description": "Slate and shell, 361 stones", "category": "games", "price": 15900, "stock_quantity": 5},
+    {"name": "Linen apron", "description": "Stonewashed, adjustable straps", "category": "kitchen", "price": 3200, "stock_quantity": 60},
+]
+
+
+def log(message: str) -> None:
+    print(f"[local-stack] {message}", file=sys.stderr, flush=True)
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+        AWS_SECRET_ACCESS_KEY=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+        AWS_DEFAULT_REGION=REGION,
+        AWS_REGION=REGION,
+        SAM_CLI_TELEMETRY="0",
+    )
+    return env
+
+
+def client(service: str, endpoint: str):
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+    )
+
+
+# ---------------------------------------------------------------- emulator
+
+
+def emulator_answers(endpoint: str) -> bool:
+    for path in ("/_ministack/ready", "/_localstack/health"):
+        try:
+            with urllib.request.urlopen(endpoint + path, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+    return False
+
+
+class Emulator:
+    """A MiniStack process this script started (and so must stop), or None for one already running."""
+
+    def __init__(self, endpoint: str, port: int, state_dir: Path | None):
+        self.endpoint = endpoint
+        self.process: subprocess.Popen | None = None
+        if emulator_answers(endpoint):
+            log(f"using the emulator already answering at {endpoint}")
+            return
+        ministack = VENV / "ministack" / "bin" / "ministack"
+        if not ministack.exists():
+            sys.exit(f"{ministack} is missing: run `make tools` first")
+        LOCAL_DIR.mkdir(exist_ok=True)
+        env = dict(os.environ)
+        env.update(BIND_HOST="127.0.0.1", GATEWAY_PORT=str(port), AWS_ENDPOINT_URL=endpoint)
+        if state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            env.update(PERSIST_STATE="1", STATE_DIR=str(state_dir), S3_PERSIST="1")
+        else:
+            env.pop("PERSIST_STATE", None)
+        log_path = LOCAL_DIR / f"ministack-{port}.log"
+        log(f"starting MiniStack on {endpoint} (log: {log_path.relative_to(ROOT)})")
+        self.process = subprocess.Popen(
+            [str(ministack)],
+            env=env,
+            stdout=open(log_path, "ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while not emulator_answers(endpoint):
+            if self.process.poll() is not None:
+                sys.exit(f"MiniStack exited with {self.process.returncode}; see {log_path}")
+            if time.monotonic() > deadline:
+                self.stop()
+                sys.exit(f"MiniStack did not become ready; see {log_path}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # SIGTERM lets MiniStack write its persisted state; SIGKILL would lose it.
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        log("emulator stopped")
+
+
+# ---------------------------------------------------------------- template
+
+
+def load_template() -> dict:
+    from samcli.yamlhelper import yaml_parse
+
+    return yaml_parse((ROOT / "template.yaml").read_text())
+
+
+def template_functions(template: dict) -> dict[str, dict]:
+    """Logical id -> {crate, routes: [(METHOD, path)]} for every function of the template."""
+    functions = {}
+    for logical_id, resource in template["Resources"].items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = resource["Properties"]
+        crate = Path(props["CodeUri"]).name
+        routes = [
+            (event["Properties"]["Method"].upper(), event["Properties"]["Path"])
+            for event in (props.get("Events") or {}).values()
+            if event.get("Type") == "HttpApi"
+        ]
+        functions[logical_id] = {"crate": crate, "routes": routes}
+    return functions
+
+
+def build_bootstraps(template: dict) -> Path:
+    """Builds every function for the host (the emulator runs them as local processes) and lays each out
+    as <dir>/<crate>/bootstrap, the shape `sam build` produces."""
+    crates = sorted({f["crate"] for f in template_functions(template).values()})
+    log(f"building {len(crates)} functions for the host")
+    command = ["cargo", "build", "--locked", *[arg for crate in crates for arg in ("-p", crate)]]
+    subprocess.run(command, cwd=ROOT, check=True)
+    out = ROOT / "target" / "lambda-local"
+    for crate in crates:
+        binary = ROOT / "target" / "debug" / crate
+        target = out / crate / "bootstrap"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_bytes() != binary.read_bytes():
+            shutil.copy2(binary, target)
+        target.chmod(0o755)
+    return out
+
+
+def built_template(bootstraps: Path, stack: str) -> Path:
+    """template.yaml with each CodeUri pointing at its built bootstrap, as `sam build` would write it."""
+    text = (ROOT / "template.yaml").read_text()
+    text, count = re.subn(
+        r"^(\s*CodeUri:\s*)functions/([A-Za-z0-9_-]+)\s*$",
+        lambda m: f"{m.group(1)}{bootstraps / m.group(2)}",
+        text,
+        flags=re.MULTILINE,
+    )
+    if count == 0:
+        sys.exit("template.yaml has no CodeUri: functions/<name> entries")
+    out_dir = ROOT / ".aws-sam" / f"local-{stack}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "template.yaml"
+    out.write_text(text)
+    return out
+
+
+def sam_deploy(template_path: Path, stack: str, endpoint: str) -> None:
+    sam = VENV / "sam" / "bin" / "sam"
+    log(f"deploying stack {stack} with sam deploy")
+    command = [
+        str(sam), "deploy",
+        "--template-file", str(template_path),
+        "--stack-name", stack,
+        "--region", REGION,
+        "--resolve-s3",
+        "--capabilities", "CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND",
+        "--no-confirm-changeset",
+        "--no-fail-on-empty-changeset",
+        "--parameter-overrides", "Architecture=x86_64", "LogLevel=info",
+    ]
+    # Run beside the built template, away from samconfig.toml, whose environments target AWS.
+    result = subprocess.run(command, cwd=template_path.parent, env=aws_env(endpoint), capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+        sys.exit("sam deploy failed")
+    if "No changes to deploy" in result.stdout + result.stderr:
+        log("stack is up to date")
+
+
+def stack_outputs(stack: str, endpoint: str) -> dict[str, str]:
+    cfn = client("cloudformation", endpoint)
+    described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+
+
+def physical_ids(stack: str, endpoint: str) -> dict[str, str]:
+    cfn = client("cloudformation", endpoint)
+    resources = cfn.describe_stack_resources(StackName=stack)["StackResources"]
+    return {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
+
+
+def ensure_routes(template: dict, stack: str, endpoint: str, api_id: str) -> None:
+    """The emulator ignores the OpenAPI body SAM generates, so create each template route (and the CORS
+    configuration) through the apigatewayv2 API. Idempotent: existing routes are left alone."""
+    apigw = client("apigatewayv2", endpoint)
+    lam = client("lambda", endpoint)
+    ids = physical_ids(stack, endpoint)
+    existing_routes = {r["RouteKey"] for r in apigw.get_routes(ApiId=api_id)["Items"]}
+    integrations = {i["IntegrationUri"]: i["IntegrationId"] for i in apigw.get_integrations(ApiId=api_id)["Items"]}
+    created = 0
+    for logical_id, function in template_functions(template).items():
+        if not function["routes"]:
+            continue
+        arn = lam.get_function(FunctionName=ids[logical_id])["Configuration"]["FunctionArn"]
+        for method, path in function["routes"]:
+            key = f"{method} {path}"
+            if key in existing_routes:
+                continue
+            if arn not in integrations:
+                integrations[arn] = apigw.create_integration(
+                    ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=arn, PayloadFormatVersion="2.0"
+                )["IntegrationId"]
+            apigw.create_route(ApiId=api_id, RouteKey=key, Target=f"integrations/{integrations[arn]}")
+            created += 1
+    cors = template["Resources"]["HttpApi"]["Properties"].get("CorsConfiguration")
+    if cors:
+        apigw.update_api(
+            ApiId=api_id,
+            CorsConfiguration={
+                "AllowOrigins": ["*"],
+                "AllowHeaders": cors["AllowHeaders"],
+                "AllowMethods": cors["AllowMethods"],
+                "ExposeHeaders": cors["ExposeHeaders"],
+                "MaxAge": cors["MaxAge"],
+            },
+        )
+    log(f"HTTP API routes: {created} created, {len(existing_routes)} already present")
+
+
+# ---------------------------------------------------------------- seeding
+
+
+def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    if token:
+        request.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def api_base(endpoint: str, api_id: str) -> str:
+    return f"{endpoint}/_aws/execute-api/{api_id}"
+
+
+def promote(stack: str, endpoint: str, email: str) -> None:
+    name = stack_outputs(stack, endpoint)["PromoteFunctionName"]
+    result = client("lambda", endpoint).invoke(FunctionName=name, Payload=json.dumps({"email": email}).encode())
+    payload = result["Payload"].read()
+    if result.get("FunctionError"):
+        sys.exit(f"promoting {email} failed: {payload.decode(errors='replace')}")
+
+
+def seed(base: str, stack: str, endpoint: str, email: str, password: str, demo_products: bool) -> None:
+    status, body = http("POST", f"{base}/api/users", {"email": email, "password": password, "name": "Shop admin"})
+    if status not in (201, 409):
+        sys.exit(f"could not register the admin ({status}): {body}")
+    promote(stack, endpoint, email)
+    status, body = http("POST", f"{base}/api/auth/login", {"email": email, "password": password})
+    if status != 200:
+        sys.exit(f"admin login failed ({status}): {body}. If the admin existed with another password, use it.")
+    token = body["access_token"]
+    if not demo_products:
+        return
+    status, page = http("GET", f"{base}/api/products?limit=1")
+    if status == 200 and page["items"]:
+        return
+    for product in DEMO_PRODUCTS:
+        status, body = http("POST", f"{base}/api/products", product, token)
+        if status != 201:
+            sys.exit(f"could not create a demo product ({status}): {body}")
+    log(f"created {len(DEMO_PRODUCTS)} demo products")
+
+
+def jwt_secret(stack: str, endpoint: str) -> str:
+    secret_id = stack_outputs(stack, endpoint)["JwtSecretId"]
+    return client("secretsmanager", endpoint).get_secret_value(SecretId=secret_id)["SecretString"]
+
+
+# ---------------------------------------------------------------- commands
+
+
+def info_path(stack: str) -> Path:
+    return LOCAL_DIR / f"{stack}.json"
+
+
+def deploy(args, emulator: Emulator) -> dict:
+    template = load_template()
+    bootstraps = build_bootstraps(template)
+    sam_deploy(built_template(bootstraps, args.stack), args.stack, emulator.endpoint)
+    outputs = stack_outputs(args.stack, emulator.endpoint)
+    api_id = outputs["HttpApiId"]
+    ensure_routes(template, args.stack, emulator.endpoint, api_id)
+    base = api_base(emulator.endpoint, api_id)
+    seed(base, args.stack, emulator.endpoint, args.admin_email, args.admin_password, demo_products=not args.no_demo)
+    info = {
+        "stack": args.stack,
+        "endpoint": emulator.endpoint,
+        "api_url": base,
+        "admin_email": args.admin_email,
+        "outputs": outputs,
+    }
+    LOCAL_DIR.mkdir(exist_ok=True)
+    info_path(args.stack).write_text(json.dumps(info, indent=2))
+    # For `make watch`: the same tables and secret, reached from functions run by cargo lambda.
+    (LOCAL_DIR / f"{args.stack}.watch.env").write_text(
+        "\n".join(
+            [
+                f"AWS_ENDPOINT_URL={emulator.endpoint}",
+                "AWS_ACCESS_KEY_ID=test",
+                "AWS_SECRET_ACCESS_KEY=test",
+                f"AWS_REGION={REGION}",
+                f"USERS_TABLE={outputs['UsersTableName']}",
+                f"PRODUCTS_TABLE={outputs['ProductsTableName']}",
+                f"JWT_SECRET_ID={outputs['JwtSecretId']}",
+                "RUST_LOG=info",
+            ]
+        )
+        + "\n"
+    )
+    return info
+
+
+def cmd_up(args) -> int:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or f"http://127.0.0.1:{args.port}"
+    state_dir = None if args.ephemeral else LOCAL_DIR / f"state-{args.port}"
+    started = time.monotonic()
+    emulator = Emulator(endpoint, args.port, state_dir)
+    try:
+        info = deploy(args, emulator)
+        log(f"ready in {time.monotonic() - started:.1f}s")
+        print(
+            f"""
+  Shop API (stack {info['stack']}) is up.
+    Base URL : {info['api_url']}
+    Admin    : {args.admin_email} / {args.admin_password}
+  Try:
+    curl {info['api_url']}/health
+    curl '{info['api_url']}/api/products?limit=2'
+    TOKEN=$(curl -s -X POST {info['api_url']}/api/auth/login -H 'content-type: application/json' \\
+      -d '{{"email":"{args.admin_email}","password":"{args.admin_password}"}}' | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/')
+    curl -X POST {info['api_url']}/api/products -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
+      -d '{{"name":"Tea towel","category":"kitchen","price":899,"stock_quantity":50}}'
+""",
+            flush=True,
+        )
+        if args.serve:
+            if emulator.process is None:
+                log("the emulator is not ours to stop; exiting")
+                return 0
+            print("  Serving until Ctrl-C.", flush=True)
+            stop = {"now": False}
+
+            def on_signal(signum, frame):
+                stop["now"] = True
+
+            signal.signal(signal.SIGINT, on_signal)
+            signal.signal(signal.SIGTERM, on_signal)
+            while not stop["now"] and emulator.process.poll() is None:
+                time.sleep(0.5)
+        return 0
+    finally:
+        if args.serve or args.ephemeral:
+            emulator.stop()
+
+
+def cmd_url(args) -> int:
+    path = info_path(args.stack)
+    if not path.exists():
+        print(f"no local stack {args.stack} has been deployed: run `make dev`", file=sys.stderr)
+        return 1
+    info = json.loads(path.read_text())
+    if not emulator_answers(info["endpoint"]):
+        print(f"(the emulator at {info['endpoint']} is not running: start it with `make dev`)", file=sys.stderr)
+    print(info["api_url"])
+    return 0
+
+
+def cmd_e2e(args) -> int:
+    """Starts a private emulator, deploys a fresh stack, runs the end-to-end suite against it, stops it."""
+    endpoint = f"http://127.0.0.1:{args.port}"
+    if emulator_answers(endpoint):
+        sys.exit(f"port {args.port} is taken by another emulator; the suite needs its own")
+    emulator = Emulator(endpoint, args.port, state_dir=None)
+    try:
+        info = deploy(args, emulator)
+        env = dict(os.environ)
+        env.update(
+            SHOP_API_URL=info["api_url"],
+            SHOP_ADMIN_EMAIL=args.admin_email,
+            SHOP_ADMIN_PASSWORD=args.admin_password,
+            SHOP_JWT_SECRET=jwt_secret(args.stack, endpoint),
+        )
+        log(f"running the end-to-end suite against {info['api_url']}")
+        return subprocess.run(["cargo", "test", "--locked", "-p", "e2e", "--", *args.test_args], cwd=ROOT, env=env).returncode
+    finally:
+        emulator.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, stack: str, port: int):
+        p.add_argument("--stack", default=stack)
+        p.add_argument("--port", type=int, default=port)
+        p.add_argument("--admin-email", default=os.environ.get("SHOP_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL))
+        p.add_argument("--admin-password", default=os.environ.get("SHOP_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD))
+        p.add_argument("--no-demo", action="store_true", help="do not create demo products")
+
+    up = sub.add_parser("up", help="start the emulator if needed, build, deploy, seed")
+    common(up, "shop-local", 4566)
+    up.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C, then stop the emulator")
+    up.add_argument("--ephemeral", action="store_true", help="no persisted state; stop the emulator on exit")
+    up.set_defaults(func=cmd_up)
+
+    url = sub.add_parser("url", help="print the local API's base URL")
+    url.add_argument("--stack", default="shop-local")
+    url.set_defaults(func=cmd_url)
+
+    e2e = sub.add_parser("e2e", help="run the end-to-end suite on a private emulator")
+    common(e2e, "shop-e2e", 4577)
+    e2e.add_argument("test_args", nargs="*")
+    e2e.set_defaults(func=cmd_e2e, no_demo=True)
+
+    args = parser.parse_args()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
