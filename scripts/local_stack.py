@@ -331,10 +331,39 @@ def info_path(stack: str) -> Path:
     return LOCAL_DIR / f"{stack}.json"
 
 
+def stack_is_deployed(stack: str, endpoint: str) -> bool:
+    try:
+        status = client("cloudformation", endpoint).describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+    except Exception:  # noqa: BLE001 - any failure means "deploy it"
+        return False
+    return status in ("CREATE_COMPLETE", "UPDATE_COMPLETE")
+
+
+def fingerprint(template_path: Path, bootstraps: Path) -> str:
+    """Changes whenever the built template or a bootstrap does (bootstraps are only rewritten when their
+    bytes change, so size and mtime suffice)."""
+    import hashlib
+
+    digest = hashlib.sha256(template_path.read_bytes())
+    for bootstrap in sorted(bootstraps.glob("*/bootstrap")):
+        stat = bootstrap.stat()
+        digest.update(f"{bootstrap.parent.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
 def deploy(args, emulator: Emulator) -> dict:
     template = load_template()
     bootstraps = build_bootstraps(template)
-    sam_deploy(built_template(bootstraps, args.stack), args.stack, emulator.endpoint)
+    template_path = built_template(bootstraps, args.stack)
+    deployed_marker = LOCAL_DIR / f"{args.stack}.deployed"
+    current = fingerprint(template_path, bootstraps)
+    unchanged = deployed_marker.exists() and deployed_marker.read_text() == f"{emulator.endpoint} {current}"
+    if unchanged and stack_is_deployed(args.stack, emulator.endpoint):
+        log("nothing changed since the last deploy; skipping sam deploy")
+    else:
+        sam_deploy(template_path, args.stack, emulator.endpoint)
+        LOCAL_DIR.mkdir(exist_ok=True)
+        deployed_marker.write_text(f"{emulator.endpoint} {current}")
     outputs = stack_outputs(args.stack, emulator.endpoint)
     api_id = outputs["HttpApiId"]
     ensure_routes(template, args.stack, emulator.endpoint, api_id)

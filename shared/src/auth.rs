@@ -3,9 +3,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::Argon2;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,11 @@ impl Identity {
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin() { Ok(()) } else { Err(ApiError::Forbidden) }
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
     }
 
     /// Owners see their own objects and admins see all; everyone else is told it does not exist.
@@ -119,7 +123,9 @@ impl TokenService {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,14 +198,25 @@ mod tests {
         let user_id = UserId::generate();
         let token = service().issue(&user_id, Role::Admin).unwrap();
         let identity = service().verify(&token.access_token).unwrap();
-        assert_eq!(identity, Identity { user_id, role: Role::Admin });
+        assert_eq!(
+            identity,
+            Identity {
+                user_id,
+                role: Role::Admin
+            }
+        );
         assert_eq!(token.token_type, "Bearer");
     }
 
     #[test]
     fn expired_tokens_are_refused() {
-        let token = service().issue_at(&UserId::generate(), Role::Customer, unix_now() - 7200).unwrap();
-        assert!(matches!(service().verify(&token.access_token), Err(ApiError::Unauthorized("The token has expired."))));
+        let token = service()
+            .issue_at(&UserId::generate(), Role::Customer, unix_now() - 7200)
+            .unwrap();
+        assert!(matches!(
+            service().verify(&token.access_token),
+            Err(ApiError::Unauthorized("The token has expired."))
+        ));
     }
 
     #[test]
@@ -225,7 +242,10 @@ mod tests {
 
     #[test]
     fn tampered_claims_are_refused() {
-        let token = service().issue(&UserId::generate(), Role::Customer).unwrap().access_token;
+        let token = service()
+            .issue(&UserId::generate(), Role::Customer)
+            .unwrap()
+            .access_token;
         let mut parts: Vec<&str> = token.split('.').collect();
         let forged = {
             use base64::Engine as _;
@@ -244,7 +264,12 @@ mod tests {
         let password = Password::parse("correct horse battery").unwrap();
         let hash = hasher.hash(&password).await.unwrap();
         assert!(!hash.contains("correct horse"));
-        assert!(hasher.verify("correct horse battery", Some(hash.clone())).await.unwrap());
+        assert!(
+            hasher
+                .verify("correct horse battery", Some(hash.clone()))
+                .await
+                .unwrap()
+        );
         assert!(!hasher.verify("wrong horse battery", Some(hash)).await.unwrap());
         assert!(!hasher.verify("correct horse battery", None).await.unwrap());
     }

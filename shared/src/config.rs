@@ -75,13 +75,21 @@ mod tests {
     #[test]
     fn a_missing_variable_is_named() {
         let error = Config::from_lookup(env(&COMPLETE[1..])).unwrap_err();
-        assert_eq!(error.to_string(), "environment variable USERS_TABLE is required but not set");
+        assert_eq!(
+            error.to_string(),
+            "environment variable USERS_TABLE is required but not set"
+        );
     }
 
     #[test]
     fn a_malformed_ttl_is_refused() {
         let mut pairs = COMPLETE.to_vec();
         pairs.push(("TOKEN_TTL_SECONDS", "forever"));
-        assert!(Config::from_lookup(env(&pairs)).unwrap_err().to_string().contains("TOKEN_TTL_SECONDS"));
+        assert!(
+            Config::from_lookup(env(&pairs))
+                .unwrap_err()
+                .to_string()
+                .contains("TOKEN_TTL_SECONDS")
+        );
     }
 }

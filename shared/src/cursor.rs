@@ -27,7 +27,11 @@ impl CursorCodec {
     pub fn encode<T: Serialize>(&self, scope: &str, position: &T) -> Result<String, ApiError> {
         let payload = serde_json::to_vec(position).map_err(ApiError::internal)?;
         let tag = mac_of(&self.key, &[scope.as_bytes(), b"\0", &payload]);
-        Ok(format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(tag)))
+        Ok(format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(payload),
+            URL_SAFE_NO_PAD.encode(tag)
+        ))
     }
 
     pub fn decode<T: DeserializeOwned>(&self, scope: &str, cursor: &str) -> Result<T, ApiError> {
@@ -71,20 +75,45 @@ mod tests {
 
     #[test]
     fn a_cursor_decodes_in_its_own_scope() {
-        let position = Position { id: "p1".into(), price: 10 };
+        let position = Position {
+            id: "p1".into(),
+            price: 10,
+        };
         let cursor = codec().encode("products|all", &position).unwrap();
         assert_eq!(codec().decode::<Position>("products|all", &cursor).unwrap(), position);
     }
 
     #[test]
     fn a_cursor_from_another_listing_is_refused() {
-        let cursor = codec().encode("products|all", &Position { id: "p1".into(), price: 10 }).unwrap();
-        assert_eq!(codec().decode::<Position>("products|kitchen", &cursor).unwrap_err().status(), 400);
+        let cursor = codec()
+            .encode(
+                "products|all",
+                &Position {
+                    id: "p1".into(),
+                    price: 10,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            codec()
+                .decode::<Position>("products|kitchen", &cursor)
+                .unwrap_err()
+                .status(),
+            400
+        );
     }
 
     #[test]
     fn forged_cursors_are_refused() {
-        let cursor = codec().encode("s", &Position { id: "p1".into(), price: 10 }).unwrap();
+        let cursor = codec()
+            .encode(
+                "s",
+                &Position {
+                    id: "p1".into(),
+                    price: 10,
+                },
+            )
+            .unwrap();
         let (_, tag) = cursor.split_once('.').unwrap();
         let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode(br#"{"id":"p1","price":0}"#));
         for bad in [forged.as_str(), "", "abc", "a.b", "...."] {

@@ -75,7 +75,12 @@ impl ApiRequest {
     }
 
     /// An integer query parameter within `range`, or `default` when absent.
-    pub fn query_int(&self, name: &str, range: std::ops::RangeInclusive<i64>, default: Option<i64>) -> Result<Option<i64>, ApiError> {
+    pub fn query_int(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<i64>,
+        default: Option<i64>,
+    ) -> Result<Option<i64>, ApiError> {
         match self.query(name) {
             None => Ok(default),
             Some(raw) => match raw.trim().parse::<i64>() {
@@ -103,7 +108,10 @@ impl ApiRequest {
         if bytes.len() > MAX_BODY_BYTES {
             return Err(ApiError::PayloadTooLarge);
         }
-        if !self.header(header::CONTENT_TYPE.as_str()).is_some_and(is_json_media_type) {
+        if !self
+            .header(header::CONTENT_TYPE.as_str())
+            .is_some_and(is_json_media_type)
+        {
             return Err(ApiError::UnsupportedMediaType);
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -127,7 +135,9 @@ impl ApiRequest {
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|token| !token.is_empty())
-            .ok_or(ApiError::Unauthorized("The Authorization header must be 'Bearer <token>'."))?;
+            .ok_or(ApiError::Unauthorized(
+                "The Authorization header must be 'Bearer <token>'.",
+            ))?;
         tokens.verify(token)
     }
 
@@ -140,14 +150,19 @@ impl ApiRequest {
     }
 
     pub fn lambda_request_id(&self) -> String {
-        self.inner.lambda_context_ref().map(|context| context.request_id.clone()).unwrap_or_default()
+        self.inner
+            .lambda_context_ref()
+            .map(|context| context.request_id.clone())
+            .unwrap_or_default()
     }
 }
 
 fn is_sane_correlation_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_CORRELATION_ID_CHARS
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn is_json_media_type(value: &str) -> bool {
@@ -279,37 +294,52 @@ mod tests {
 
     #[test]
     fn a_well_formed_body_parses() {
-        let login: Login = request(r#"{"email":"a@b.co","count":1}"#, Some("application/json; charset=utf-8")).json().unwrap();
+        let login: Login = request(
+            r#"{"email":"a@b.co","count":1}"#,
+            Some("application/json; charset=utf-8"),
+        )
+        .json()
+        .unwrap();
         assert_eq!(login.count, 1);
     }
 
     #[test]
     fn malformed_json_is_a_400_on_the_body() {
-        let error = request(r#"{"email":"#, Some("application/json")).json::<Login>().unwrap_err();
+        let error = request(r#"{"email":"#, Some("application/json"))
+            .json::<Login>()
+            .unwrap_err();
         assert_eq!(field_of(error).0, "body");
     }
 
     #[test]
     fn trailing_garbage_is_refused() {
-        let error = request(r#"{"email":"a","count":1} x"#, Some("application/json")).json::<Login>().unwrap_err();
+        let error = request(r#"{"email":"a","count":1} x"#, Some("application/json"))
+            .json::<Login>()
+            .unwrap_err();
         assert_eq!(error.status(), 400);
     }
 
     #[test]
     fn unknown_fields_are_named() {
-        let error = request(r#"{"email":"a","count":1,"role":"admin"}"#, Some("application/json")).json::<Login>().unwrap_err();
+        let error = request(r#"{"email":"a","count":1,"role":"admin"}"#, Some("application/json"))
+            .json::<Login>()
+            .unwrap_err();
         assert_eq!(field_of(error), ("role".into(), "is not an accepted field".into()));
     }
 
     #[test]
     fn missing_fields_are_named() {
-        let error = request(r#"{"email":"a"}"#, Some("application/json")).json::<Login>().unwrap_err();
+        let error = request(r#"{"email":"a"}"#, Some("application/json"))
+            .json::<Login>()
+            .unwrap_err();
         assert_eq!(field_of(error), ("count".into(), "is required".into()));
     }
 
     #[test]
     fn wrong_types_name_the_field() {
-        let error = request(r#"{"email":"a","count":"1"}"#, Some("application/json")).json::<Login>().unwrap_err();
+        let error = request(r#"{"email":"a","count":"1"}"#, Some("application/json"))
+            .json::<Login>()
+            .unwrap_err();
         let (field, message) = field_of(error);
         assert_eq!(field, "count");
         assert!(message.contains("invalid type"), "{message}");
@@ -317,7 +347,9 @@ mod tests {
 
     #[test]
     fn non_json_content_is_415() {
-        let error = request("email=a", Some("application/x-www-form-urlencoded")).json::<Login>().unwrap_err();
+        let error = request("email=a", Some("application/x-www-form-urlencoded"))
+            .json::<Login>()
+            .unwrap_err();
         assert_eq!(error.status(), 415);
         assert_eq!(request("{}", None).json::<Login>().unwrap_err().status(), 415);
     }
@@ -325,13 +357,22 @@ mod tests {
     #[test]
     fn oversized_bodies_are_413() {
         let body = format!(r#"{{"email":"{}","count":1}}"#, "a".repeat(MAX_BODY_BYTES));
-        assert_eq!(request(&body, Some("application/json")).json::<Login>().unwrap_err().status(), 413);
+        assert_eq!(
+            request(&body, Some("application/json"))
+                .json::<Login>()
+                .unwrap_err()
+                .status(),
+            413
+        );
     }
 
     #[test]
     fn sane_correlation_ids_are_kept_and_others_replaced() {
         let with = |id: &str| {
-            let request = lambda_http::http::Request::builder().header(CORRELATION_HEADER, id).body(Body::Empty).unwrap();
+            let request = lambda_http::http::Request::builder()
+                .header(CORRELATION_HEADER, id)
+                .body(Body::Empty)
+                .unwrap();
             ApiRequest::new(request).correlation_id().to_owned()
         };
         assert_eq!(with("abc-123_x.y"), "abc-123_x.y");

@@ -40,11 +40,17 @@ impl AppState {
     }
 
     pub fn users(&self) -> Arc<dyn UserRepository> {
-        Arc::new(DynamoUserRepository::new(self.dynamodb.clone(), &self.config.users_table))
+        Arc::new(DynamoUserRepository::new(
+            self.dynamodb.clone(),
+            &self.config.users_table,
+        ))
     }
 
     pub fn products(&self) -> Arc<dyn ProductRepository> {
-        Arc::new(DynamoProductRepository::new(self.dynamodb.clone(), &self.config.products_table))
+        Arc::new(DynamoProductRepository::new(
+            self.dynamodb.clone(),
+            &self.config.products_table,
+        ))
     }
 
     /// Reads the deployment's signing secret (one Secrets Manager call, at init).

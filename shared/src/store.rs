@@ -97,7 +97,13 @@ mod tests {
     #[test]
     fn an_overfetched_page_points_at_its_last_item() {
         let page = Page::from_overfetch(vec![1, 2, 3], 2, |n| *n);
-        assert_eq!(page, Page { items: vec![1, 2], next: Some(2) });
+        assert_eq!(
+            page,
+            Page {
+                items: vec![1, 2],
+                next: Some(2)
+            }
+        );
     }
 
     #[test]

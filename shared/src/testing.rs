@@ -1,5 +1,6 @@
 //! Fixtures for handler unit tests: requests from `events/*.json`, tokens signed with a test secret,
-//! and response decoding.
+//! and response decoding. Test-only code: failing loudly is its job.
+#![allow(clippy::panic)]
 
 use lambda_http::http::HeaderValue;
 use lambda_http::{Body, Request, Response};

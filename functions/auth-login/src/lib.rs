@@ -48,7 +48,10 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         if body.password.is_empty() {
             errors.push("password", "is required");
         } else if body.password.chars().count() > Password::MAX_CHARS {
-            errors.push("password", format!("must be at most {} characters", Password::MAX_CHARS));
+            errors.push(
+                "password",
+                format!("must be at most {} characters", Password::MAX_CHARS),
+            );
         }
         let email = errors.finish(|| email)?;
         let record = deps.users.find_login(&email).await?;
@@ -90,9 +93,19 @@ mod tests {
             role: Role::Customer,
             created_at: "2026-01-01T00:00:00Z".into(),
         };
-        let hash = hasher.hash(&Password::parse("correct horse battery").unwrap()).await.unwrap();
+        let hash = hasher
+            .hash(&Password::parse("correct horse battery").unwrap())
+            .await
+            .unwrap();
         users.create(&user, &hash).await.unwrap();
-        (Deps { users, hasher, tokens: tokens() }, id)
+        (
+            Deps {
+                users,
+                hasher,
+                tokens: tokens(),
+            },
+            id,
+        )
     }
 
     #[tokio::test]
@@ -110,8 +123,16 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_password_and_an_unknown_email_look_the_same() {
         let (deps, _) = deps_with_ada().await;
-        let wrong = handle(&deps, request(include_str!("../../../events/auth-login.wrong-password.json"))).await;
-        let unknown = handle(&deps, request(include_str!("../../../events/auth-login.unknown-email.json"))).await;
+        let wrong = handle(
+            &deps,
+            request(include_str!("../../../events/auth-login.wrong-password.json")),
+        )
+        .await;
+        let unknown = handle(
+            &deps,
+            request(include_str!("../../../events/auth-login.unknown-email.json")),
+        )
+        .await;
         assert_eq!(wrong.status(), 401);
         assert_eq!(unknown.status(), 401);
         let (mut wrong, mut unknown) = (json_of(&wrong), json_of(&unknown));

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
+use shared::AppState;
 use shared::auth::TokenService;
 use shared::domain::{NewProduct, ProductId, now_rfc3339};
 use shared::http::{json_response, respond};
 use shared::repo::products::ProductRepository;
 use shared::state::InitError;
-use shared::AppState;
 
 pub struct Deps {
     pub products: Arc<dyn ProductRepository>,
@@ -96,7 +96,11 @@ mod tests {
     #[tokio::test]
     async fn a_customer_is_forbidden_and_nothing_is_created() {
         let deps = deps();
-        let event = as_user(request(include_str!("../../../events/products-create.json")), &UserId::generate(), Role::Customer);
+        let event = as_user(
+            request(include_str!("../../../events/products-create.json")),
+            &UserId::generate(),
+            Role::Customer,
+        );
         let response = handle(&deps, event).await;
         assert_eq!(response.status(), 403);
         let page = deps.products.list(&Default::default(), None, 10).await.unwrap();
@@ -105,7 +109,11 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_products_are_refused_field_by_field() {
-        let response = handle(&deps(), as_admin(include_str!("../../../events/products-create.invalid.json"))).await;
+        let response = handle(
+            &deps(),
+            as_admin(include_str!("../../../events/products-create.invalid.json")),
+        )
+        .await;
         assert_eq!(response.status(), 400);
         let errors = json_of(&response)["errors"].as_array().unwrap().len();
         assert!(errors >= 2, "{errors}");

@@ -52,10 +52,24 @@ mod tests {
 
     #[tokio::test]
     async fn an_existing_product_is_returned_with_every_field() {
-        let response = handle(&deps().await, request(include_str!("../../../events/products-get.json"))).await;
+        let response = handle(
+            &deps().await,
+            request(include_str!("../../../events/products-get.json")),
+        )
+        .await;
         assert_eq!(response.status(), 200);
         let product = json_of(&response);
-        for field in ["id", "name", "description", "category", "price", "currency", "stock_quantity", "created_at", "updated_at"] {
+        for field in [
+            "id",
+            "name",
+            "description",
+            "category",
+            "price",
+            "currency",
+            "stock_quantity",
+            "created_at",
+            "updated_at",
+        ] {
             assert!(product.get(field).is_some(), "{field}");
         }
         assert_eq!(product["price"], 1299);
@@ -64,9 +78,17 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_or_malformed_id_is_404() {
-        let response = handle(&deps().await, request(include_str!("../../../events/products-get.not-found.json"))).await;
+        let response = handle(
+            &deps().await,
+            request(include_str!("../../../events/products-get.not-found.json")),
+        )
+        .await;
         assert_eq!(response.status(), 404);
-        let response = handle(&deps().await, request(include_str!("../../../events/products-get.bad-id.json"))).await;
+        let response = handle(
+            &deps().await,
+            request(include_str!("../../../events/products-get.bad-id.json")),
+        )
+        .await;
         assert_eq!(response.status(), 404);
     }
 }

@@ -40,21 +40,26 @@ struct ProductPage {
 
 fn filter_of(request: &ApiRequest) -> Result<ProductFilter, ApiError> {
     let mut errors = FieldErrors::default();
-    let category = request.query("category").map(|raw| errors.check("category", Category::parse(&raw)));
+    let category = request
+        .query("category")
+        .map(|raw| errors.check("category", Category::parse(&raw)));
     let mut price = |name: &str| match request.query_int(name, 0..=Price::MAX, None) {
         Ok(value) => value.and_then(|minor| Price::new(minor).ok()),
         Err(ApiError::Validation(found)) => {
-            found.into_vec().into_iter().for_each(|e| errors.push(e.field, e.message));
+            found
+                .into_vec()
+                .into_iter()
+                .for_each(|e| errors.push(e.field, e.message));
             None
         }
         Err(_) => None,
     };
     let min_price = price("min_price");
     let max_price = price("max_price");
-    if let (Some(min), Some(max)) = (min_price, max_price) {
-        if min > max {
-            errors.push("min_price", "must not be greater than max_price");
-        }
+    if let (Some(min), Some(max)) = (min_price, max_price)
+        && min > max
+    {
+        errors.push("min_price", "must not be greater than max_price");
     }
     Ok(errors.finish(|| {
         Some(ProductFilter {
@@ -69,7 +74,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
         request.only_query_params(&["category", "min_price", "max_price", "limit", "cursor"])?;
         let filter = filter_of(&request)?;
-        let limit = request.query_int("limit", 1..=MAX_LIMIT, Some(DEFAULT_LIMIT))?.unwrap_or(DEFAULT_LIMIT);
+        let limit = request
+            .query_int("limit", 1..=MAX_LIMIT, Some(DEFAULT_LIMIT))?
+            .unwrap_or(DEFAULT_LIMIT);
         let scope = filter.scope();
         let after: Option<ProductCursor> = request
             .query("cursor")
@@ -78,10 +85,13 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         let limit = usize::try_from(limit).unwrap_or(20);
         let page = deps.products.list(&filter, after.as_ref(), limit).await?;
         let next_cursor = page.next.map(|next| deps.cursors.encode(&scope, &next)).transpose()?;
-        json_response(StatusCode::OK, &ProductPage {
-            items: page.items,
-            next_cursor,
-        })
+        json_response(
+            StatusCode::OK,
+            &ProductPage {
+                items: page.items,
+                next_cursor,
+            },
+        )
     })
     .await
 }
@@ -114,11 +124,17 @@ mod tests {
     }
 
     fn names(body: &serde_json::Value) -> Vec<String> {
-        body["items"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect()
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     fn with_query(query: &str) -> Request {
-        let mut event: serde_json::Value = serde_json::from_str(include_str!("../../../events/products-list.json")).unwrap();
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/products-list.json")).unwrap();
         event["rawQueryString"] = query.into();
         let params: serde_json::Map<String, serde_json::Value> = query
             .split('&')
@@ -132,7 +148,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_sample_event_filters_by_category_and_price() {
-        let response = handle(&deps().await, request(include_str!("../../../events/products-list.json"))).await;
+        let response = handle(
+            &deps().await,
+            request(include_str!("../../../events/products-list.json")),
+        )
+        .await;
         assert_eq!(response.status(), 200);
         assert_eq!(names(&json_of(&response)), ["Mug", "Kettle"]);
     }
@@ -164,10 +184,22 @@ mod tests {
     #[tokio::test]
     async fn out_of_range_limits_and_bad_filters_are_400() {
         let deps = deps().await;
-        for query in ["limit=0", "limit=101", "limit=x", "min_price=-1", "min_price=10&max_price=5", "category=%%", "colour=red"] {
+        for query in [
+            "limit=0",
+            "limit=101",
+            "limit=x",
+            "min_price=-1",
+            "min_price=10&max_price=5",
+            "category=%%",
+            "colour=red",
+        ] {
             assert_eq!(handle(&deps, with_query(query)).await.status(), 400, "{query}");
         }
-        let response = handle(&deps, request(include_str!("../../../events/products-list.bad-limit.json"))).await;
+        let response = handle(
+            &deps,
+            request(include_str!("../../../events/products-list.bad-limit.json")),
+        )
+        .await;
         assert_eq!(response.status(), 400);
     }
 }

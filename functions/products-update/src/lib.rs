@@ -53,7 +53,11 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
             changes.category.as_deref(),
             changes.price,
         )?;
-        let product = deps.products.update(&id, &patch, &now_rfc3339()).await?.ok_or_else(not_found)?;
+        let product = deps
+            .products
+            .update(&id, &patch, &now_rfc3339())
+            .await?
+            .ok_or_else(not_found)?;
         tracing::info!(product_id = %product.id, "product updated");
         json_response(StatusCode::OK, &product)
     })
@@ -75,7 +79,10 @@ mod tests {
             .unwrap()
             .into_product(ProductId::parse(MUG_ID).unwrap(), "2026-01-01T00:00:00Z".into());
         products.create(&mug).await.unwrap();
-        Deps { products, tokens: tokens() }
+        Deps {
+            products,
+            tokens: tokens(),
+        }
     }
 
     fn as_admin(event: &str) -> Request {
@@ -84,7 +91,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_admin_changes_the_price_and_nothing_else() {
-        let response = handle(&deps().await, as_admin(include_str!("../../../events/products-update.json"))).await;
+        let response = handle(
+            &deps().await,
+            as_admin(include_str!("../../../events/products-update.json")),
+        )
+        .await;
         assert_eq!(response.status(), 200);
         let product = json_of(&response);
         assert_eq!(product["price"], 999);
@@ -95,22 +106,39 @@ mod tests {
     #[tokio::test]
     async fn stock_cannot_be_changed_here() {
         let deps = deps().await;
-        let response = handle(&deps, as_admin(include_str!("../../../events/products-update.stock.json"))).await;
+        let response = handle(
+            &deps,
+            as_admin(include_str!("../../../events/products-update.stock.json")),
+        )
+        .await;
         assert_eq!(response.status(), 400);
         assert_eq!(json_of(&response)["errors"][0]["field"], "stock_quantity");
-        let mug = deps.products.get(&ProductId::parse(MUG_ID).unwrap()).await.unwrap().unwrap();
+        let mug = deps
+            .products
+            .get(&ProductId::parse(MUG_ID).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(mug.stock_quantity.units(), 5);
     }
 
     #[tokio::test]
     async fn a_customer_is_forbidden() {
-        let event = as_user(request(include_str!("../../../events/products-update.json")), &UserId::generate(), Role::Customer);
+        let event = as_user(
+            request(include_str!("../../../events/products-update.json")),
+            &UserId::generate(),
+            Role::Customer,
+        );
         assert_eq!(handle(&deps().await, event).await.status(), 403);
     }
 
     #[tokio::test]
     async fn an_unknown_product_is_404() {
-        let response = handle(&deps().await, as_admin(include_str!("../../../events/products-update.not-found.json"))).await;
+        let response = handle(
+            &deps().await,
+            as_admin(include_str!("../../../events/products-update.not-found.json")),
+        )
+        .await;
         assert_eq!(response.status(), 404);
     }
 }

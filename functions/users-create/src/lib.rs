@@ -83,7 +83,12 @@ mod tests {
         assert_eq!(user["role"], "customer");
         assert_eq!(user["email"], "ada@example.com");
         assert!(user.get("password").is_none() && user.get("password_hash").is_none());
-        assert!(response.headers()["location"].to_str().unwrap().ends_with(user["id"].as_str().unwrap()));
+        assert!(
+            response.headers()["location"]
+                .to_str()
+                .unwrap()
+                .ends_with(user["id"].as_str().unwrap())
+        );
     }
 
     #[tokio::test]
@@ -97,14 +102,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_role_in_the_body_is_refused() {
-        let response = handle(&deps(), request(include_str!("../../../events/users-create.forbidden-role.json"))).await;
+        let response = handle(
+            &deps(),
+            request(include_str!("../../../events/users-create.forbidden-role.json")),
+        )
+        .await;
         assert_eq!(response.status(), 400);
         assert_eq!(json_of(&response)["errors"][0]["field"], "role");
     }
 
     #[tokio::test]
     async fn invalid_fields_are_each_reported() {
-        let response = handle(&deps(), request(include_str!("../../../events/users-create.invalid.json"))).await;
+        let response = handle(
+            &deps(),
+            request(include_str!("../../../events/users-create.invalid.json")),
+        )
+        .await;
         assert_eq!(response.status(), 400);
         let fields: Vec<String> = json_of(&response)["errors"]
             .as_array()
@@ -117,7 +130,11 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_json_is_a_400() {
-        let response = handle(&deps(), request(include_str!("../../../events/users-create.malformed.json"))).await;
+        let response = handle(
+            &deps(),
+            request(include_str!("../../../events/users-create.malformed.json")),
+        )
+        .await;
         assert_eq!(response.status(), 400);
     }
 }

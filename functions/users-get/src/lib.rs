@@ -61,7 +61,10 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
         };
         users.create(&ada, "hash").await.unwrap();
-        Deps { users, tokens: tokens() }
+        Deps {
+            users,
+            tokens: tokens(),
+        }
     }
 
     fn event() -> Request {
@@ -70,7 +73,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_owner_reads_their_account() {
-        let response = handle(&deps().await, as_user(event(), &UserId::parse(ADA_ID).unwrap(), Role::Customer)).await;
+        let response = handle(
+            &deps().await,
+            as_user(event(), &UserId::parse(ADA_ID).unwrap(), Role::Customer),
+        )
+        .await;
         assert_eq!(response.status(), 200);
         assert_eq!(json_of(&response)["email"], "ada@example.com");
     }
@@ -91,7 +98,11 @@ mod tests {
     async fn a_malformed_id_is_404() {
         let response = handle(
             &deps().await,
-            as_user(request(include_str!("../../../events/users-get.bad-id.json")), &UserId::generate(), Role::Admin),
+            as_user(
+                request(include_str!("../../../events/users-get.bad-id.json")),
+                &UserId::generate(),
+                Role::Admin,
+            ),
         )
         .await;
         assert_eq!(response.status(), 404);

@@ -28,7 +28,11 @@ impl Deps {
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
         let identity = request.identity(&deps.tokens)?;
-        let user = deps.users.get(&identity.user_id).await?.ok_or(ApiError::NotFound("user"))?;
+        let user = deps
+            .users
+            .get(&identity.user_id)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
         json_response(StatusCode::OK, &user)
     })
     .await
@@ -44,7 +48,10 @@ mod tests {
     async fn deps_with(user: &User) -> Deps {
         let users = Arc::new(InMemoryUsers::default());
         users.create(user, "hash").await.unwrap();
-        Deps { users, tokens: tokens() }
+        Deps {
+            users,
+            tokens: tokens(),
+        }
     }
 
     fn ada() -> User {

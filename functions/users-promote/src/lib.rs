@@ -63,6 +63,9 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_email_is_an_error_and_creates_nothing() {
         let users = InMemoryUsers::default();
-        assert!(matches!(handle(&users, event()).await, Err(PromoteError::UnknownAccount(_))));
+        assert!(matches!(
+            handle(&users, event()).await,
+            Err(PromoteError::UnknownAccount(_))
+        ));
     }
 }

@@ -9,7 +9,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let users = state.users();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<users_promote::PromoteRequest>| {
         let users = Arc::clone(&users);
-        async move { users_promote::handle(users.as_ref(), event.payload).await.map_err(lambda_runtime::Error::from) }
+        async move {
+            users_promote::handle(users.as_ref(), event.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        }
     }))
     .await
 }

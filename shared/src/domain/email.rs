@@ -63,7 +63,17 @@ mod tests {
 
     #[test]
     fn malformed_addresses_are_refused() {
-        for raw in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "ada@@example.com", "ada@.example.com", "ada@example..com"] {
+        for raw in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "ada@@example.com",
+            "ada@.example.com",
+            "ada@example..com",
+        ] {
             assert!(Email::parse(raw).is_err(), "{raw}");
         }
     }

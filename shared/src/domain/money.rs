@@ -18,7 +18,10 @@ impl Price {
         if (0..=Self::MAX).contains(&minor_units) {
             Ok(Self(minor_units))
         } else {
-            Err(Invalid::new(format!("must be an integer amount in minor units between 0 and {}", Self::MAX)))
+            Err(Invalid::new(format!(
+                "must be an integer amount in minor units between 0 and {}",
+                Self::MAX
+            )))
         }
     }
 

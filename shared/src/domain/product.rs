@@ -14,7 +14,9 @@ impl Category {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let slug = raw.trim().to_ascii_lowercase();
         let valid = (1..=50).contains(&slug.len())
-            && slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && slug
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !slug.starts_with('-')
             && !slug.ends_with('-');
         if valid {
@@ -121,7 +123,10 @@ impl NewProduct {
     ) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::default();
         let name = errors.check("name", parse_text(name, 1, NAME_MAX_CHARS));
-        let description = errors.check("description", parse_text(description.unwrap_or(""), 0, DESCRIPTION_MAX_CHARS));
+        let description = errors.check(
+            "description",
+            parse_text(description.unwrap_or(""), 0, DESCRIPTION_MAX_CHARS),
+        );
         let category = errors.check("category", Category::parse(category));
         let price = errors.check("price", Price::new(price));
         let currency = errors.check("currency", currency.map_or(Ok(Currency::Usd), Currency::parse));
@@ -171,8 +176,7 @@ impl ProductPatch {
     ) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::default();
         let name = name.map(|raw| errors.check("name", parse_text(raw, 1, NAME_MAX_CHARS)));
-        let description =
-            description.map(|raw| errors.check("description", parse_text(raw, 0, DESCRIPTION_MAX_CHARS)));
+        let description = description.map(|raw| errors.check("description", parse_text(raw, 0, DESCRIPTION_MAX_CHARS)));
         let category = category.map(|raw| errors.check("category", Category::parse(raw)));
         let price = price.map(|raw| errors.check("price", Price::new(raw)));
         if name.is_none() && description.is_none() && category.is_none() && price.is_none() {

@@ -63,13 +63,14 @@ impl Phone {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let compact: String = raw.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')')).collect();
         let digits = compact.strip_prefix('+').unwrap_or("");
-        let valid = (7..=15).contains(&digits.len())
-            && digits.chars().all(|c| c.is_ascii_digit())
-            && !digits.starts_with('0');
+        let valid =
+            (7..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) && !digits.starts_with('0');
         if valid {
             Ok(Self(compact))
         } else {
-            Err(Invalid::new("must be an international phone number such as +14155550123"))
+            Err(Invalid::new(
+                "must be an international phone number such as +14155550123",
+            ))
         }
     }
 

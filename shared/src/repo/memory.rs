@@ -38,19 +38,25 @@ impl UserRepository for InMemoryUsers {
 
     async fn find_login(&self, email: &Email) -> Result<Option<LoginRecord>, StoreError> {
         let users = self.users.lock().map_err(|_| poisoned())?;
-        Ok(users.values().find(|(user, _)| &user.email == email).map(|(user, hash)| LoginRecord {
-            user_id: user.id.clone(),
-            role: user.role,
-            password_hash: hash.clone(),
-        }))
+        Ok(users
+            .values()
+            .find(|(user, _)| &user.email == email)
+            .map(|(user, hash)| LoginRecord {
+                user_id: user.id.clone(),
+                role: user.role,
+                password_hash: hash.clone(),
+            }))
     }
 
     async fn set_role(&self, email: &Email, role: Role) -> Result<Option<User>, StoreError> {
         let mut users = self.users.lock().map_err(|_| poisoned())?;
-        Ok(users.values_mut().find(|(user, _)| &user.email == email).map(|(user, _)| {
-            user.role = role;
-            user.clone()
-        }))
+        Ok(users
+            .values_mut()
+            .find(|(user, _)| &user.email == email)
+            .map(|(user, _)| {
+                user.role = role;
+                user.clone()
+            }))
     }
 }
 

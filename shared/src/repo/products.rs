@@ -35,7 +35,9 @@ impl ProductFilter {
     }
 
     pub fn matches(&self, product: &Product) -> bool {
-        self.category.as_ref().is_none_or(|category| &product.category == category)
+        self.category
+            .as_ref()
+            .is_none_or(|category| &product.category == category)
             && self.min_price.is_none_or(|min| product.price >= min)
             && self.max_price.is_none_or(|max| product.price <= max)
     }

@@ -77,7 +77,11 @@ impl DynamoUserRepository {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
-        output.item.map(serde_dynamo::from_item).transpose().map_err(StoreError::from)
+        output
+            .item
+            .map(serde_dynamo::from_item)
+            .transpose()
+            .map_err(StoreError::from)
     }
 
     async fn user_item(&self, id: &UserId) -> Result<Option<UserItem>, StoreError> {
@@ -123,9 +127,17 @@ impl UserRepository for DynamoUserRepository {
         match result {
             Ok(_) => Ok(()),
             Err(error) => {
-                let email_taken = cancellation_codes(&error)
-                    .is_some_and(|codes| codes.iter().flatten().any(|code| code == "ConditionalCheckFailed" || code == "TransactionConflict"));
-                if email_taken { Err(StoreError::AlreadyExists) } else { Err(StoreError::from_sdk(error)) }
+                let email_taken = cancellation_codes(&error).is_some_and(|codes| {
+                    codes
+                        .iter()
+                        .flatten()
+                        .any(|code| code == "ConditionalCheckFailed" || code == "TransactionConflict")
+                });
+                if email_taken {
+                    Err(StoreError::AlreadyExists)
+                } else {
+                    Err(StoreError::from_sdk(error))
+                }
             }
         }
     }
