@@ -269,6 +269,23 @@ def ensure_routes(template: dict, stack: str, endpoint: str, api_id: str) -> Non
     log(f"HTTP API routes: {created} created, {len(existing_routes)} already present")
 
 
+def ensure_ttl(template: dict, stack: str, endpoint: str) -> None:
+    """MiniStack ignores TimeToLiveSpecification in templates: switch TTL on through the API."""
+    dynamodb = client("dynamodb", endpoint)
+    ids = physical_ids(stack, endpoint)
+    for logical_id, resource in template["Resources"].items():
+        spec = resource.get("Properties", {}).get("TimeToLiveSpecification")
+        if resource.get("Type") != "AWS::DynamoDB::Table" or not spec:
+            continue
+        table = ids[logical_id]
+        current = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            dynamodb.update_time_to_live(
+                TableName=table,
+                TimeToLiveSpecification={"AttributeName": spec["AttributeName"], "Enabled": True},
+            )
+
+
 # ---------------------------------------------------------------- seeding
 
 
@@ -367,6 +384,7 @@ def deploy(args, emulator: Emulator) -> dict:
     outputs = stack_outputs(args.stack, emulator.endpoint)
     api_id = outputs["HttpApiId"]
     ensure_routes(template, args.stack, emulator.endpoint, api_id)
+    ensure_ttl(template, args.stack, emulator.endpoint)
     base = api_base(emulator.endpoint, api_id)
     seed(base, args.stack, emulator.endpoint, args.admin_email, args.admin_password, demo_products=not args.no_demo)
     info = {
@@ -388,6 +406,8 @@ def deploy(args, emulator: Emulator) -> dict:
                 f"AWS_REGION={REGION}",
                 f"USERS_TABLE={outputs['UsersTableName']}",
                 f"PRODUCTS_TABLE={outputs['ProductsTableName']}",
+                f"ORDERS_TABLE={outputs['OrdersTableName']}",
+                f"IDEMPOTENCY_TABLE={outputs['IdempotencyTableName']}",
                 f"JWT_SECRET_ID={outputs['JwtSecretId']}",
                 "RUST_LOG=info",
             ]

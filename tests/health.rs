@@ -1,4 +1,6 @@
 //! End-to-end: `GET /health` and the correlation id every response carries.
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use e2e::{Api, assert_problem, is_sane_correlation_id, unknown_id};
 
@@ -13,15 +15,25 @@ async fn health_reports_healthy_services_and_a_timestamp() {
     // Then it is healthy, names its services and says when it checked
     let body = reply.expect(200);
     assert!(
-        reply.header("content-type").unwrap_or_default().starts_with("application/json"),
+        reply
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/json"),
         "{}",
         reply.describe()
     );
     assert_eq!(body["status"], "healthy", "{}", reply.text);
     let services = body["services"].as_object().expect("services is an object");
-    assert!(!services.is_empty(), "services names at least one dependency: {}", reply.text);
+    assert!(
+        !services.is_empty(),
+        "services names at least one dependency: {}",
+        reply.text
+    );
     let timestamp = body["timestamp"].as_str().expect("timestamp is a string");
-    assert!(looks_like_rfc3339_utc(timestamp), "timestamp is RFC 3339 UTC: {timestamp}");
+    assert!(
+        looks_like_rfc3339_utc(timestamp),
+        "timestamp is RFC 3339 UTC: {timestamp}"
+    );
     // And it carries a generated correlation id
     let correlation_id = reply.header("x-correlation-id").expect("x-correlation-id header");
     assert!(is_sane_correlation_id(correlation_id), "{correlation_id}");
@@ -37,7 +49,12 @@ async fn a_sane_client_correlation_id_is_echoed_as_is() {
 
     // Then the response carries that very id
     reply.expect(200);
-    assert_eq!(reply.header("x-correlation-id"), Some(mine.as_str()), "{}", reply.describe());
+    assert_eq!(
+        reply.header("x-correlation-id"),
+        Some(mine.as_str()),
+        "{}",
+        reply.describe()
+    );
 }
 
 #[tokio::test]
@@ -53,7 +70,10 @@ async fn an_insane_client_correlation_id_is_replaced() {
         reply.expect(200);
         let echoed = reply.header("x-correlation-id").expect("x-correlation-id header");
         assert_ne!(echoed, insane, "an insane correlation id must not be echoed");
-        assert!(is_sane_correlation_id(echoed), "replacement {echoed:?} for {insane:?} is not sane");
+        assert!(
+            is_sane_correlation_id(echoed),
+            "replacement {echoed:?} for {insane:?} is not sane"
+        );
     }
 }
 
@@ -75,7 +95,8 @@ async fn problem_responses_carry_the_clients_correlation_id_too() {
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)`.
 fn looks_like_rfc3339_utc(text: &str) -> bool {
     let bytes = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| bytes.get(range).is_some_and(|part| part.iter().all(u8::is_ascii_digit));
+    let digits =
+        |range: std::ops::Range<usize>| bytes.get(range).is_some_and(|part| part.iter().all(u8::is_ascii_digit));
     let utc = text.ends_with('Z') || text.ends_with("+00:00");
     bytes.len() >= 20
         && digits(0..4)

@@ -2,6 +2,8 @@
 //! template.yaml (functions and HttpApi routes) and the `cargo lambda watch` router in Cargo.toml.
 //! Runs without an emulator.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -13,6 +13,8 @@ pub enum ConfigError {
 pub struct Config {
     pub users_table: String,
     pub products_table: String,
+    pub orders_table: String,
+    pub idempotency_table: String,
     /// Name or ARN of the Secrets Manager secret that signs tokens and cursors.
     pub jwt_secret_id: String,
     pub token_ttl_secs: u64,
@@ -43,6 +45,8 @@ impl Config {
         Ok(Self {
             users_table: required("USERS_TABLE")?,
             products_table: required("PRODUCTS_TABLE")?,
+            orders_table: required("ORDERS_TABLE")?,
+            idempotency_table: required("IDEMPOTENCY_TABLE")?,
             jwt_secret_id: required("JWT_SECRET_ID")?,
             token_ttl_secs,
         })
@@ -62,6 +66,8 @@ mod tests {
     const COMPLETE: &[(&str, &str)] = &[
         ("USERS_TABLE", "users"),
         ("PRODUCTS_TABLE", "products"),
+        ("ORDERS_TABLE", "orders"),
+        ("IDEMPOTENCY_TABLE", "idempotency"),
         ("JWT_SECRET_ID", "shop/jwt"),
     ];
 

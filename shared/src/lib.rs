@@ -7,6 +7,8 @@ pub mod cursor;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod idempotency;
+pub mod orders;
 pub mod repo;
 pub mod state;
 pub mod store;

@@ -7,6 +7,8 @@ use aws_config::BehaviorVersion;
 use crate::auth::TokenService;
 use crate::config::{Config, ConfigError};
 use crate::cursor::CursorCodec;
+use crate::idempotency::{DynamoIdempotencyStore, IdempotencyStore};
+use crate::repo::orders::{DynamoOrderRepository, OrderRepository, OrderTables};
 use crate::repo::products::{DynamoProductRepository, ProductRepository};
 use crate::repo::users::{DynamoUserRepository, UserRepository};
 
@@ -51,6 +53,23 @@ impl AppState {
             self.dynamodb.clone(),
             &self.config.products_table,
         ))
+    }
+
+    pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
+        Arc::new(DynamoIdempotencyStore::new(
+            self.dynamodb.clone(),
+            &self.config.idempotency_table,
+        ))
+    }
+
+    pub fn orders(&self) -> Arc<dyn OrderRepository> {
+        let tables = OrderTables {
+            orders: self.config.orders_table.clone(),
+            products: self.config.products_table.clone(),
+            users: self.config.users_table.clone(),
+        };
+        let idempotency = DynamoIdempotencyStore::new(self.dynamodb.clone(), &self.config.idempotency_table);
+        Arc::new(DynamoOrderRepository::new(self.dynamodb.clone(), tables, idempotency))
     }
 
     /// Reads the deployment's signing secret (one Secrets Manager call, at init).

@@ -2,6 +2,8 @@
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use std::collections::HashMap;
 
 use crate::error::BoxError;
 
@@ -67,6 +69,53 @@ pub fn cancellation_codes<R>(error: &SdkError<TransactWriteItemsError, R>) -> Op
                 .collect(),
         ),
         _ => None,
+    }
+}
+
+/// Reads many items, possibly from several tables, in one `BatchGetItem` (plus retries of any keys
+/// DynamoDB leaves unprocessed under load). At most 100 keys.
+pub async fn batch_get(
+    client: &aws_sdk_dynamodb::Client,
+    keys_by_table: HashMap<String, Vec<HashMap<String, AttributeValue>>>,
+) -> Result<HashMap<String, Vec<HashMap<String, AttributeValue>>>, StoreError> {
+    const MAX_ATTEMPTS: u32 = 5;
+    let mut request: HashMap<String, KeysAndAttributes> = HashMap::new();
+    for (table, keys) in keys_by_table {
+        if keys.is_empty() {
+            continue;
+        }
+        let keys_and_attributes = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|error| StoreError::Failed(Box::new(error)))?;
+        request.insert(table, keys_and_attributes);
+    }
+    let mut found: HashMap<String, Vec<HashMap<String, AttributeValue>>> = HashMap::new();
+    for attempt in 0..MAX_ATTEMPTS {
+        if request.is_empty() {
+            return Ok(found);
+        }
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+        }
+        let output = client
+            .batch_get_item()
+            .set_request_items(Some(request))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        for (table, items) in output.responses.unwrap_or_default() {
+            found.entry(table).or_default().extend(items);
+        }
+        request = output.unprocessed_keys.unwrap_or_default();
+    }
+    if request.is_empty() {
+        Ok(found)
+    } else {
+        Err(StoreError::Unavailable(
+            "BatchGetItem left keys unprocessed after retries".into(),
+        ))
     }
 }
 

@@ -208,8 +208,12 @@ impl Api {
 
     /// `POST /api/users` with the given fields.
     pub async fn register(&self, email: &str, password: &str, name: &str) -> Reply {
-        self.post_json("/api/users", None, &json!({"email": email, "password": password, "name": name}))
-            .await
+        self.post_json(
+            "/api/users",
+            None,
+            &json!({"email": email, "password": password, "name": name}),
+        )
+        .await
     }
 
     /// `POST /api/auth/login`.
@@ -219,7 +223,6 @@ impl Api {
     }
 
     /// Logs in and returns the access token, failing the test when login does not answer 200.
-    #[track_caller]
     pub async fn token(&self, email: &str, password: &str) -> String {
         let reply = self.login(email, password).await;
         let body = reply.expect(200);
@@ -231,7 +234,6 @@ impl Api {
 
     /// Asserts that `email`/`password` cannot log in (the account was never created, or not with this
     /// password).
-    #[track_caller]
     pub async fn assert_cannot_log_in(&self, email: &str, password: &str) {
         let reply = self.login(email, password).await;
         assert_eq!(
@@ -271,7 +273,10 @@ impl Api {
                     "the admin account {email} (SHOP_ADMIN_EMAIL/SHOP_ADMIN_PASSWORD) cannot log in: {}",
                     reply.describe()
                 );
-                reply.json["access_token"].as_str().expect("admin access_token").to_owned()
+                reply.json["access_token"]
+                    .as_str()
+                    .expect("admin access_token")
+                    .to_owned()
             })
             .await
             .clone()
@@ -355,7 +360,9 @@ pub fn unknown_id() -> String {
 
 /// The signing secret, when the environment provides it.
 pub fn jwt_secret() -> Option<String> {
-    std::env::var("SHOP_JWT_SECRET").ok().filter(|secret| !secret.is_empty())
+    std::env::var("SHOP_JWT_SECRET")
+        .ok()
+        .filter(|secret| !secret.is_empty())
 }
 
 pub fn unix_now() -> u64 {
@@ -387,10 +394,15 @@ pub fn tamper_signature(token: &str) -> String {
 pub fn tamper_claims(token: &str, change: impl FnOnce(&mut Value)) -> String {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "a JWT has three parts: {token}");
-    let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64 claims"))
-        .expect("JSON claims");
+    let mut claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64 claims")).expect("JSON claims");
     change(&mut claims);
-    format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2])
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    )
 }
 
 /// An unsigned (`alg: none`) token claiming to be `user_id` with `role`.
@@ -426,14 +438,20 @@ pub fn assert_problem(reply: &Reply, status: u16) -> &Value {
             "the problem lacks a non-empty string {field:?}: {shown}"
         );
     }
-    assert_eq!(body["status"], json!(status), "problem.status must equal the HTTP status: {shown}");
+    assert_eq!(
+        body["status"],
+        json!(status),
+        "problem.status must equal the HTTP status: {shown}"
+    );
     assert_eq!(
         reply.header("x-correlation-id"),
         body["correlation_id"].as_str(),
         "the problem's correlation_id must be the X-Correlation-ID echoed: {shown}"
     );
     if let Some(errors) = body.get("errors") {
-        let errors = errors.as_array().unwrap_or_else(|| panic!("errors must be an array: {shown}"));
+        let errors = errors
+            .as_array()
+            .unwrap_or_else(|| panic!("errors must be an array: {shown}"));
         for error in errors {
             assert!(
                 error["field"].is_string() && error["message"].is_string(),
@@ -483,10 +501,16 @@ pub fn without_correlation_id(body: &Value) -> Value {
 pub fn assert_nothing_internal(text: &str) {
     let lower = text.to_ascii_lowercase();
     for word in INTERNAL_SUBSTRINGS {
-        assert!(!lower.contains(word), "the response reveals internals ({word:?}): {text}");
+        assert!(
+            !lower.contains(word),
+            "the response reveals internals ({word:?}): {text}"
+        );
     }
     for word in INTERNAL_CASED_SUBSTRINGS {
-        assert!(!text.contains(word), "the response reveals internals ({word:?}): {text}");
+        assert!(
+            !text.contains(word),
+            "the response reveals internals ({word:?}): {text}"
+        );
     }
     for word in lower.split(|c: char| !c.is_ascii_alphanumeric()) {
         assert!(
@@ -500,7 +524,9 @@ pub fn assert_nothing_internal(text: &str) {
 pub fn is_sane_correlation_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]
@@ -510,7 +536,10 @@ mod tests {
     #[test]
     fn query_values_are_encoded() {
         assert_eq!(products_path(&[]), "/api/products");
-        assert_eq!(products_path(&[("category", "a b"), ("cursor", "x+y")]), "/api/products?category=a+b&cursor=x%2By");
+        assert_eq!(
+            products_path(&[("category", "a b"), ("cursor", "x+y")]),
+            "/api/products?category=a+b&cursor=x%2By"
+        );
     }
 
     #[test]

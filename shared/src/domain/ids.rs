@@ -55,6 +55,11 @@ opaque_id!(
     ProductId,
     "product"
 );
+opaque_id!(
+    /// Identifies an order; opaque to clients.
+    OrderId,
+    "order"
+);
 
 #[cfg(test)]
 mod tests {

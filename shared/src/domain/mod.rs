@@ -4,13 +4,17 @@
 mod email;
 mod ids;
 mod money;
+mod order;
 mod product;
 mod text;
 mod user;
 
 pub use email::Email;
-pub use ids::{ProductId, UserId};
+pub use ids::{OrderId, ProductId, UserId};
 pub use money::{Currency, Price};
+pub use order::{
+    CancelReason, LineRequest, NewOrder, Order, OrderLine, OrderStatus, Quantity, Transition, order_total,
+};
 pub use product::{Category, NewProduct, Product, ProductPatch, StockQuantity};
 pub use text::parse_text;
 pub use user::{NewUser, Password, Phone, Role, User};
@@ -31,9 +35,26 @@ pub fn now_rfc3339() -> String {
     format_rfc3339(time::OffsetDateTime::now_utc())
 }
 
+/// RFC 3339 in UTC with exactly six fractional digits, so that timestamps sort as strings
+/// (index sort keys rely on it).
 pub fn format_rfc3339(at: time::OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
-    // Formatting a UTC OffsetDateTime with a fixed, valid description cannot fail.
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    // Formatting a UTC date with a fixed, valid description cannot fail; fall back to epoch seconds.
+    at.format(&format).unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_a_fixed_width_and_sort_as_strings() {
+        let whole = format_rfc3339(time::macros::datetime!(2026-01-01 00:00:09 UTC));
+        let fraction = format_rfc3339(time::macros::datetime!(2026-01-01 00:00:09.5 UTC));
+        assert_eq!(whole, "2026-01-01T00:00:09.000000Z");
+        assert!(whole < fraction);
+        assert!(time::OffsetDateTime::parse(&fraction, &time::format_description::well_known::Rfc3339).is_ok());
+    }
 }

@@ -6,9 +6,16 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use std::sync::Arc;
+
+use super::orders::{OrderCursor, OrderRepository, PlaceOutcome, releases_stock, transitioned};
 use super::products::{ProductCursor, ProductFilter, ProductRepository};
 use super::users::{LoginRecord, UserRepository};
-use crate::domain::{Email, Product, ProductId, ProductPatch, Role, User, UserId};
+use crate::domain::{
+    CancelReason, Email, Order, OrderId, OrderStatus, Product, ProductId, ProductPatch, Role, StockQuantity, User,
+    UserId,
+};
+use crate::idempotency::{IdempotencyStore, InMemoryIdempotency, Lease, StoredResponse};
 use crate::store::{Page, StoreError};
 
 fn poisoned() -> StoreError {
@@ -80,6 +87,11 @@ impl ProductRepository for InMemoryProducts {
         Ok(self.products.lock().map_err(|_| poisoned())?.get(id).cloned())
     }
 
+    async fn get_many(&self, ids: &[ProductId]) -> Result<Vec<Product>, StoreError> {
+        let products = self.products.lock().map_err(|_| poisoned())?;
+        Ok(ids.iter().filter_map(|id| products.get(id).cloned()).collect())
+    }
+
     async fn update(&self, id: &ProductId, patch: &ProductPatch, now: &str) -> Result<Option<Product>, StoreError> {
         let mut products = self.products.lock().map_err(|_| poisoned())?;
         Ok(products.get_mut(id).map(|product| {
@@ -104,5 +116,155 @@ impl ProductRepository for InMemoryProducts {
             .take(limit + 1)
             .collect();
         Ok(Page::from_overfetch(remaining, limit, ProductCursor::after))
+    }
+}
+
+impl InMemoryProducts {
+    /// Restocks (or takes stock from) one product, for test set-up.
+    pub fn move_stock_for_tests(&self, id: &str, delta: i64) {
+        if let Ok(id) = ProductId::parse(id) {
+            let _ = self.move_stock(&[(id, delta)]);
+        }
+    }
+
+    /// Deletes a product, for tests of what happens to orders of products that are gone.
+    pub fn remove_for_tests(&self, id: &str) {
+        if let (Ok(id), Ok(mut products)) = (ProductId::parse(id), self.products.lock()) {
+            products.remove(&id);
+        }
+    }
+
+    /// Adds `delta` to the stock of each product, all or nothing; the failing product when one is
+    /// missing or would go below zero.
+    fn move_stock(&self, changes: &[(ProductId, i64)]) -> Result<Result<(), (ProductId, bool)>, StoreError> {
+        let mut products = self.products.lock().map_err(|_| poisoned())?;
+        for (id, delta) in changes {
+            match products.get(id) {
+                None => return Ok(Err((id.clone(), false))),
+                Some(product) if product.stock_quantity.units() + delta < 0 => return Ok(Err((id.clone(), true))),
+                Some(_) => {}
+            }
+        }
+        for (id, delta) in changes {
+            if let Some(product) = products.get_mut(id) {
+                let units = product.stock_quantity.units() + delta;
+                product.stock_quantity = StockQuantity::new(units).map_err(|e| StoreError::Failed(e.0.into()))?;
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// Orders over the in-memory products, users and idempotency records, with the same all-or-nothing
+/// placement and conditional transitions as the DynamoDB adapter.
+pub struct InMemoryOrders {
+    orders: Mutex<HashMap<OrderId, Order>>,
+    pub products: Arc<InMemoryProducts>,
+    pub users: Arc<InMemoryUsers>,
+    pub idempotency: Arc<InMemoryIdempotency>,
+}
+
+impl InMemoryOrders {
+    pub fn new(
+        products: Arc<InMemoryProducts>,
+        users: Arc<InMemoryUsers>,
+        idempotency: Arc<InMemoryIdempotency>,
+    ) -> Self {
+        Self {
+            orders: Mutex::default(),
+            products,
+            users,
+            idempotency,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.orders.lock().map_or(0, |orders| orders.len())
+    }
+}
+
+#[async_trait]
+impl OrderRepository for InMemoryOrders {
+    async fn place(
+        &self,
+        order: &Order,
+        completion: Option<(&Lease, &StoredResponse)>,
+    ) -> Result<PlaceOutcome, StoreError> {
+        let changes: Vec<(ProductId, i64)> = order
+            .items
+            .iter()
+            .map(|line| (line.product_id.clone(), -line.quantity.units()))
+            .collect();
+        match self.products.move_stock(&changes)? {
+            Ok(()) => {}
+            Err((id, true)) => return Ok(PlaceOutcome::OutOfStock(id)),
+            Err((id, false)) => return Ok(PlaceOutcome::ProductGone(id)),
+        }
+        if let Some((lease, response)) = completion
+            && self.idempotency.complete(lease, response).await.is_err()
+        {
+            let undo: Vec<(ProductId, i64)> = changes.into_iter().map(|(id, delta)| (id, -delta)).collect();
+            self.products.move_stock(&undo)?.map_err(|_| poisoned())?;
+            return Ok(PlaceOutcome::LeaseLost);
+        }
+        self.orders
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(order.id.clone(), order.clone());
+        Ok(PlaceOutcome::Placed)
+    }
+
+    async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        Ok(self.orders.lock().map_err(|_| poisoned())?.get(id).cloned())
+    }
+
+    async fn list_for_user(
+        &self,
+        user_id: &UserId,
+        after: Option<&OrderCursor>,
+        limit: usize,
+    ) -> Result<Page<Order, OrderCursor>, StoreError> {
+        let orders = self.orders.lock().map_err(|_| poisoned())?;
+        let mut mine: Vec<Order> = orders.values().filter(|o| &o.user_id == user_id).cloned().collect();
+        let position = |o: &Order| (o.created_at.clone(), o.id.to_string());
+        mine.sort_by_key(|o| std::cmp::Reverse(position(o)));
+        let remaining = mine
+            .into_iter()
+            .filter(|o| after.is_none_or(|cursor| position(o) < (cursor.created_at.clone(), cursor.id.clone())))
+            .take(limit + 1)
+            .collect();
+        Ok(Page::from_overfetch(remaining, limit, OrderCursor::after))
+    }
+
+    async fn transition(
+        &self,
+        order: &Order,
+        to: OrderStatus,
+        reason: Option<CancelReason>,
+        now: &str,
+    ) -> Result<Option<Order>, StoreError> {
+        let mut orders = self.orders.lock().map_err(|_| poisoned())?;
+        let Some(stored) = orders.get_mut(&order.id) else {
+            return Ok(None);
+        };
+        if stored.status != order.status {
+            return Ok(None);
+        }
+        if releases_stock(order.status, to) {
+            let changes: Vec<(ProductId, i64)> = order
+                .items
+                .iter()
+                .map(|line| (line.product_id.clone(), line.quantity.units()))
+                .collect();
+            self.products.move_stock(&changes)?.map_err(|_| poisoned())?;
+        }
+        *stored = transitioned(order, to, reason, now);
+        Ok(Some(stored.clone()))
+    }
+
+    async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError> {
+        let user = self.users.get(&order.user_id).await?;
+        let ids: Vec<ProductId> = order.items.iter().map(|line| line.product_id.clone()).collect();
+        Ok((user, self.products.get_many(&ids).await?))
     }
 }

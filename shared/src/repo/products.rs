@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Category, Price, Product, ProductId, ProductPatch};
-use crate::store::{Page, StoreError, is_condition_failure};
+use crate::store::{Page, StoreError, batch_get, is_condition_failure};
 
 pub const BY_PRICE_INDEX: &str = "by_price";
 pub const BY_CATEGORY_INDEX: &str = "by_category";
@@ -64,6 +64,8 @@ pub trait ProductRepository: Send + Sync {
     /// Stores a new product; `AlreadyExists` if its id is taken.
     async fn create(&self, product: &Product) -> Result<(), StoreError>;
     async fn get(&self, id: &ProductId) -> Result<Option<Product>, StoreError>;
+    /// The products with these ids that exist, in one round trip (at most 100 ids).
+    async fn get_many(&self, ids: &[ProductId]) -> Result<Vec<Product>, StoreError>;
     /// Applies `patch` to an existing product without touching its stock; `None` when there is none.
     async fn update(&self, id: &ProductId, patch: &ProductPatch, now: &str) -> Result<Option<Product>, StoreError>;
     /// Products matching `filter`, cheapest first, resuming after `after`.
@@ -108,7 +110,13 @@ impl DynamoProductRepository {
     }
 }
 
-fn id_key(id: &ProductId) -> HashMap<String, AttributeValue> {
+/// Products from raw items of the products table.
+pub fn products_from_items(items: Vec<HashMap<String, AttributeValue>>) -> Result<Vec<Product>, StoreError> {
+    let items: Vec<ProductItem> = serde_dynamo::from_items(items)?;
+    Ok(items.into_iter().map(|item| item.product).collect())
+}
+
+pub fn id_key(id: &ProductId) -> HashMap<String, AttributeValue> {
     HashMap::from([("id".to_string(), AttributeValue::S(id.to_string()))])
 }
 
@@ -146,6 +154,12 @@ impl ProductRepository for DynamoProductRepository {
             .map_err(StoreError::from_sdk)?;
         let item: Option<ProductItem> = output.item.map(serde_dynamo::from_item).transpose()?;
         Ok(item.map(|item| item.product))
+    }
+
+    async fn get_many(&self, ids: &[ProductId]) -> Result<Vec<Product>, StoreError> {
+        let keys = ids.iter().map(id_key).collect();
+        let mut found = batch_get(&self.client, HashMap::from([(self.table.clone(), keys)])).await?;
+        products_from_items(found.remove(&self.table).unwrap_or_default())
     }
 
     async fn update(&self, id: &ProductId, patch: &ProductPatch, now: &str) -> Result<Option<Product>, StoreError> {

@@ -30,7 +30,7 @@ pub trait UserRepository: Send + Sync {
 const USER_ENTITY: &str = "user";
 const EMAIL_ENTITY: &str = "email";
 
-fn user_key(id: &UserId) -> String {
+pub fn user_key(id: &UserId) -> String {
     format!("USER#{id}")
 }
 
@@ -39,11 +39,11 @@ fn email_key(email: &Email) -> String {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct UserItem {
+pub(crate) struct UserItem {
     pk: String,
     entity: String,
     #[serde(flatten)]
-    user: User,
+    pub(crate) user: User,
     password_hash: String,
 }
 

@@ -1,0 +1,76 @@
+//! `GET /api/orders/{order_id}`: one order, for its owner or an admin; 404 for anyone else.
+
+use std::sync::Arc;
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use shared::AppState;
+use shared::auth::TokenService;
+use shared::http::{json_response, respond};
+use shared::orders::{OrderView, order_for_caller};
+use shared::repo::orders::OrderRepository;
+use shared::state::InitError;
+
+pub struct Deps {
+    pub orders: Arc<dyn OrderRepository>,
+    pub tokens: TokenService,
+}
+
+impl Deps {
+    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+        let secret = state.signing_secret().await?;
+        Ok(Self {
+            orders: state.orders(),
+            tokens: secret.tokens(state.config.token_ttl_secs),
+        })
+    }
+}
+
+pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
+    respond(request, |request| async move {
+        let identity = request.identity(&deps.tokens)?;
+        let order = order_for_caller(deps.orders.as_ref(), &identity, &request.path_param("order_id")?).await?;
+        json_response(StatusCode::OK, &OrderView::from(&order))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::domain::{Role, UserId};
+    use shared::testing::{OrderWorld, as_user, json_of, request};
+
+    fn event() -> Request {
+        request(include_str!("../../../events/orders-get.json"))
+    }
+
+    async fn deps(world: &OrderWorld) -> Deps {
+        Deps {
+            orders: world.orders.clone(),
+            tokens: shared::testing::tokens(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_owner_and_admins_read_the_order() {
+        let world = OrderWorld::with_sample_order().await;
+        let deps = deps(&world).await;
+        let response = handle(&deps, as_user(event(), &world.buyer, Role::Customer)).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(json_of(&response)["id"], shared::testing::SAMPLE_ORDER_ID);
+        let response = handle(&deps, as_user(event(), &UserId::generate(), Role::Admin)).await;
+        assert_eq!(response.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn another_customer_gets_404() {
+        let world = OrderWorld::with_sample_order().await;
+        let response = handle(
+            &deps(&world).await,
+            as_user(event(), &UserId::generate(), Role::Customer),
+        )
+        .await;
+        assert_eq!(response.status(), 404);
+    }
+}

@@ -1,0 +1,162 @@
+//! `GET /api/orders`: the caller's orders, newest first, through the `by_user` index, with cursor
+//! paging. An admin may list another user's orders with `?user_id=`.
+
+use std::sync::Arc;
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Serialize;
+use shared::auth::TokenService;
+use shared::cursor::CursorCodec;
+use shared::domain::UserId;
+use shared::http::{json_response, respond};
+use shared::orders::OrderView;
+use shared::repo::orders::{OrderCursor, OrderRepository};
+use shared::state::InitError;
+use shared::{ApiError, AppState};
+
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+
+pub struct Deps {
+    pub orders: Arc<dyn OrderRepository>,
+    pub tokens: TokenService,
+    pub cursors: CursorCodec,
+}
+
+impl Deps {
+    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+        let secret = state.signing_secret().await?;
+        Ok(Self {
+            orders: state.orders(),
+            tokens: secret.tokens(state.config.token_ttl_secs),
+            cursors: secret.cursors(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct OrderPage<'a> {
+    items: Vec<OrderView<'a>>,
+    next_cursor: Option<String>,
+}
+
+pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
+    respond(request, |request| async move {
+        let identity = request.identity(&deps.tokens)?;
+        request.only_query_params(&["limit", "cursor", "user_id"])?;
+        let user_id = match request.query("user_id") {
+            None => identity.user_id.clone(),
+            Some(raw) => {
+                let requested = UserId::parse(&raw).map_err(|invalid| ApiError::invalid_field("user_id", invalid.0))?;
+                if requested != identity.user_id && !identity.is_admin() {
+                    return Err(ApiError::Forbidden);
+                }
+                requested
+            }
+        };
+        let limit = request
+            .query_int("limit", 1..=MAX_LIMIT, Some(DEFAULT_LIMIT))?
+            .unwrap_or(DEFAULT_LIMIT);
+        let limit = usize::try_from(limit).unwrap_or(20);
+        // A cursor is only valid for the user whose listing issued it.
+        let scope = format!("orders|{user_id}");
+        let after: Option<OrderCursor> = request
+            .query("cursor")
+            .map(|cursor| deps.cursors.decode(&scope, &cursor))
+            .transpose()?;
+        let page = deps.orders.list_for_user(&user_id, after.as_ref(), limit).await?;
+        let next_cursor = page.next.map(|next| deps.cursors.encode(&scope, &next)).transpose()?;
+        json_response(
+            StatusCode::OK,
+            &OrderPage {
+                items: page.items.iter().map(OrderView::from).collect(),
+                next_cursor,
+            },
+        )
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::domain::Role;
+    use shared::testing::{OrderWorld, SAMPLE_ORDER_ID, as_user, json_of, request, secret, tokens};
+
+    fn deps(world: &OrderWorld) -> Deps {
+        Deps {
+            orders: world.orders.clone(),
+            tokens: tokens(),
+            cursors: secret().cursors(),
+        }
+    }
+
+    fn with_query(query: &str) -> Request {
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/orders-list.json")).unwrap();
+        let params: serde_json::Map<String, serde_json::Value> = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect();
+        event["rawQueryString"] = query.into();
+        event["queryStringParameters"] = params.into();
+        request(&event.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_customer_lists_their_own_orders() {
+        let world = OrderWorld::with_sample_order().await;
+        let response = handle(
+            &deps(&world),
+            as_user(with_query("limit=10"), &world.buyer, Role::Customer),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        let body = json_of(&response);
+        assert_eq!(body["items"][0]["id"], SAMPLE_ORDER_ID);
+        assert!(body["next_cursor"].is_null());
+    }
+
+    #[tokio::test]
+    async fn another_customer_sees_none_of_them_and_may_not_ask_for_them() {
+        let world = OrderWorld::with_sample_order().await;
+        let stranger = shared::domain::UserId::generate();
+        let body = json_of(
+            &handle(
+                &deps(&world),
+                as_user(with_query("limit=10"), &stranger, Role::Customer),
+            )
+            .await,
+        );
+        assert_eq!(body["items"].as_array().unwrap().len(), 0);
+        let query = format!("user_id={}", world.buyer);
+        let response = handle(&deps(&world), as_user(with_query(&query), &stranger, Role::Customer)).await;
+        assert_eq!(response.status(), 403);
+    }
+
+    #[tokio::test]
+    async fn an_admin_lists_anyones_orders() {
+        let world = OrderWorld::with_sample_order().await;
+        let query = format!("user_id={}", world.buyer);
+        let admin = shared::domain::UserId::generate();
+        let body = json_of(&handle(&deps(&world), as_user(with_query(&query), &admin, Role::Admin)).await);
+        assert_eq!(body["items"][0]["id"], SAMPLE_ORDER_ID);
+    }
+
+    #[tokio::test]
+    async fn bad_limits_and_cursors_are_400() {
+        let world = OrderWorld::with_sample_order().await;
+        for query in [
+            "limit=0",
+            "limit=101",
+            "cursor=forged",
+            "user_id=nope",
+            "status=PENDING",
+        ] {
+            let response = handle(&deps(&world), as_user(with_query(query), &world.buyer, Role::Customer)).await;
+            assert_eq!(response.status(), 400, "{query}");
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Orders table (`id` key, `by_user` index on user id + creation time). Every write that must happen
+//! together is one DynamoDB transaction: placement reserves the stock of every line, stores the order
+//! and completes the idempotency record; a cancellation changes the status and releases the stock.
+//! Status changes are conditional on the status they start from, so racing transitions cannot both win.
+//! Each order item carries everything its events need (status, user, lines, totals, correlation id).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use serde::{Deserialize, Serialize};
+
+use super::products::{id_key as product_key, products_from_items};
+use super::users::{UserItem, user_key};
+use crate::domain::{CancelReason, Order, OrderId, OrderLine, OrderStatus, Product, ProductId, User, UserId};
+use crate::idempotency::{DynamoIdempotencyStore, Lease, StoredResponse};
+use crate::store::{Page, StoreError, batch_get};
+
+pub const BY_USER_INDEX: &str = "by_user";
+
+/// How a placement ended when nothing went wrong with storage itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaceOutcome {
+    Placed,
+    /// Not enough stock of this product; nothing was changed.
+    OutOfStock(ProductId),
+    /// The product disappeared between reading and reserving; nothing was changed.
+    ProductGone(ProductId),
+    /// The idempotency claim expired and was taken over; nothing was changed.
+    LeaseLost,
+}
+
+/// Where an order listing resumes: after the order created at this time with this id (newest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCursor {
+    pub created_at: String,
+    pub id: String,
+}
+
+impl OrderCursor {
+    pub fn after(order: &Order) -> Self {
+        Self {
+            created_at: order.created_at.clone(),
+            id: order.id.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+pub trait OrderRepository: Send + Sync {
+    /// Reserves every line's stock, stores the order and (when given) completes the idempotency
+    /// record, all in one transaction.
+    async fn place(
+        &self,
+        order: &Order,
+        completion: Option<(&Lease, &StoredResponse)>,
+    ) -> Result<PlaceOutcome, StoreError>;
+    async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
+    /// A user's orders, newest first.
+    async fn list_for_user(
+        &self,
+        user_id: &UserId,
+        after: Option<&OrderCursor>,
+        limit: usize,
+    ) -> Result<Page<Order, OrderCursor>, StoreError>;
+    /// Moves `order` from the status it was read with to `to`, releasing its stock in the same
+    /// transaction when `to` gives it up. `None` when the order's status changed in the meantime.
+    async fn transition(
+        &self,
+        order: &Order,
+        to: OrderStatus,
+        reason: Option<CancelReason>,
+        now: &str,
+    ) -> Result<Option<Order>, StoreError>;
+    /// The order's user and its products as they are now, in one round trip.
+    async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError>;
+}
+
+/// The order after a transition, as the transition writes it.
+pub fn transitioned(order: &Order, to: OrderStatus, reason: Option<CancelReason>, now: &str) -> Order {
+    Order {
+        status: to,
+        cancel_reason: reason.or(order.cancel_reason),
+        updated_at: now.to_owned(),
+        ..order.clone()
+    }
+}
+
+/// Whether moving from `from` to `to` hands the order's stock back.
+pub fn releases_stock(from: OrderStatus, to: OrderStatus) -> bool {
+    from.holds_stock() && !to.holds_stock()
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderTables {
+    pub orders: String,
+    pub products: String,
+    pub users: String,
+}
+
+pub struct DynamoOrderRepository {
+    client: Client,
+    tables: OrderTables,
+    idempotency: DynamoIdempotencyStore,
+}
+
+impl DynamoOrderRepository {
+    pub fn new(client: Client, tables: OrderTables, idempotency: DynamoIdempotencyStore) -> Self {
+        Self {
+            client,
+            tables,
+            idempotency,
+        }
+    }
+
+    fn stock_change(&self, line: &OrderLine, reserve: bool) -> Result<TransactWriteItem, StoreError> {
+        let quantity = AttributeValue::N(line.quantity.units().to_string());
+        let builder = Update::builder()
+            .table_name(&self.tables.products)
+            .set_key(Some(product_key(&line.product_id)))
+            .expression_attribute_values(":quantity", quantity);
+        let builder = if reserve {
+            builder
+                .update_expression("SET stock_quantity = stock_quantity - :quantity")
+                .condition_expression("attribute_exists(id) AND stock_quantity >= :quantity")
+                // A refusal then shows whether the product is gone or just short.
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        } else {
+            builder
+                .update_expression("SET stock_quantity = stock_quantity + :quantity")
+                .condition_expression("attribute_exists(id)")
+        };
+        let update = builder.build().map_err(|error| StoreError::Failed(Box::new(error)))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    fn status_change(
+        &self,
+        order: &Order,
+        to: OrderStatus,
+        reason: Option<CancelReason>,
+        now: &str,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut expression = "SET #status = :to, updated_at = :now".to_string();
+        let mut values = HashMap::from([
+            (":to".to_string(), serde_dynamo::to_attribute_value(to)?),
+            (":from".to_string(), serde_dynamo::to_attribute_value(order.status)?),
+            (":now".to_string(), AttributeValue::S(now.to_owned())),
+        ]);
+        if let Some(reason) = reason {
+            expression.push_str(", cancel_reason = :reason");
+            values.insert(":reason".into(), serde_dynamo::to_attribute_value(reason)?);
+        }
+        let update = Update::builder()
+            .table_name(&self.tables.orders)
+            .key("id", AttributeValue::S(order.id.to_string()))
+            .update_expression(expression)
+            .condition_expression("#status = :from")
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|error| StoreError::Failed(Box::new(error)))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Runs a transaction, retrying (with backoff) only when DynamoDB cancelled it for a conflict with
+    /// another transaction on the same items, which says nothing about our conditions.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Result<(), Vec<CancellationReason>>, StoreError> {
+        const MAX_ATTEMPTS: u32 = 6;
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(Ok(())),
+                Err(error) => error,
+            };
+            let Some(reasons) = cancellation_reasons(&error) else {
+                return Err(StoreError::from_sdk(error));
+            };
+            let codes: Vec<&str> = reasons.iter().filter_map(CancellationReason::code).collect();
+            let conflict_only = codes.contains(&"TransactionConflict") && !codes.contains(&"ConditionalCheckFailed");
+            attempt += 1;
+            if !conflict_only {
+                return Ok(Err(reasons));
+            }
+            if attempt >= MAX_ATTEMPTS {
+                return Err(StoreError::Unavailable(Box::new(error)));
+            }
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 20);
+            tokio::time::sleep(Duration::from_millis((15 << attempt) + jitter)).await;
+        }
+    }
+}
+
+fn cancellation_reasons<R>(error: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<CancellationReason>> {
+    match error.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+            Some(cancelled.cancellation_reasons().to_vec())
+        }
+        _ => None,
+    }
+}
+
+fn condition_failed(reason: &CancellationReason) -> bool {
+    reason.code() == Some("ConditionalCheckFailed")
+}
+
+fn order_from_item(item: HashMap<String, AttributeValue>) -> Result<Order, StoreError> {
+    Ok(serde_dynamo::from_item(item)?)
+}
+
+#[async_trait]
+impl OrderRepository for DynamoOrderRepository {
+    async fn place(
+        &self,
+        order: &Order,
+        completion: Option<(&Lease, &StoredResponse)>,
+    ) -> Result<PlaceOutcome, StoreError> {
+        let mut items = order
+            .items
+            .iter()
+            .map(|line| self.stock_change(line, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let put = Put::builder()
+            .table_name(&self.tables.orders)
+            .set_item(Some(serde_dynamo::to_item(order)?))
+            .condition_expression("attribute_not_exists(id)")
+            .build()
+            .map_err(|error| StoreError::Failed(Box::new(error)))?;
+        items.push(TransactWriteItem::builder().put(put).build());
+        if let Some((lease, response)) = completion {
+            items.push(self.idempotency.completion_item(lease, response)?);
+        }
+        let reasons = match self.transact(items).await? {
+            Ok(()) => return Ok(PlaceOutcome::Placed),
+            Err(reasons) => reasons,
+        };
+        for (line, reason) in order.items.iter().zip(&reasons) {
+            if condition_failed(reason) {
+                return Ok(if reason.item().is_some() {
+                    PlaceOutcome::OutOfStock(line.product_id.clone())
+                } else {
+                    PlaceOutcome::ProductGone(line.product_id.clone())
+                });
+            }
+        }
+        if completion.is_some() && reasons.last().is_some_and(condition_failed) {
+            return Ok(PlaceOutcome::LeaseLost);
+        }
+        Err(StoreError::Failed(
+            format!("order transaction cancelled: {reasons:?}").into(),
+        ))
+    }
+
+    async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.orders)
+            .key("id", AttributeValue::S(id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        output.item.map(order_from_item).transpose()
+    }
+
+    async fn list_for_user(
+        &self,
+        user_id: &UserId,
+        after: Option<&OrderCursor>,
+        limit: usize,
+    ) -> Result<Page<Order, OrderCursor>, StoreError> {
+        let start_key = after.map(|cursor| {
+            HashMap::from([
+                ("id".to_string(), AttributeValue::S(cursor.id.clone())),
+                ("user_id".to_string(), AttributeValue::S(user_id.to_string())),
+                ("created_at".to_string(), AttributeValue::S(cursor.created_at.clone())),
+            ])
+        });
+        let output = self
+            .client
+            .query()
+            .table_name(&self.tables.orders)
+            .index_name(BY_USER_INDEX)
+            .key_condition_expression("user_id = :user_id")
+            .expression_attribute_values(":user_id", AttributeValue::S(user_id.to_string()))
+            .scan_index_forward(false)
+            .set_exclusive_start_key(start_key)
+            .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let orders = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(order_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(orders, limit, OrderCursor::after))
+    }
+
+    async fn transition(
+        &self,
+        order: &Order,
+        to: OrderStatus,
+        reason: Option<CancelReason>,
+        now: &str,
+    ) -> Result<Option<Order>, StoreError> {
+        let mut items = vec![self.status_change(order, to, reason, now)?];
+        if releases_stock(order.status, to) {
+            for line in &order.items {
+                items.push(self.stock_change(line, false)?);
+            }
+        }
+        match self.transact(items).await? {
+            Ok(()) => Ok(Some(transitioned(order, to, reason, now))),
+            Err(reasons) if reasons.first().is_some_and(condition_failed) => Ok(None),
+            Err(reasons) => Err(StoreError::Failed(format!("transition cancelled: {reasons:?}").into())),
+        }
+    }
+
+    async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError> {
+        let user_key = HashMap::from([("pk".to_string(), AttributeValue::S(user_key(&order.user_id)))]);
+        let product_keys = order.items.iter().map(|line| product_key(&line.product_id)).collect();
+        let mut found = batch_get(
+            &self.client,
+            HashMap::from([
+                (self.tables.users.clone(), vec![user_key]),
+                (self.tables.products.clone(), product_keys),
+            ]),
+        )
+        .await?;
+        let user = match found.remove(&self.tables.users).unwrap_or_default().into_iter().next() {
+            Some(item) => Some(serde_dynamo::from_item::<_, UserItem>(item)?.user),
+            None => None,
+        };
+        let products = products_from_items(found.remove(&self.tables.products).unwrap_or_default())?;
+        Ok((user, products))
+    }
+}
