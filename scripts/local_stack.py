@@ -486,6 +486,12 @@ def cmd_e2e(args) -> int:
             SHOP_ADMIN_EMAIL=args.admin_email,
             SHOP_ADMIN_PASSWORD=args.admin_password,
             SHOP_JWT_SECRET=jwt_secret(args.stack, endpoint),
+            # For the tests that set up state or count round trips through the repositories directly.
+            SHOP_AWS_ENDPOINT_URL=endpoint,
+            SHOP_USERS_TABLE=info["outputs"]["UsersTableName"],
+            SHOP_PRODUCTS_TABLE=info["outputs"]["ProductsTableName"],
+            SHOP_ORDERS_TABLE=info["outputs"]["OrdersTableName"],
+            SHOP_IDEMPOTENCY_TABLE=info["outputs"]["IdempotencyTableName"],
         )
         log(f"running the end-to-end suite against {info['api_url']}")
         return subprocess.run(["cargo", "test", "--locked", "-p", "e2e", "--", *args.test_args], cwd=ROOT, env=env).returncode
