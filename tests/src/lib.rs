@@ -561,3 +561,163 @@ mod tests {
         assert_nothing_internal("ResourceNotFoundException: shop-UsersTable");
     }
 }
+
+// ---------------------------------------------------------------------- orders
+
+impl Api {
+    /// `POST /api/orders` with `body` as JSON, plus an `Idempotency-Key` when given.
+    pub async fn place_order(&self, token: Option<&str>, body: &Value, idempotency_key: Option<&str>) -> Reply {
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .map(|key| ("idempotency-key", key))
+            .into_iter()
+            .collect();
+        self.send(
+            Method::POST,
+            "/api/orders",
+            token,
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+            &headers,
+        )
+        .await
+    }
+
+    /// A `POST` without a body (cancel, ship).
+    pub async fn post_empty(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(Method::POST, path, token, None, None, &[]).await
+    }
+
+    /// The product's current stock, read like any client (`GET /api/products/{id}`).
+    pub async fn stock(&self, product_id: &str) -> i64 {
+        let reply = self.get_product(product_id).await;
+        reply.expect(200)["stock_quantity"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("product {product_id} has no integer stock_quantity: {}", reply.text))
+    }
+
+    /// Every order `token` can list (its own, or `user_id`'s for an admin), walking all pages of 100,
+    /// newest first.
+    pub async fn all_orders(&self, token: &str, user_id: Option<&str>) -> Vec<Value> {
+        let mut orders = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let mut query = vec![("limit", "100".to_owned())];
+            if let Some(user_id) = user_id {
+                query.push(("user_id", user_id.to_owned()));
+            }
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor.clone()));
+            }
+            let pairs: Vec<(&str, &str)> = query.iter().map(|(name, value)| (*name, value.as_str())).collect();
+            let reply = self.get(&orders_path(&pairs), Some(token)).await;
+            let body = reply.expect(200);
+            orders.extend(body["items"].as_array().expect("items is an array").iter().cloned());
+            match &body["next_cursor"] {
+                Value::String(next) => cursor = Some(next.clone()),
+                Value::Null => return orders,
+                other => panic!("next_cursor must be a string or null, got {other}"),
+            }
+        }
+        panic!("listing orders does not end after 100 pages");
+    }
+}
+
+/// `/api/orders?...` with properly encoded query parameters.
+pub fn orders_path(query: &[(&str, &str)]) -> String {
+    let mut url = Url::parse("http://x/api/orders").expect("static URL");
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------- direct table access
+
+/// The value of environment variable `name`; fails the calling test with a message when it is missing,
+/// since a test that needs it would otherwise prove nothing.
+#[track_caller]
+pub fn env_var(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value.trim().to_owned(),
+        _ => panic!(
+            "{name} is not set: this test reaches the stack's tables directly. Run `make test-e2e`, or set \
+             SHOP_AWS_ENDPOINT_URL, SHOP_USERS_TABLE, SHOP_PRODUCTS_TABLE, SHOP_ORDERS_TABLE and \
+             SHOP_IDEMPOTENCY_TABLE to those of the stack at SHOP_API_URL."
+        ),
+    }
+}
+
+/// SDK configuration for the emulator at `SHOP_AWS_ENDPOINT_URL` (region us-east-1; credentials from
+/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, or "test"/"test" when those are absent).
+pub async fn emulator_sdk_config() -> aws_config::SdkConfig {
+    let endpoint = env_var("SHOP_AWS_ENDPOINT_URL");
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region("us-east-1");
+    let has_env_credentials = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        .iter()
+        .all(|name| std::env::var(name).is_ok_and(|value| !value.is_empty()));
+    if !has_env_credentials {
+        loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "e2e",
+        ));
+    }
+    loader.load().await
+}
+
+/// The stack's table names, from `SHOP_*_TABLE`.
+#[derive(Debug, Clone)]
+pub struct ShopTables {
+    pub users: String,
+    pub products: String,
+    pub orders: String,
+    pub idempotency: String,
+}
+
+impl ShopTables {
+    #[track_caller]
+    pub fn from_env() -> Self {
+        Self {
+            users: env_var("SHOP_USERS_TABLE"),
+            products: env_var("SHOP_PRODUCTS_TABLE"),
+            orders: env_var("SHOP_ORDERS_TABLE"),
+            idempotency: env_var("SHOP_IDEMPOTENCY_TABLE"),
+        }
+    }
+
+    /// The order repository the functions use, on `client`.
+    pub fn order_repository(&self, client: aws_sdk_dynamodb::Client) -> shared::repo::orders::DynamoOrderRepository {
+        let tables = shared::repo::orders::OrderTables {
+            orders: self.orders.clone(),
+            products: self.products.clone(),
+            users: self.users.clone(),
+        };
+        let idempotency = shared::idempotency::DynamoIdempotencyStore::new(client.clone(), &self.idempotency);
+        shared::repo::orders::DynamoOrderRepository::new(client, tables, idempotency)
+    }
+}
+
+/// Moves order `order_id` from its current status to `to` through the repository, as a step that has no
+/// route yet (payment confirmation) would. Fails the test unless the transition is applied.
+pub async fn transition_order_in_store(order_id: &str, to: shared::domain::OrderStatus) {
+    use shared::repo::orders::OrderRepository as _;
+    let client = aws_sdk_dynamodb::Client::new(&emulator_sdk_config().await);
+    let repository = ShopTables::from_env().order_repository(client);
+    let id = shared::domain::OrderId::parse(order_id).expect("an order id");
+    let order = repository
+        .get(&id)
+        .await
+        .unwrap_or_else(|error| panic!("reading order {order_id} from its table failed: {error}"))
+        .unwrap_or_else(|| panic!("order {order_id} is not in SHOP_ORDERS_TABLE: is it the stack at SHOP_API_URL?"));
+    let moved = repository
+        .transition(&order, to, None, &shared::domain::now_rfc3339())
+        .await
+        .unwrap_or_else(|error| panic!("moving order {order_id} to {to:?} failed: {error}"));
+    assert!(
+        moved.is_some(),
+        "order {order_id} changed status while being moved to {to:?}"
+    );
+}
