@@ -209,6 +209,8 @@ def sam_deploy(template_path: Path, stack: str, endpoint: str) -> None:
         "--no-confirm-changeset",
         "--no-fail-on-empty-changeset",
         "--parameter-overrides", "Architecture=x86_64", "LogLevel=info",
+        # Local stacks never send real email or SMS, and retry fast so the suite sees dead-lettering.
+        "NotificationsMode=mock", "NotificationsMaxReceiveCount=3", "NotificationsRetryBaseSeconds=1",
     ]
     # Run beside the built template, away from samconfig.toml, whose environments target AWS.
     result = subprocess.run(command, cwd=template_path.parent, env=aws_env(endpoint), capture_output=True, text=True)
@@ -408,6 +410,7 @@ def deploy(args, emulator: Emulator) -> dict:
                 f"PRODUCTS_TABLE={outputs['ProductsTableName']}",
                 f"ORDERS_TABLE={outputs['OrdersTableName']}",
                 f"IDEMPOTENCY_TABLE={outputs['IdempotencyTableName']}",
+                f"NOTIFICATIONS_TABLE={outputs['NotificationsTableName']}",
                 f"JWT_SECRET_ID={outputs['JwtSecretId']}",
                 "RUST_LOG=info",
             ]

@@ -329,6 +329,7 @@ async fn two_hundred_concurrent_orders_for_fifty_items_sell_exactly_fifty() {
         }
     }
     let created: usize = created_by.iter().map(HashSet::len).sum();
+    println!("200 concurrent placements for 50 items: {created} created (201), {conflicts} conflicts (409)");
     assert_eq!((created, conflicts), (50, 150), "201s and 409s of 200 requests");
 
     // And the stock is exactly used up, never below zero
@@ -391,6 +392,11 @@ async fn fifty_concurrent_requests_with_one_idempotency_key_place_one_order() {
             assert_eq!(replayed, "true", "{}", reply.describe());
         }
     }
+    println!(
+        "50 concurrent requests under one key: 1 original, {} replays (201), {} in progress (409)",
+        created.len() - 1,
+        replies.len() - created.len()
+    );
     let order = created[0].json.clone();
     assert_eq!(order["status"], "PENDING");
 

@@ -1,1 +1,189 @@
-fn main() {}
+//! DynamoDB round trips of order placement and order details, measured by running the handlers in
+//! process against the emulator's real tables with a client that counts every request it sends
+//! (`shared::testing::RoundTripCounter`). The customer and the products are created through the HTTP
+//! API like any client; the in-process handlers accept tokens signed with the unit-test secret.
+//! Run with `--nocapture` to see the measured numbers.
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use e2e::{Api, Customer, ShopTables, emulator_sdk_config, unique_category};
+use lambda_http::Request;
+use serde_json::{Value, json};
+use shared::domain::{Role, UserId};
+use shared::idempotency::DynamoIdempotencyStore;
+use shared::repo::products::DynamoProductRepository;
+use shared::testing::{RoundTripCounter, as_user, json_of, request, tokens};
+
+const CREATE_EVENT: &str = include_str!("../events/orders-create.json");
+const DETAILS_EVENT: &str = include_str!("../events/orders-details.json");
+
+/// The order handlers wired to the stack's tables through one counting DynamoDB client.
+struct Counted {
+    counter: RoundTripCounter,
+    create: orders_create::Deps,
+    details: orders_details::Deps,
+}
+
+impl Counted {
+    async fn new() -> Self {
+        let sdk = emulator_sdk_config().await;
+        let tables = ShopTables::from_env();
+        let counter = RoundTripCounter::default();
+        let client = counter.client(&sdk);
+        let orders = Arc::new(tables.order_repository(client.clone()));
+        let create = orders_create::Deps {
+            products: Arc::new(DynamoProductRepository::new(client.clone(), &tables.products)),
+            orders: orders.clone(),
+            idempotency: Arc::new(DynamoIdempotencyStore::new(client, &tables.idempotency)),
+            tokens: tokens(),
+        };
+        let details = orders_details::Deps {
+            orders,
+            tokens: tokens(),
+        };
+        Self {
+            counter,
+            create,
+            details,
+        }
+    }
+
+    /// Runs a placement and returns (status, body, headers' replay mark, round trips).
+    async fn place(&self, request: Request) -> (u16, Value, Option<String>, usize) {
+        self.counter.reset();
+        let response = orders_create::handle(&self.create, request).await;
+        let trips = self.counter.count();
+        let replayed = response
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        (response.status().as_u16(), json_of(&response), replayed, trips)
+    }
+
+    async fn details(&self, request: Request) -> (u16, Value, usize) {
+        self.counter.reset();
+        let response = orders_details::handle(&self.details, request).await;
+        let trips = self.counter.count();
+        (response.status().as_u16(), json_of(&response), trips)
+    }
+}
+
+/// A fresh customer (through the API) and two products of a category of their own.
+async fn shop(api: &Api) -> (Customer, UserId, [String; 2]) {
+    let admin = api.admin_token().await;
+    let customer = api.customer().await;
+    let user_id = UserId::parse(&customer.id).expect("a user id");
+    let category = unique_category();
+    let mut ids = Vec::new();
+    for (name, price) in [("E2E counted mug", 1299), ("E2E counted kettle", 4599)] {
+        let product = api.create_product(&admin, name, &category, price, 10).await;
+        ids.push(product["id"].as_str().expect("product id").to_owned());
+    }
+    let ids: [String; 2] = ids.try_into().expect("two products");
+    (customer, user_id, ids)
+}
+
+/// events/orders-create.json with its body naming `products` (2 of the first, 1 of the second) and,
+/// when given, an `Idempotency-Key`, sent by `user`.
+fn create_request(products: &[String; 2], key: Option<&str>, user: &UserId) -> Request {
+    let mut event: Value = serde_json::from_str(CREATE_EVENT).expect("events/orders-create.json is JSON");
+    let body = json!({
+        "items": [
+            {"product_id": products[0], "quantity": 2},
+            {"product_id": products[1], "quantity": 1},
+        ],
+        "payment_token": "tok_visa",
+    });
+    event["body"] = body.to_string().into();
+    if let Some(key) = key {
+        event["headers"]["idempotency-key"] = key.into();
+    }
+    as_user(request(&event.to_string()), user, Role::Customer)
+}
+
+/// events/orders-details.json for `order_id`, sent by `user`.
+fn details_request(order_id: &str, user: &UserId) -> Request {
+    let mut event: Value = serde_json::from_str(DETAILS_EVENT).expect("events/orders-details.json is JSON");
+    let path = format!("/api/orders/{order_id}/details");
+    event["rawPath"] = path.clone().into();
+    event["requestContext"]["http"]["path"] = path.into();
+    event["pathParameters"]["order_id"] = order_id.into();
+    as_user(request(&event.to_string()), user, Role::Customer)
+}
+
+#[tokio::test]
+async fn placing_an_order_without_a_key_takes_two_round_trips() {
+    let api = Api::from_env();
+    let counted = Counted::new().await;
+    let (customer, user_id, products) = shop(&api).await;
+
+    // When the handler places an order without an Idempotency-Key
+    let (status, order, _, trips) = counted.place(create_request(&products, None, &user_id)).await;
+    println!("round trips: placement without Idempotency-Key = {trips}");
+
+    // Then it is created in the stack's tables (the API serves it) after two requests: the product
+    // read and the transaction
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["total_amount"], 2 * 1299 + 4599);
+    let order_id = order["id"].as_str().expect("order id");
+    let read = api.get(&format!("/api/orders/{order_id}"), Some(&customer.token)).await;
+    assert_eq!(read.expect(200)["id"], order_id);
+    assert_eq!(api.stock(&products[0]).await, 8);
+    assert_eq!(trips, 2, "DynamoDB requests of a placement without Idempotency-Key");
+}
+
+#[tokio::test]
+async fn placing_an_order_with_a_key_takes_two_sequential_rounds() {
+    let api = Api::from_env();
+    let counted = Counted::new().await;
+    let (customer, user_id, products) = shop(&api).await;
+    let key = format!("e2e-{}", uuid::Uuid::new_v4());
+
+    // When the handler places an order with an Idempotency-Key
+    let (status, order, replayed, trips) = counted.place(create_request(&products, Some(&key), &user_id)).await;
+    println!("round trips: placement with Idempotency-Key = {trips} (claim and product read run concurrently)");
+
+    // Then three requests were made, the claim alongside the product read, then the transaction
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(replayed, None);
+    assert!(
+        trips <= 3,
+        "a keyed placement makes {trips} DynamoDB requests; expected at most 3"
+    );
+
+    // And a replay answers the same order without placing another
+    let (status, replay, replayed, replay_trips) = counted.place(create_request(&products, Some(&key), &user_id)).await;
+    println!("round trips: replay of a keyed placement = {replay_trips}");
+    assert_eq!(status, 201, "{replay}");
+    assert_eq!(replay, order);
+    assert_eq!(replayed.as_deref(), Some("true"));
+    assert!(replay_trips <= 2, "a replay makes {replay_trips} DynamoDB requests");
+    assert_eq!(api.all_orders(&customer.token, None).await.len(), 1);
+    assert_eq!(api.stock(&products[0]).await, 8);
+}
+
+#[tokio::test]
+async fn order_details_take_two_round_trips() {
+    let api = Api::from_env();
+    let counted = Counted::new().await;
+    let (customer, user_id, products) = shop(&api).await;
+    let (status, order, _, _) = counted.place(create_request(&products, None, &user_id)).await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().expect("order id");
+
+    // When the handler serves the order's details
+    let (status, details, trips) = counted.details(details_request(order_id, &user_id)).await;
+    println!("round trips: order details = {trips}");
+
+    // Then they hold the buyer and the products, after two requests: the order, then one batch read
+    // across the users and products tables
+    assert_eq!(status, 200, "{details}");
+    assert_eq!(details["user"]["id"], customer.id.as_str());
+    assert_eq!(details["user"]["email"], customer.email.as_str());
+    assert_eq!(details["items"][0]["product_name"], "E2E counted mug");
+    assert_eq!(details["items"][1]["product_name"], "E2E counted kettle");
+    assert_eq!(trips, 2, "DynamoDB requests of order details");
+}

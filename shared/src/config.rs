@@ -15,9 +15,18 @@ pub struct Config {
     pub products_table: String,
     pub orders_table: String,
     pub idempotency_table: String,
+    pub notifications_table: String,
     /// Name or ARN of the Secrets Manager secret that signs tokens and cursors.
     pub jwt_secret_id: String,
     pub token_ttl_secs: u64,
+}
+
+/// A variable only some functions need (their own resources), read at init with the same fail-fast message.
+pub fn required_env(name: &'static str) -> Result<String, ConfigError> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .ok_or(ConfigError::Missing(name))
 }
 
 impl Config {
@@ -47,6 +56,7 @@ impl Config {
             products_table: required("PRODUCTS_TABLE")?,
             orders_table: required("ORDERS_TABLE")?,
             idempotency_table: required("IDEMPOTENCY_TABLE")?,
+            notifications_table: required("NOTIFICATIONS_TABLE")?,
             jwt_secret_id: required("JWT_SECRET_ID")?,
             token_ttl_secs,
         })
@@ -68,6 +78,7 @@ mod tests {
         ("PRODUCTS_TABLE", "products"),
         ("ORDERS_TABLE", "orders"),
         ("IDEMPOTENCY_TABLE", "idempotency"),
+        ("NOTIFICATIONS_TABLE", "notifications"),
         ("JWT_SECRET_ID", "shop/jwt"),
     ];
 

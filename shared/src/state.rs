@@ -8,6 +8,7 @@ use crate::auth::TokenService;
 use crate::config::{Config, ConfigError};
 use crate::cursor::CursorCodec;
 use crate::idempotency::{DynamoIdempotencyStore, IdempotencyStore};
+use crate::repo::notifications::{DynamoNotificationRepository, NotificationRepository};
 use crate::repo::orders::{DynamoOrderRepository, OrderRepository, OrderTables};
 use crate::repo::products::{DynamoProductRepository, ProductRepository};
 use crate::repo::users::{DynamoUserRepository, UserRepository};
@@ -59,6 +60,13 @@ impl AppState {
         Arc::new(DynamoIdempotencyStore::new(
             self.dynamodb.clone(),
             &self.config.idempotency_table,
+        ))
+    }
+
+    pub fn notifications(&self) -> Arc<dyn NotificationRepository> {
+        Arc::new(DynamoNotificationRepository::new(
+            self.dynamodb.clone(),
+            &self.config.notifications_table,
         ))
     }
 

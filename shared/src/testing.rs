@@ -104,7 +104,7 @@ impl OrderWorld {
             role: Role::Customer,
             created_at: crate::domain::now_rfc3339(),
         };
-        if users.create(&user, "hash").await.is_err() {
+        if users.create(&user, "hash", "test").await.is_err() {
             panic!("cannot create sample buyer");
         }
         let idempotency = Arc::new(crate::idempotency::InMemoryIdempotency::default());
@@ -209,7 +209,9 @@ impl RoundTripCounter {
 
     /// A DynamoDB client built from `sdk` that reports every request it sends to this counter.
     pub fn client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
-        let config = aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(self.clone()).build();
+        let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+            .interceptor(self.clone())
+            .build();
         aws_sdk_dynamodb::Client::from_conf(config)
     }
 }

@@ -97,7 +97,7 @@ mod tests {
             .hash(&Password::parse("correct horse battery").unwrap())
             .await
             .unwrap();
-        users.create(&user, &hash).await.unwrap();
+        users.create(&user, &hash, "test").await.unwrap();
         (
             Deps {
                 users,

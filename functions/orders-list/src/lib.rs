@@ -5,18 +5,14 @@ use std::sync::Arc;
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Serialize;
+use shared::AppState;
 use shared::auth::TokenService;
 use shared::cursor::CursorCodec;
-use shared::domain::UserId;
 use shared::http::{json_response, respond};
+use shared::listing::{PageBody, UserListing};
 use shared::orders::OrderView;
 use shared::repo::orders::{OrderCursor, OrderRepository};
 use shared::state::InitError;
-use shared::{ApiError, AppState};
-
-pub const DEFAULT_LIMIT: i64 = 20;
-pub const MAX_LIMIT: i64 = 100;
 
 pub struct Deps {
     pub orders: Arc<dyn OrderRepository>,
@@ -35,43 +31,19 @@ impl Deps {
     }
 }
 
-#[derive(Serialize)]
-struct OrderPage<'a> {
-    items: Vec<OrderView<'a>>,
-    next_cursor: Option<String>,
-}
-
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
         let identity = request.identity(&deps.tokens)?;
-        request.only_query_params(&["limit", "cursor", "user_id"])?;
-        let user_id = match request.query("user_id") {
-            None => identity.user_id.clone(),
-            Some(raw) => {
-                let requested = UserId::parse(&raw).map_err(|invalid| ApiError::invalid_field("user_id", invalid.0))?;
-                if requested != identity.user_id && !identity.is_admin() {
-                    return Err(ApiError::Forbidden);
-                }
-                requested
-            }
-        };
-        let limit = request
-            .query_int("limit", 1..=MAX_LIMIT, Some(DEFAULT_LIMIT))?
-            .unwrap_or(DEFAULT_LIMIT);
-        let limit = usize::try_from(limit).unwrap_or(20);
-        // A cursor is only valid for the user whose listing issued it.
-        let scope = format!("orders|{user_id}");
-        let after: Option<OrderCursor> = request
-            .query("cursor")
-            .map(|cursor| deps.cursors.decode(&scope, &cursor))
-            .transpose()?;
-        let page = deps.orders.list_for_user(&user_id, after.as_ref(), limit).await?;
-        let next_cursor = page.next.map(|next| deps.cursors.encode(&scope, &next)).transpose()?;
+        let listing = UserListing::<OrderCursor>::from_request(&request, &identity, &deps.cursors, "orders")?;
+        let page = deps
+            .orders
+            .list_for_user(&listing.user_id, listing.after.as_ref(), listing.limit)
+            .await?;
         json_response(
             StatusCode::OK,
-            &OrderPage {
+            &PageBody {
                 items: page.items.iter().map(OrderView::from).collect(),
-                next_cursor,
+                next_cursor: listing.next_cursor(&deps.cursors, page.next)?,
             },
         )
     })

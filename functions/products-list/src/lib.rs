@@ -5,17 +5,14 @@ use std::sync::Arc;
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Serialize;
 use shared::cursor::CursorCodec;
-use shared::domain::{Category, Price, Product};
+use shared::domain::{Category, Price};
 use shared::http::{ApiRequest, json_response, respond};
+use shared::listing::{PageBody, page_limit};
 use shared::repo::products::{ProductCursor, ProductFilter, ProductRepository};
 use shared::state::InitError;
 use shared::validation::FieldErrors;
 use shared::{ApiError, AppState};
-
-pub const DEFAULT_LIMIT: i64 = 20;
-pub const MAX_LIMIT: i64 = 100;
 
 pub struct Deps {
     pub products: Arc<dyn ProductRepository>,
@@ -30,12 +27,6 @@ impl Deps {
             cursors: secret.cursors(),
         })
     }
-}
-
-#[derive(Serialize)]
-struct ProductPage {
-    items: Vec<Product>,
-    next_cursor: Option<String>,
 }
 
 fn filter_of(request: &ApiRequest) -> Result<ProductFilter, ApiError> {
@@ -74,20 +65,17 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
         request.only_query_params(&["category", "min_price", "max_price", "limit", "cursor"])?;
         let filter = filter_of(&request)?;
-        let limit = request
-            .query_int("limit", 1..=MAX_LIMIT, Some(DEFAULT_LIMIT))?
-            .unwrap_or(DEFAULT_LIMIT);
+        let limit = page_limit(&request)?;
         let scope = filter.scope();
         let after: Option<ProductCursor> = request
             .query("cursor")
             .map(|cursor| deps.cursors.decode(&scope, &cursor))
             .transpose()?;
-        let limit = usize::try_from(limit).unwrap_or(20);
         let page = deps.products.list(&filter, after.as_ref(), limit).await?;
         let next_cursor = page.next.map(|next| deps.cursors.encode(&scope, &next)).transpose()?;
         json_response(
             StatusCode::OK,
-            &ProductPage {
+            &PageBody {
                 items: page.items,
                 next_cursor,
             },

@@ -44,7 +44,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         let new_user = NewUser::parse(&body.email, &body.password, &body.name, body.phone.as_deref())?;
         let password_hash = deps.hasher.hash(&new_user.password).await.map_err(ApiError::internal)?;
         let (user, _password) = new_user.into_user(UserId::generate(), now_rfc3339());
-        match deps.users.create(&user, &password_hash).await {
+        match deps.users.create(&user, &password_hash, request.correlation_id()).await {
             Ok(()) => {}
             Err(StoreError::AlreadyExists) => {
                 return Err(ApiError::Conflict("An account with this email already exists.".into()));

@@ -60,7 +60,7 @@ mod tests {
             role: Role::Customer,
             created_at: "2026-01-01T00:00:00Z".into(),
         };
-        users.create(&ada, "hash").await.unwrap();
+        users.create(&ada, "hash", "test").await.unwrap();
         Deps {
             users,
             tokens: tokens(),

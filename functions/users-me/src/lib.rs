@@ -47,7 +47,7 @@ mod tests {
 
     async fn deps_with(user: &User) -> Deps {
         let users = Arc::new(InMemoryUsers::default());
-        users.create(user, "hash").await.unwrap();
+        users.create(user, "hash", "test").await.unwrap();
         Deps {
             users,
             tokens: tokens(),

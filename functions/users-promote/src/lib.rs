@@ -54,7 +54,7 @@ mod tests {
             role: Role::Customer,
             created_at: "2026-01-01T00:00:00Z".into(),
         };
-        users.create(&user, "hash").await.unwrap();
+        users.create(&user, "hash", "test").await.unwrap();
         let promoted = handle(&users, event()).await.unwrap();
         assert_eq!(promoted.role, Role::Admin);
         assert_eq!(users.get(&user.id).await.unwrap().unwrap().role, Role::Admin);

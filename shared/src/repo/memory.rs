@@ -29,7 +29,7 @@ pub struct InMemoryUsers {
 
 #[async_trait]
 impl UserRepository for InMemoryUsers {
-    async fn create(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+    async fn create(&self, user: &User, password_hash: &str, _correlation_id: &str) -> Result<(), StoreError> {
         let mut users = self.users.lock().map_err(|_| poisoned())?;
         if users.values().any(|(existing, _)| existing.email == user.email) {
             return Err(StoreError::AlreadyExists);
@@ -266,5 +266,68 @@ impl OrderRepository for InMemoryOrders {
         let user = self.users.get(&order.user_id).await?;
         let ids: Vec<ProductId> = order.items.iter().map(|line| line.product_id.clone()).collect();
         Ok((user, self.products.get_many(&ids).await?))
+    }
+}
+
+#[derive(Default)]
+pub struct InMemoryNotifications {
+    items: Mutex<HashMap<String, crate::repo::notifications::Notification>>,
+}
+
+#[async_trait]
+impl crate::repo::notifications::NotificationRepository for InMemoryNotifications {
+    async fn record_attempt(
+        &self,
+        draft: &crate::repo::notifications::Notification,
+    ) -> Result<crate::repo::notifications::Notification, StoreError> {
+        let mut items = self.items.lock().map_err(|_| poisoned())?;
+        let item = items.entry(draft.id.clone()).or_insert_with(|| draft.clone());
+        item.recipient = draft.recipient.clone();
+        item.subject = draft.subject.clone();
+        item.body = draft.body.clone();
+        item.attempts += 1;
+        Ok(item.clone())
+    }
+
+    async fn record_outcome(
+        &self,
+        id: &str,
+        status: crate::repo::notifications::DeliveryStatus,
+        _error: Option<&str>,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let mut items = self.items.lock().map_err(|_| poisoned())?;
+        if let Some(item) = items.get_mut(id) {
+            item.status = status;
+            if status == crate::repo::notifications::DeliveryStatus::Sent {
+                item.sent_at = Some(now.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_for_user(
+        &self,
+        user_id: &str,
+        after: Option<&crate::repo::notifications::NotificationCursor>,
+        limit: usize,
+    ) -> Result<
+        Page<crate::repo::notifications::Notification, crate::repo::notifications::NotificationCursor>,
+        StoreError,
+    > {
+        let items = self.items.lock().map_err(|_| poisoned())?;
+        let mut mine: Vec<_> = items.values().filter(|n| n.user_id == user_id).cloned().collect();
+        let position = |n: &crate::repo::notifications::Notification| (n.created_at.clone(), n.id.clone());
+        mine.sort_by_key(|n| std::cmp::Reverse(position(n)));
+        let remaining = mine
+            .into_iter()
+            .filter(|n| after.is_none_or(|c| position(n) < (c.created_at.clone(), c.id.clone())))
+            .take(limit + 1)
+            .collect();
+        Ok(Page::from_overfetch(
+            remaining,
+            limit,
+            crate::repo::notifications::NotificationCursor::after,
+        ))
     }
 }

@@ -20,7 +20,8 @@ pub struct LoginRecord {
 #[async_trait]
 pub trait UserRepository: Send + Sync {
     /// Stores a new user; `AlreadyExists` when the email is taken.
-    async fn create(&self, user: &User, password_hash: &str) -> Result<(), StoreError>;
+    /// `correlation_id` is kept on the item so the registration event carries it.
+    async fn create(&self, user: &User, password_hash: &str, correlation_id: &str) -> Result<(), StoreError>;
     async fn get(&self, id: &UserId) -> Result<Option<User>, StoreError>;
     async fn find_login(&self, email: &Email) -> Result<Option<LoginRecord>, StoreError>;
     /// Changes the role of the account with this email; `None` when there is none.
@@ -45,6 +46,23 @@ pub(crate) struct UserItem {
     #[serde(flatten)]
     pub(crate) user: User,
     password_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<String>,
+}
+
+/// The user a users-table stream image holds, with the correlation id of the request that wrote it;
+/// `None` for the table's other items (email claims).
+pub fn user_from_image(item: serde_dynamo::Item) -> Result<Option<(User, Option<String>)>, StoreError> {
+    #[derive(Deserialize)]
+    struct Entity {
+        entity: Option<String>,
+    }
+    let kind: Entity = serde_dynamo::from_item(item.clone())?;
+    if kind.entity.as_deref() != Some(USER_ENTITY) {
+        return Ok(None);
+    }
+    let item: UserItem = serde_dynamo::from_item(item)?;
+    Ok(Some((item.user, item.correlation_id)))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -105,12 +123,13 @@ fn put_if_absent(table: &str, item: impl Serialize) -> Result<TransactWriteItem,
 
 #[async_trait]
 impl UserRepository for DynamoUserRepository {
-    async fn create(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+    async fn create(&self, user: &User, password_hash: &str, correlation_id: &str) -> Result<(), StoreError> {
         let user_item = UserItem {
             pk: user_key(&user.id),
             entity: USER_ENTITY.into(),
             user: user.clone(),
             password_hash: password_hash.to_owned(),
+            correlation_id: Some(correlation_id.to_owned()),
         };
         let claim = EmailClaimItem {
             pk: email_key(&user.email),
@@ -203,6 +222,7 @@ mod tests {
                 created_at: "2026-01-01T00:00:00Z".into(),
             },
             password_hash: "$argon2id$...".into(),
+            correlation_id: Some("cid".into()),
         };
         let attributes: std::collections::HashMap<String, AttributeValue> = serde_dynamo::to_item(&item).unwrap();
         assert_eq!(attributes["role"], AttributeValue::S("admin".into()));

@@ -1,0 +1,290 @@
+//! The outbox relay: reads committed changes from the users and orders table streams, maps each state
+//! transition to its domain event (see `shared::events`), and publishes it to the events topic with an
+//! `event_type` attribute for subscription filters. A publish that fails fails the batch from that
+//! record on, so the stream delivers it again: an event is never lost, at worst published twice with
+//! the same id, which consumers drop.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
+use shared::config::Config;
+use shared::domain::Order;
+use shared::events::{CORRELATION_ATTRIBUTE, EVENT_TYPE_ATTRIBUTE, Envelope, order_event, user_event};
+use shared::repo::users::user_from_image;
+use shared::store::StoreError;
+
+/// SNS accepts at most ten messages per PublishBatch.
+const PUBLISH_BATCH: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+#[error("publishing events failed: {0}")]
+pub struct PublishError(pub String);
+
+/// Where events go. The SNS topic in production; a recorder in tests.
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    async fn publish(&self, events: &[Envelope]) -> Result<(), PublishError>;
+}
+
+pub struct SnsSink {
+    client: aws_sdk_sns::Client,
+    topic_arn: String,
+}
+
+impl SnsSink {
+    pub fn new(client: aws_sdk_sns::Client, topic_arn: String) -> Self {
+        Self { client, topic_arn }
+    }
+}
+
+fn string_attribute(value: &str) -> Result<MessageAttributeValue, PublishError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|error| PublishError(error.to_string()))
+}
+
+#[async_trait]
+impl EventSink for SnsSink {
+    async fn publish(&self, events: &[Envelope]) -> Result<(), PublishError> {
+        let mut entries = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let message = serde_json::to_string(event).map_err(|error| PublishError(error.to_string()))?;
+            let entry = PublishBatchRequestEntry::builder()
+                .id(index.to_string())
+                .message(message)
+                .message_attributes(EVENT_TYPE_ATTRIBUTE, string_attribute(event.event_type.as_str())?)
+                .message_attributes(CORRELATION_ATTRIBUTE, string_attribute(&event.correlation_id)?)
+                .build()
+                .map_err(|error| PublishError(error.to_string()))?;
+            entries.push(entry);
+        }
+        let output = self
+            .client
+            .publish_batch()
+            .topic_arn(&self.topic_arn)
+            .set_publish_batch_request_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|error| PublishError(shared::error::error_chain(&error)))?;
+        match output.failed() {
+            [] => Ok(()),
+            failed => Err(PublishError(format!(
+                "{} of {} entries failed",
+                failed.len(),
+                events.len()
+            ))),
+        }
+    }
+}
+
+/// The tables whose streams feed the relay, to tell records apart by their source.
+#[derive(Debug, Clone)]
+pub struct SourceTables {
+    pub users: String,
+    pub orders: String,
+}
+
+impl SourceTables {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            users: config.users_table.clone(),
+            orders: config.orders_table.clone(),
+        }
+    }
+}
+
+pub struct Deps {
+    pub sink: Arc<dyn EventSink>,
+    pub tables: SourceTables,
+}
+
+fn image(item: &serde_dynamo::Item) -> Option<serde_dynamo::Item> {
+    (!item.is_empty()).then(|| item.clone())
+}
+
+fn table_of(record: &EventRecord) -> Option<&str> {
+    // arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
+    record
+        .event_source_arn
+        .as_deref()?
+        .split("table/")
+        .nth(1)?
+        .split('/')
+        .next()
+}
+
+/// The event a stream record announces, if any.
+pub fn envelope_of(tables: &SourceTables, record: &EventRecord) -> Result<Option<Envelope>, StoreError> {
+    let (old, new) = (image(&record.change.old_image), image(&record.change.new_image));
+    match table_of(record) {
+        Some(table) if table == tables.orders => {
+            let old: Option<Order> = old.map(serde_dynamo::from_item).transpose()?;
+            let new: Option<Order> = new.map(serde_dynamo::from_item).transpose()?;
+            Ok(order_event(old.as_ref(), new.as_ref()))
+        }
+        Some(table) if table == tables.users => {
+            let old = old.map(user_from_image).transpose()?.flatten();
+            let new = new.map(user_from_image).transpose()?.flatten();
+            let correlation_id = new.as_ref().and_then(|(_, cid)| cid.clone());
+            Ok(user_event(
+                old.as_ref().map(|(u, _)| u),
+                new.as_ref().map(|(u, _)| u),
+                correlation_id.as_deref(),
+            ))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn failure_at(sequence_number: Option<String>) -> DynamoDbEventResponse {
+    let mut failure = DynamoDbBatchItemFailure::default();
+    failure.item_identifier = sequence_number;
+    let mut response = DynamoDbEventResponse::default();
+    response.batch_item_failures = vec![failure];
+    response
+}
+
+/// Publishes the events of `event`'s records in stream order; on the first failure, reports that
+/// record so the stream re-delivers it and everything after it.
+pub async fn handle(deps: &Deps, event: Event) -> DynamoDbEventResponse {
+    let mut pending: Vec<(Option<String>, Envelope)> = Vec::new();
+    for record in &event.records {
+        let sequence_number = record.change.sequence_number.clone();
+        match envelope_of(&deps.tables, record) {
+            Ok(Some(envelope)) => pending.push((sequence_number, envelope)),
+            Ok(None) => {}
+            Err(error) => {
+                // Cannot happen with items this code wrote; retrying sends it to the failure destination.
+                tracing::error!(error = %error, event_id = %record.event_id, "unreadable stream image");
+                if let Err(error) = publish_all(deps, &pending).await {
+                    return error;
+                }
+                return failure_at(sequence_number);
+            }
+        }
+    }
+    match publish_all(deps, &pending).await {
+        Ok(count) => {
+            tracing::info!(records = event.records.len(), published = count, "stream batch relayed");
+            DynamoDbEventResponse::default()
+        }
+        Err(response) => response,
+    }
+}
+
+async fn publish_all(deps: &Deps, pending: &[(Option<String>, Envelope)]) -> Result<usize, DynamoDbEventResponse> {
+    for chunk in pending.chunks(PUBLISH_BATCH) {
+        let envelopes: Vec<Envelope> = chunk.iter().map(|(_, envelope)| envelope.clone()).collect();
+        if let Err(error) = deps.sink.publish(&envelopes).await {
+            tracing::error!(error = %error, "publish failed; the stream will deliver these records again");
+            return Err(failure_at(chunk.first().and_then(|(sequence, _)| sequence.clone())));
+        }
+        for envelope in &envelopes {
+            tracing::info!(
+                event_id = %envelope.event_id,
+                event_type = envelope.event_type.as_str(),
+                correlation_id = %envelope.correlation_id,
+                "event published"
+            );
+        }
+    }
+    Ok(pending.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::events::EventType;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder {
+        published: Mutex<Vec<Envelope>>,
+        fail: bool,
+    }
+
+    #[async_trait]
+    impl EventSink for Recorder {
+        async fn publish(&self, events: &[Envelope]) -> Result<(), PublishError> {
+            if self.fail {
+                return Err(PublishError("topic unavailable".into()));
+            }
+            self.published.lock().unwrap().extend_from_slice(events);
+            Ok(())
+        }
+    }
+
+    fn deps(sink: Arc<Recorder>) -> Deps {
+        Deps {
+            sink,
+            tables: SourceTables {
+                users: "shop-UsersTable-1".into(),
+                orders: "shop-OrdersTable-1".into(),
+            },
+        }
+    }
+
+    fn stream_event() -> Event {
+        serde_json::from_str(include_str!("../../../events/events-publisher.json")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_transition_in_the_batch_is_published_in_order() {
+        let recorder = Arc::new(Recorder::default());
+        let response = handle(&deps(recorder.clone()), stream_event()).await;
+        assert!(response.batch_item_failures.is_empty());
+        let types: Vec<EventType> = recorder
+            .published
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.event_type)
+            .collect();
+        // The sample: a registration, an email claim (no event), an order placed, then cancelled,
+        // then touched without a status change (no event).
+        assert_eq!(
+            types,
+            [
+                EventType::UserRegistered,
+                EventType::OrderCreated,
+                EventType::OrderCancelled
+            ]
+        );
+        let published = recorder.published.lock().unwrap();
+        assert_eq!(published[1].correlation_id, "sample-orders-create");
+        assert_eq!(published[0].correlation_id, "sample-users-create");
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_reports_the_first_unpublished_record() {
+        let recorder = Arc::new(Recorder {
+            fail: true,
+            ..Recorder::default()
+        });
+        let response = handle(&deps(recorder), stream_event()).await;
+        assert_eq!(response.batch_item_failures.len(), 1);
+        assert_eq!(response.batch_item_failures[0].item_identifier.as_deref(), Some("100"));
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_batch_yields_the_same_event_ids() {
+        let first = Arc::new(Recorder::default());
+        let second = Arc::new(Recorder::default());
+        handle(&deps(first.clone()), stream_event()).await;
+        handle(&deps(second.clone()), stream_event()).await;
+        let ids = |r: &Recorder| {
+            r.published
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|e| e.event_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&first), ids(&second));
+    }
+}

@@ -1,0 +1,162 @@
+//! Delivery channels behind one trait: SES v2 for email, SNS for SMS, and a mock that records what it
+//! would send (chosen by configuration; the local stack uses the mock).
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+use shared::repo::notifications::Channel;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    pub channel: Channel,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{channel} delivery failed: {reason}")]
+pub struct SendError {
+    pub channel: &'static str,
+    pub reason: String,
+}
+
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn send(&self, message: &OutboundMessage) -> Result<(), SendError>;
+}
+
+/// Email through SES v2 from a verified sender identity.
+pub struct SesEmail {
+    client: aws_sdk_sesv2::Client,
+    sender: String,
+}
+
+impl SesEmail {
+    pub fn new(client: aws_sdk_sesv2::Client, sender: String) -> Self {
+        Self { client, sender }
+    }
+}
+
+fn content(text: &str) -> Result<Content, SendError> {
+    Content::builder()
+        .data(text)
+        .charset("UTF-8")
+        .build()
+        .map_err(|error| SendError {
+            channel: "email",
+            reason: error.to_string(),
+        })
+}
+
+#[async_trait]
+impl Notifier for SesEmail {
+    async fn send(&self, message: &OutboundMessage) -> Result<(), SendError> {
+        let email = Message::builder()
+            .subject(content(message.subject.as_deref().unwrap_or("Your shop"))?)
+            .body(Body::builder().text(content(&message.body)?).build())
+            .build();
+        self.client
+            .send_email()
+            .from_email_address(&self.sender)
+            .destination(Destination::builder().to_addresses(&message.recipient).build())
+            .content(EmailContent::builder().simple(email).build())
+            .send()
+            .await
+            .map_err(|error| SendError {
+                channel: "email",
+                reason: shared::error::error_chain(&error),
+            })?;
+        Ok(())
+    }
+}
+
+/// SMS through SNS direct publish to a phone number.
+pub struct SnsSms {
+    client: aws_sdk_sns::Client,
+}
+
+impl SnsSms {
+    pub fn new(client: aws_sdk_sns::Client) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait]
+impl Notifier for SnsSms {
+    async fn send(&self, message: &OutboundMessage) -> Result<(), SendError> {
+        self.client
+            .publish()
+            .phone_number(&message.recipient)
+            .message(&message.body)
+            .send()
+            .await
+            .map_err(|error| SendError {
+                channel: "sms",
+                reason: shared::error::error_chain(&error),
+            })?;
+        Ok(())
+    }
+}
+
+/// Sends each message through the adapter of its channel.
+pub struct ByChannel {
+    pub email: Box<dyn Notifier>,
+    pub sms: Box<dyn Notifier>,
+}
+
+#[async_trait]
+impl Notifier for ByChannel {
+    async fn send(&self, message: &OutboundMessage) -> Result<(), SendError> {
+        match message.channel {
+            Channel::Email => self.email.send(message).await,
+            Channel::Sms => self.sms.send(message).await,
+        }
+    }
+}
+
+/// The mock provider: records (and logs) every message instead of sending it. Never used in
+/// production configuration; `NOTIFIER=mock` selects it (the local stack does).
+#[derive(Default)]
+pub struct MockNotifier {
+    sent: Mutex<Vec<OutboundMessage>>,
+    /// Recipients whose delivery fails, to exercise retries in tests.
+    failing_recipients: Vec<String>,
+}
+
+impl MockNotifier {
+    /// A mock that refuses these recipients (as a provider outage would).
+    pub fn failing_for(recipients: &[&str]) -> Self {
+        Self {
+            failing_recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
+            ..Self::default()
+        }
+    }
+
+    pub fn sent(&self) -> Vec<OutboundMessage> {
+        self.sent.lock().map(|sent| sent.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Notifier for MockNotifier {
+    async fn send(&self, message: &OutboundMessage) -> Result<(), SendError> {
+        if self.failing_recipients.contains(&message.recipient) {
+            return Err(SendError {
+                channel: message.channel.as_str(),
+                reason: "mock provider refused this recipient".into(),
+            });
+        }
+        tracing::info!(
+            channel = message.channel.as_str(),
+            recipient = %message.recipient,
+            subject = message.subject.as_deref().unwrap_or(""),
+            "mock notifier recorded a message instead of sending it"
+        );
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.push(message.clone());
+        }
+        Ok(())
+    }
+}

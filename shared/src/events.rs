@@ -1,0 +1,286 @@
+//! Domain events: the envelope every consumer reads, and how committed table changes (DynamoDB stream
+//! records) become events. Mapping is pure: an image in, at most one event out. Event ids are derived
+//! from what changed (entity + transition), so a re-delivered record, or a record replayed after a
+//! failure, yields the same id and consumers can drop the duplicate.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{CancelReason, Order, OrderStatus, User};
+
+pub const ENVELOPE_VERSION: u32 = 1;
+/// SNS/SQS message attribute that carries the event type (subscriptions filter on it).
+pub const EVENT_TYPE_ATTRIBUTE: &str = "event_type";
+pub const CORRELATION_ATTRIBUTE: &str = "correlation_id";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "user.registered")]
+    UserRegistered,
+    #[serde(rename = "order.created")]
+    OrderCreated,
+    #[serde(rename = "order.confirmed")]
+    OrderConfirmed,
+    #[serde(rename = "order.cancelled")]
+    OrderCancelled,
+    #[serde(rename = "order.shipped")]
+    OrderShipped,
+    #[serde(rename = "inventory.low_stock")]
+    InventoryLowStock,
+}
+
+impl EventType {
+    pub const ALL: [Self; 6] = [
+        Self::UserRegistered,
+        Self::OrderCreated,
+        Self::OrderConfirmed,
+        Self::OrderCancelled,
+        Self::OrderShipped,
+        Self::InventoryLowStock,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UserRegistered => "user.registered",
+            Self::OrderCreated => "order.created",
+            Self::OrderConfirmed => "order.confirmed",
+            Self::OrderCancelled => "order.cancelled",
+            Self::OrderShipped => "order.shipped",
+            Self::InventoryLowStock => "inventory.low_stock",
+        }
+    }
+}
+
+/// `{event_id, event_type, version, occurred_at, correlation_id, data}` (API.md, Events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub event_id: String,
+    pub event_type: EventType,
+    pub version: u32,
+    pub occurred_at: String,
+    pub correlation_id: String,
+    pub data: EventData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EventData {
+    Order(OrderData),
+    User(UserData),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserData {
+    pub user_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderData {
+    pub order_id: String,
+    pub user_id: String,
+    pub status: OrderStatus,
+    pub items: Vec<OrderLineData>,
+    pub total_amount: i64,
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<CancelReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLineData {
+    pub product_id: String,
+    pub product_name: String,
+    pub quantity: i64,
+    pub price: i64,
+}
+
+/// A deterministic id for "this thing happened to this entity" (hex of SHA-256, 32 chars).
+pub fn event_id(event_type: EventType, entity_id: &str) -> String {
+    let digest = Sha256::digest(format!("{}|{entity_id}", event_type.as_str()));
+    digest.iter().take(16).map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The event a change of an order item announces, if it announces one: creation, or a status change.
+pub fn order_event(old: Option<&Order>, new: Option<&Order>) -> Option<Envelope> {
+    let new = new?;
+    let event_type = match (old.map(|order| order.status), new.status) {
+        (None, _) => EventType::OrderCreated,
+        (Some(before), after) if before == after => return None,
+        (Some(_), OrderStatus::Confirmed) => EventType::OrderConfirmed,
+        (Some(_), OrderStatus::Cancelled) => EventType::OrderCancelled,
+        (Some(_), OrderStatus::Shipped) => EventType::OrderShipped,
+        (Some(_), OrderStatus::Pending) => return None,
+    };
+    let occurred_at = if event_type == EventType::OrderCreated {
+        &new.created_at
+    } else {
+        &new.updated_at
+    };
+    Some(Envelope {
+        event_id: event_id(event_type, &new.id.to_string()),
+        event_type,
+        version: ENVELOPE_VERSION,
+        occurred_at: occurred_at.clone(),
+        correlation_id: new.correlation_id.clone(),
+        data: EventData::Order(OrderData {
+            order_id: new.id.to_string(),
+            user_id: new.user_id.to_string(),
+            status: new.status,
+            items: new
+                .items
+                .iter()
+                .map(|line| OrderLineData {
+                    product_id: line.product_id.to_string(),
+                    product_name: line.product_name.clone(),
+                    quantity: line.quantity.units(),
+                    price: line.price.minor_units(),
+                })
+                .collect(),
+            total_amount: new.total_amount,
+            currency: new.currency.code().to_owned(),
+            cancel_reason: new.cancel_reason,
+            payment_token: new.payment_token.clone(),
+        }),
+    })
+}
+
+/// The event a new user item announces (registration); role changes and other edits announce nothing.
+pub fn user_event(old: Option<&User>, new: Option<&User>, correlation_id: Option<&str>) -> Option<Envelope> {
+    let new = new?;
+    if old.is_some() {
+        return None;
+    }
+    Some(Envelope {
+        event_id: event_id(EventType::UserRegistered, &new.id.to_string()),
+        event_type: EventType::UserRegistered,
+        version: ENVELOPE_VERSION,
+        occurred_at: new.created_at.clone(),
+        correlation_id: correlation_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned),
+        data: EventData::User(UserData {
+            user_id: new.id.to_string(),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, NewOrder, NewProduct, ProductId, Role, UserId};
+
+    fn order(status: OrderStatus) -> Order {
+        let product = NewProduct::parse("Mug", None, "kitchen", 1299, None, 5)
+            .unwrap()
+            .into_product(ProductId::generate(), "2026-01-01T00:00:00.000000Z".into());
+        let request = NewOrder::parse(&[(product.id.to_string(), 2)], Some("tok_visa")).unwrap();
+        let lines = request.price(&[product]).unwrap();
+        let mut order = Order::place(
+            UserId::generate(),
+            lines,
+            Some("tok_visa".into()),
+            "cid-1",
+            "2026-01-01T00:00:00.000000Z".into(),
+        )
+        .unwrap();
+        order.status = status;
+        order
+    }
+
+    #[test]
+    fn a_new_order_is_order_created_with_everything_a_consumer_needs() {
+        let new = order(OrderStatus::Pending);
+        let event = order_event(None, Some(&new)).unwrap();
+        assert_eq!(event.event_type, EventType::OrderCreated);
+        assert_eq!(event.correlation_id, "cid-1");
+        let EventData::Order(data) = &event.data else {
+            panic!("order data")
+        };
+        assert_eq!(data.total_amount, 2598);
+        assert_eq!(data.items[0].product_name, "Mug");
+        assert_eq!(data.payment_token.as_deref(), Some("tok_visa"));
+    }
+
+    #[test]
+    fn each_status_change_has_its_event() {
+        for (from, to, expected) in [
+            (OrderStatus::Pending, OrderStatus::Confirmed, EventType::OrderConfirmed),
+            (OrderStatus::Pending, OrderStatus::Cancelled, EventType::OrderCancelled),
+            (
+                OrderStatus::Confirmed,
+                OrderStatus::Cancelled,
+                EventType::OrderCancelled,
+            ),
+            (OrderStatus::Confirmed, OrderStatus::Shipped, EventType::OrderShipped),
+        ] {
+            let (old, mut new) = (order(from), order(from));
+            new.status = to;
+            assert_eq!(
+                order_event(Some(&old), Some(&new)).unwrap().event_type,
+                expected,
+                "{from:?} -> {to:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn changes_that_are_not_transitions_announce_nothing() {
+        let old = order(OrderStatus::Pending);
+        let mut touched = old.clone();
+        touched.updated_at = "2026-01-02T00:00:00.000000Z".into();
+        assert_eq!(order_event(Some(&old), Some(&touched)), None);
+        assert_eq!(order_event(Some(&old), None), None, "a deletion");
+    }
+
+    #[test]
+    fn the_same_change_always_has_the_same_id() {
+        let new = order(OrderStatus::Pending);
+        assert_eq!(
+            order_event(None, Some(&new)).unwrap().event_id,
+            order_event(None, Some(&new)).unwrap().event_id
+        );
+        let mut confirmed = new.clone();
+        confirmed.status = OrderStatus::Confirmed;
+        assert_ne!(
+            order_event(None, Some(&new)).unwrap().event_id,
+            order_event(Some(&new), Some(&confirmed)).unwrap().event_id
+        );
+    }
+
+    #[test]
+    fn registration_is_announced_once() {
+        let user = User {
+            id: UserId::generate(),
+            email: Email::parse("ada@example.com").unwrap(),
+            name: "Ada".into(),
+            phone: None,
+            role: Role::Customer,
+            created_at: "2026-01-01T00:00:00.000000Z".into(),
+        };
+        let event = user_event(None, Some(&user), Some("cid-9")).unwrap();
+        assert_eq!(event.event_type, EventType::UserRegistered);
+        assert_eq!(event.correlation_id, "cid-9");
+        let mut promoted = user.clone();
+        promoted.role = Role::Admin;
+        assert_eq!(user_event(Some(&user), Some(&promoted), None), None);
+    }
+
+    #[test]
+    fn envelopes_serialise_to_the_documented_shape() {
+        let event = order_event(None, Some(&order(OrderStatus::Pending))).unwrap();
+        let json = serde_json::to_value(&event).unwrap();
+        for field in [
+            "event_id",
+            "event_type",
+            "version",
+            "occurred_at",
+            "correlation_id",
+            "data",
+        ] {
+            assert!(json.get(field).is_some(), "{field}");
+        }
+        assert_eq!(json["event_type"], "order.created");
+        let back: Envelope = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+}

@@ -1,0 +1,238 @@
+//! Notification history (`id` key = event id + channel; `by_user` index on user id + creation time).
+//! One item per notification, updated on every delivery attempt with its outcome.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Page, StoreError};
+
+pub const BY_USER_INDEX: &str = "by_user";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Sms => "sms",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeliveryStatus {
+    Pending,
+    Sent,
+    Failed,
+}
+
+/// A notification as the history shows it (API.md). Provider error details stay internal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: String,
+    pub user_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub channel: Channel,
+    pub recipient: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub body: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub correlation_id: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+}
+
+/// The history id of the notification of `event_id` on `channel`: one per pair, whatever the retries.
+pub fn notification_id(event_id: &str, channel: Channel) -> String {
+    format!("{event_id}-{}", channel.as_str())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationCursor {
+    pub created_at: String,
+    pub id: String,
+}
+
+impl NotificationCursor {
+    pub fn after(notification: &Notification) -> Self {
+        Self {
+            created_at: notification.created_at.clone(),
+            id: notification.id.clone(),
+        }
+    }
+}
+
+#[async_trait]
+pub trait NotificationRepository: Send + Sync {
+    /// Records the start of a delivery attempt: creates the item the first time, counts the attempt.
+    async fn record_attempt(&self, draft: &Notification) -> Result<Notification, StoreError>;
+    /// Records how the attempt ended.
+    async fn record_outcome(
+        &self,
+        id: &str,
+        status: DeliveryStatus,
+        error: Option<&str>,
+        now: &str,
+    ) -> Result<(), StoreError>;
+    async fn list_for_user(
+        &self,
+        user_id: &str,
+        after: Option<&NotificationCursor>,
+        limit: usize,
+    ) -> Result<Page<Notification, NotificationCursor>, StoreError>;
+}
+
+pub struct DynamoNotificationRepository {
+    client: Client,
+    table: String,
+}
+
+impl DynamoNotificationRepository {
+    pub fn new(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl NotificationRepository for DynamoNotificationRepository {
+    async fn record_attempt(&self, draft: &Notification) -> Result<Notification, StoreError> {
+        // Identity fields are written once; the rendered message and status follow the latest attempt.
+        let once = [
+            "user_id",
+            "event_id",
+            "event_type",
+            "channel",
+            "correlation_id",
+            "created_at",
+        ];
+        let latest = ["recipient", "body", "status"];
+        let item = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(draft)?;
+        let mut sets = Vec::new();
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        for field in once.iter().chain(&latest) {
+            let Some(value) = item.get(*field) else { continue };
+            names.insert(format!("#{field}"), (*field).to_string());
+            values.insert(format!(":{field}"), value.clone());
+            if once.contains(field) {
+                sets.push(format!("#{field} = if_not_exists(#{field}, :{field})"));
+            } else {
+                sets.push(format!("#{field} = :{field}"));
+            }
+        }
+        if let Some(subject) = item.get("subject") {
+            names.insert("#subject".into(), "subject".into());
+            values.insert(":subject".into(), subject.clone());
+            sets.push("#subject = :subject".into());
+        }
+        names.insert("#attempts".into(), "attempts".into());
+        values.insert(":one".into(), AttributeValue::N("1".into()));
+        values.insert(":zero".into(), AttributeValue::N("0".into()));
+        sets.push("#attempts = if_not_exists(#attempts, :zero) + :one".into());
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(draft.id.clone()))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let attributes = output.attributes.unwrap_or_default();
+        Ok(serde_dynamo::from_item(attributes)?)
+    }
+
+    async fn record_outcome(
+        &self,
+        id: &str,
+        status: DeliveryStatus,
+        error: Option<&str>,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let mut expression = "SET #status = :status".to_string();
+        let mut values = HashMap::from([(":status".to_string(), serde_dynamo::to_attribute_value(status)?)]);
+        if status == DeliveryStatus::Sent {
+            expression.push_str(", sent_at = :now REMOVE last_error");
+            values.insert(":now".into(), AttributeValue::S(now.to_owned()));
+        } else if let Some(error) = error {
+            expression.push_str(", last_error = :error");
+            values.insert(":error".into(), AttributeValue::S(error.chars().take(500).collect()));
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(id.to_owned()))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    async fn list_for_user(
+        &self,
+        user_id: &str,
+        after: Option<&NotificationCursor>,
+        limit: usize,
+    ) -> Result<Page<Notification, NotificationCursor>, StoreError> {
+        let start_key = after.map(|cursor| {
+            HashMap::from([
+                ("id".to_string(), AttributeValue::S(cursor.id.clone())),
+                ("user_id".to_string(), AttributeValue::S(user_id.to_owned())),
+                ("created_at".to_string(), AttributeValue::S(cursor.created_at.clone())),
+            ])
+        });
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_USER_INDEX)
+            .key_condition_expression("user_id = :user_id")
+            .expression_attribute_values(":user_id", AttributeValue::S(user_id.to_owned()))
+            .scan_index_forward(false)
+            .set_exclusive_start_key(start_key)
+            .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let items: Vec<Notification> = serde_dynamo::from_items(output.items.unwrap_or_default())?;
+        Ok(Page::from_overfetch(items, limit, NotificationCursor::after))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_history_item_per_event_and_channel() {
+        assert_eq!(notification_id("e1", Channel::Email), "e1-email");
+        assert_ne!(
+            notification_id("e1", Channel::Email),
+            notification_id("e1", Channel::Sms)
+        );
+    }
+}

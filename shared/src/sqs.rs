@@ -1,0 +1,121 @@
+//! The per-message batch runner of every SQS consumer: one span per message, failures reported per
+//! message (`ReportBatchItemFailures`), never the whole batch for one bad message.
+
+use std::future::Future;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use tracing::Instrument;
+
+use crate::events::CORRELATION_ATTRIBUTE;
+
+/// Why one message could not be handled now.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// Worth another delivery (a dependency failed); retried after the queue's visibility timeout,
+    /// then dead-lettered after the configured receives.
+    #[error("retry later: {0}")]
+    Retry(String),
+    /// Can never succeed (malformed body); it is left to the queue's receive limit to dead-letter it.
+    #[error("poison message: {0}")]
+    Poison(String),
+}
+
+/// How many times SQS has delivered this message (1 on the first delivery).
+pub fn receive_count(message: &SqsMessage) -> u32 {
+    message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The correlation id the message carries as an attribute, if any.
+pub fn correlation_id(message: &SqsMessage) -> Option<&str> {
+    message
+        .message_attributes
+        .get(CORRELATION_ATTRIBUTE)
+        .and_then(|attribute| attribute.string_value.as_deref())
+}
+
+/// Handles each message of `event` with `handle`, in order, and reports exactly the ones that failed.
+pub async fn run_batch<F, Fut>(event: SqsEvent, handle: F) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), MessageError>>,
+{
+    let mut failures = Vec::new();
+    for message in event.records {
+        let message_id = message.message_id.clone().unwrap_or_default();
+        let span = tracing::info_span!(
+            "message",
+            message_id = %message_id,
+            correlation_id = %correlation_id(&message).unwrap_or(""),
+            receive_count = receive_count(&message),
+        );
+        let outcome = handle(message).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match outcome {
+            Ok(()) => tracing::info!("message handled"),
+            Err(error) => {
+                tracing::warn!(error = %error, "message failed");
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = message_id;
+                failures.push(failure);
+            }
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, body: &str) -> SqsMessage {
+        let mut message = SqsMessage::default();
+        message.message_id = Some(id.into());
+        message.body = Some(body.into());
+        message
+    }
+
+    #[tokio::test]
+    async fn only_the_failed_messages_are_reported() {
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            message("a", "ok"),
+            message("b", "bad"),
+            message("c", "ok"),
+            message("d", "later"),
+        ];
+        let response = run_batch(event, |message| async move {
+            match message.body.as_deref() {
+                Some("ok") => Ok(()),
+                Some("bad") => Err(MessageError::Poison("unreadable".into())),
+                _ => Err(MessageError::Retry("provider down".into())),
+            }
+        })
+        .await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["b", "d"]);
+    }
+
+    #[tokio::test]
+    async fn an_empty_batch_reports_nothing() {
+        let response = run_batch(SqsEvent::default(), |_| async { Ok(()) }).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+
+    #[test]
+    fn the_receive_count_defaults_to_one() {
+        let mut message = message("a", "x");
+        assert_eq!(receive_count(&message), 1);
+        message.attributes.insert("ApproximateReceiveCount".into(), "3".into());
+        assert_eq!(receive_count(&message), 3);
+    }
+}
