@@ -495,6 +495,8 @@ def cmd_e2e(args) -> int:
             SHOP_PRODUCTS_TABLE=info["outputs"]["ProductsTableName"],
             SHOP_ORDERS_TABLE=info["outputs"]["OrdersTableName"],
             SHOP_IDEMPOTENCY_TABLE=info["outputs"]["IdempotencyTableName"],
+            SHOP_NOTIFICATIONS_QUEUE_URL=info["outputs"]["NotificationsQueueUrl"],
+            SHOP_NOTIFICATIONS_DLQ_URL=info["outputs"]["NotificationsDeadLetterQueueUrl"],
         )
         log(f"running the end-to-end suite against {info['api_url']}")
         return subprocess.run(["cargo", "test", "--locked", "-p", "e2e", "--", *args.test_args], cwd=ROOT, env=env).returncode
