@@ -38,6 +38,8 @@ struct ProductDraft {
     #[serde(default)]
     currency: Option<String>,
     stock_quantity: i64,
+    #[serde(default)]
+    low_stock_threshold: Option<i64>,
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
@@ -52,6 +54,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
             draft.currency.as_deref(),
             draft.stock_quantity,
         )?
+        .with_low_stock_threshold(draft.low_stock_threshold)?
         .into_product(ProductId::generate(), now_rfc3339());
         deps.products.create(&product).await?;
         tracing::info!(product_id = %product.id, "product created");

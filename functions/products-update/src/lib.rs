@@ -39,6 +39,8 @@ struct ProductChanges {
     category: Option<String>,
     #[serde(default)]
     price: Option<i64>,
+    #[serde(default)]
+    low_stock_threshold: Option<i64>,
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
@@ -52,6 +54,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
             changes.description.as_deref(),
             changes.category.as_deref(),
             changes.price,
+            changes.low_stock_threshold,
         )?;
         let product = deps
             .products

@@ -69,6 +69,17 @@ impl StockQuantity {
     pub fn units(self) -> i64 {
         self.0
     }
+
+    pub const DEFAULT_LOW_STOCK_THRESHOLD: i64 = 5;
+
+    pub fn default_low_stock_threshold() -> Self {
+        Self(Self::DEFAULT_LOW_STOCK_THRESHOLD)
+    }
+
+    /// Whether going from `before` to `self` crosses `threshold` downwards (was above, now at or below).
+    pub fn crossed_below(self, before: Self, threshold: Self) -> bool {
+        before > threshold && self <= threshold
+    }
 }
 
 impl TryFrom<i64> for StockQuantity {
@@ -94,6 +105,9 @@ pub struct Product {
     pub price: Price,
     pub currency: Currency,
     pub stock_quantity: StockQuantity,
+    /// At or below this many units the product is low on stock (admins are alerted when it crosses).
+    #[serde(default = "StockQuantity::default_low_stock_threshold")]
+    pub low_stock_threshold: StockQuantity,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -110,6 +124,7 @@ pub struct NewProduct {
     pub price: Price,
     pub currency: Currency,
     pub stock_quantity: StockQuantity,
+    pub low_stock_threshold: StockQuantity,
 }
 
 impl NewProduct {
@@ -139,8 +154,19 @@ impl NewProduct {
                 price: price?,
                 currency: currency?,
                 stock_quantity: stock_quantity?,
+                low_stock_threshold: StockQuantity::default_low_stock_threshold(),
             })
         })
+    }
+
+    /// The same product with its own low-stock threshold.
+    pub fn with_low_stock_threshold(mut self, threshold: Option<i64>) -> Result<Self, FieldErrors> {
+        if let Some(raw) = threshold {
+            let mut errors = FieldErrors::default();
+            let parsed = errors.check("low_stock_threshold", StockQuantity::new(raw));
+            self.low_stock_threshold = errors.finish(|| parsed)?;
+        }
+        Ok(self)
     }
 
     pub fn into_product(self, id: ProductId, now: String) -> Product {
@@ -152,6 +178,7 @@ impl NewProduct {
             price: self.price,
             currency: self.currency,
             stock_quantity: self.stock_quantity,
+            low_stock_threshold: self.low_stock_threshold,
             created_at: now.clone(),
             updated_at: now,
         }
@@ -165,6 +192,7 @@ pub struct ProductPatch {
     pub description: Option<String>,
     pub category: Option<Category>,
     pub price: Option<Price>,
+    pub low_stock_threshold: Option<StockQuantity>,
 }
 
 impl ProductPatch {
@@ -173,14 +201,20 @@ impl ProductPatch {
         description: Option<&str>,
         category: Option<&str>,
         price: Option<i64>,
+        low_stock_threshold: Option<i64>,
     ) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::default();
         let name = name.map(|raw| errors.check("name", parse_text(raw, 1, NAME_MAX_CHARS)));
         let description = description.map(|raw| errors.check("description", parse_text(raw, 0, DESCRIPTION_MAX_CHARS)));
         let category = category.map(|raw| errors.check("category", Category::parse(raw)));
         let price = price.map(|raw| errors.check("price", Price::new(raw)));
-        if name.is_none() && description.is_none() && category.is_none() && price.is_none() {
-            errors.push("body", "must change at least one of name, description, category, price");
+        let threshold =
+            low_stock_threshold.map(|raw| errors.check("low_stock_threshold", StockQuantity::new(raw)));
+        if name.is_none() && description.is_none() && category.is_none() && price.is_none() && threshold.is_none() {
+            errors.push(
+                "body",
+                "must change at least one of name, description, category, price, low_stock_threshold",
+            );
         }
         // `Some(None)` means the field was given but invalid; that was recorded above.
         errors.finish(|| {
@@ -189,6 +223,7 @@ impl ProductPatch {
                 description: description.map_or(Some(None), |v| v.map(Some))?,
                 category: category.map_or(Some(None), |v| v.map(Some))?,
                 price: price.map_or(Some(None), |v| v.map(Some))?,
+                low_stock_threshold: threshold.map_or(Some(None), |v| v.map(Some))?,
             })
         })
     }
@@ -205,6 +240,9 @@ impl ProductPatch {
         }
         if let Some(price) = self.price {
             product.price = price;
+        }
+        if let Some(threshold) = self.low_stock_threshold {
+            product.low_stock_threshold = threshold;
         }
         product.updated_at = now;
     }
@@ -237,8 +275,18 @@ mod tests {
     }
 
     #[test]
+    fn only_a_downward_crossing_counts() {
+        let q = |n| StockQuantity::new(n).unwrap();
+        assert!(q(5).crossed_below(q(6), q(5)));
+        assert!(q(0).crossed_below(q(10), q(5)));
+        assert!(!q(4).crossed_below(q(5), q(5)), "already low");
+        assert!(!q(7).crossed_below(q(8), q(5)), "still above");
+        assert!(!q(6).crossed_below(q(3), q(5)), "restocked");
+    }
+
+    #[test]
     fn an_empty_patch_is_refused() {
-        assert!(ProductPatch::parse(None, None, None, None).is_err());
+        assert!(ProductPatch::parse(None, None, None, None, None).is_err());
     }
 
     #[test]
@@ -246,7 +294,7 @@ mod tests {
         let mut product = NewProduct::parse("Mug", None, "kitchen", 1299, None, 5)
             .unwrap()
             .into_product(ProductId::generate(), "2026-01-01T00:00:00Z".into());
-        let patch = ProductPatch::parse(None, None, None, Some(999)).unwrap();
+        let patch = ProductPatch::parse(None, None, None, Some(999), None).unwrap();
         patch.apply(&mut product, "2026-01-02T00:00:00Z".into());
         assert_eq!(product.price.minor_units(), 999);
         assert_eq!(product.name, "Mug");
@@ -256,7 +304,7 @@ mod tests {
 
     #[test]
     fn an_invalid_patch_field_is_reported() {
-        let errors = ProductPatch::parse(Some(""), None, None, Some(-3)).unwrap_err();
+        let errors = ProductPatch::parse(Some(""), None, None, Some(-3), None).unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["name", "price"]);
     }

@@ -65,6 +65,11 @@ impl UserRepository for InMemoryUsers {
                 user.clone()
             }))
     }
+
+    async fn admins(&self) -> Result<Vec<User>, StoreError> {
+        let users = self.users.lock().map_err(|_| poisoned())?;
+        Ok(users.values().filter(|(user, _)| user.role == Role::Admin).map(|(user, _)| user.clone()).collect())
+    }
 }
 
 #[derive(Default)]

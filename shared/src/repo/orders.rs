@@ -172,7 +172,8 @@ impl DynamoOrderRepository {
     /// Runs a transaction, retrying (with backoff) only when DynamoDB cancelled it for a conflict with
     /// another transaction on the same items, which says nothing about our conditions.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Result<(), Vec<CancellationReason>>, StoreError> {
-        const MAX_ATTEMPTS: u32 = 6;
+        // Hot products see many concurrent reservations; full-jitter backoff spreads the retries.
+        const MAX_ATTEMPTS: u32 = 8;
         let mut attempt = 0;
         loop {
             let result = self
@@ -197,8 +198,9 @@ impl DynamoOrderRepository {
             if attempt >= MAX_ATTEMPTS {
                 return Err(StoreError::Unavailable(Box::new(error)));
             }
-            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 20);
-            tokio::time::sleep(Duration::from_millis((15 << attempt) + jitter)).await;
+            let ceiling = (20_u64 << attempt).min(500);
+            let jitter = u64::from(u16::from_le_bytes([uuid::Uuid::new_v4().as_bytes()[0], uuid::Uuid::new_v4().as_bytes()[1]]));
+            tokio::time::sleep(Duration::from_millis(5 + jitter % ceiling)).await;
         }
     }
 }

@@ -183,6 +183,9 @@ impl ProductRepository for DynamoProductRepository {
         if let Some(price) = patch.price {
             set("price", serde_dynamo::to_attribute_value(price)?);
         }
+        if let Some(threshold) = patch.low_stock_threshold {
+            set("low_stock_threshold", serde_dynamo::to_attribute_value(threshold)?);
+        }
         let result = self
             .client
             .update_item()

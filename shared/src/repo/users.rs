@@ -26,7 +26,13 @@ pub trait UserRepository: Send + Sync {
     async fn find_login(&self, email: &Email) -> Result<Option<LoginRecord>, StoreError>;
     /// Changes the role of the account with this email; `None` when there is none.
     async fn set_role(&self, email: &Email, role: Role) -> Result<Option<User>, StoreError>;
+    /// Every admin account (operational alerts go to them).
+    async fn admins(&self) -> Result<Vec<User>, StoreError>;
 }
+
+pub const BY_ROLE_INDEX: &str = "by_role";
+/// Bounds the admin lookup; a shop has a handful of admins.
+const MAX_ADMINS: i32 = 100;
 
 const USER_ENTITY: &str = "user";
 const EMAIL_ENTITY: &str = "email";
@@ -200,6 +206,23 @@ impl UserRepository for DynamoUserRepository {
             Err(error) if is_condition_failure(&error) => Ok(None),
             Err(error) => Err(StoreError::from_sdk(error)),
         }
+    }
+
+    async fn admins(&self) -> Result<Vec<User>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_ROLE_INDEX)
+            .key_condition_expression("#role = :admin")
+            .expression_attribute_names("#role", "role")
+            .expression_attribute_values(":admin", serde_dynamo::to_attribute_value(Role::Admin)?)
+            .limit(MAX_ADMINS)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let items: Vec<UserItem> = serde_dynamo::from_items(output.items.unwrap_or_default())?;
+        Ok(items.into_iter().map(|item| item.user).collect())
     }
 }
 
