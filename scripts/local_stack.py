@@ -211,6 +211,7 @@ def sam_deploy(template_path: Path, stack: str, endpoint: str) -> None:
         "--parameter-overrides", "Architecture=x86_64", "LogLevel=info",
         # Local stacks never send real email or SMS, and retry fast so the suite sees dead-lettering.
         "NotificationsMode=mock", "NotificationsMaxReceiveCount=3", "NotificationsRetryBaseSeconds=1",
+        "PaymentMaxAttempts=3", "PaymentsMaxReceiveCount=5",
     ]
     # Run beside the built template, away from samconfig.toml, whose environments target AWS.
     result = subprocess.run(command, cwd=template_path.parent, env=aws_env(endpoint), capture_output=True, text=True)
@@ -411,6 +412,7 @@ def deploy(args, emulator: Emulator) -> dict:
                 f"ORDERS_TABLE={outputs['OrdersTableName']}",
                 f"IDEMPOTENCY_TABLE={outputs['IdempotencyTableName']}",
                 f"NOTIFICATIONS_TABLE={outputs['NotificationsTableName']}",
+                f"INVENTORY_ADJUSTMENTS_TABLE={outputs['InventoryAdjustmentsTableName']}",
                 f"JWT_SECRET_ID={outputs['JwtSecretId']}",
                 "RUST_LOG=info",
             ]
@@ -495,6 +497,7 @@ def cmd_e2e(args) -> int:
             SHOP_PRODUCTS_TABLE=info["outputs"]["ProductsTableName"],
             SHOP_ORDERS_TABLE=info["outputs"]["OrdersTableName"],
             SHOP_IDEMPOTENCY_TABLE=info["outputs"]["IdempotencyTableName"],
+            SHOP_INVENTORY_ADJUSTMENTS_TABLE=info["outputs"]["InventoryAdjustmentsTableName"],
             SHOP_NOTIFICATIONS_QUEUE_URL=info["outputs"]["NotificationsQueueUrl"],
             SHOP_NOTIFICATIONS_DLQ_URL=info["outputs"]["NotificationsDeadLetterQueueUrl"],
         )

@@ -34,7 +34,11 @@ impl Counted {
         let client = counter.client(&sdk);
         let orders = Arc::new(tables.order_repository(client.clone()));
         let create = orders_create::Deps {
-            products: Arc::new(DynamoProductRepository::new(client.clone(), &tables.products)),
+            products: Arc::new(DynamoProductRepository::new(
+                client.clone(),
+                &tables.products,
+                &tables.inventory_adjustments,
+            )),
             orders: orders.clone(),
             idempotency: Arc::new(DynamoIdempotencyStore::new(client, &tables.idempotency)),
             tokens: tokens(),

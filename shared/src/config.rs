@@ -16,6 +16,7 @@ pub struct Config {
     pub orders_table: String,
     pub idempotency_table: String,
     pub notifications_table: String,
+    pub inventory_adjustments_table: String,
     /// Name or ARN of the Secrets Manager secret that signs tokens and cursors.
     pub jwt_secret_id: String,
     pub token_ttl_secs: u64,
@@ -57,6 +58,7 @@ impl Config {
             orders_table: required("ORDERS_TABLE")?,
             idempotency_table: required("IDEMPOTENCY_TABLE")?,
             notifications_table: required("NOTIFICATIONS_TABLE")?,
+            inventory_adjustments_table: required("INVENTORY_ADJUSTMENTS_TABLE")?,
             jwt_secret_id: required("JWT_SECRET_ID")?,
             token_ttl_secs,
         })
@@ -79,6 +81,7 @@ mod tests {
         ("ORDERS_TABLE", "orders"),
         ("IDEMPOTENCY_TABLE", "idempotency"),
         ("NOTIFICATIONS_TABLE", "notifications"),
+        ("INVENTORY_ADJUSTMENTS_TABLE", "adjustments"),
         ("JWT_SECRET_ID", "shop/jwt"),
     ];
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::domain::{CancelReason, Order, OrderStatus, User};
+use crate::domain::{CancelReason, Order, OrderStatus, Product, User};
 
 pub const ENVELOPE_VERSION: u32 = 1;
 /// SNS/SQS message attribute that carries the event type (subscriptions filter on it).
@@ -66,7 +66,16 @@ pub struct Envelope {
 #[serde(untagged)]
 pub enum EventData {
     Order(OrderData),
+    Inventory(InventoryData),
     User(UserData),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryData {
+    pub product_id: String,
+    pub product_name: String,
+    pub stock_quantity: i64,
+    pub low_stock_threshold: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +103,39 @@ pub struct OrderLineData {
     pub product_name: String,
     pub quantity: i64,
     pub price: i64,
+}
+
+impl Envelope {
+    /// Refuses envelopes this code would never publish: wrong version, malformed id, or data that
+    /// does not belong to the event type. Consumers treat a refusal as a poison message.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.version != ENVELOPE_VERSION {
+            return Err(format!("unsupported envelope version {}", self.version));
+        }
+        if self.event_id.len() != 32 || !self.event_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("event_id is not 32 hex characters".into());
+        }
+        if self.correlation_id.is_empty() {
+            return Err("correlation_id is empty".into());
+        }
+        let data_fits = matches!(
+            (self.event_type, &self.data),
+            (EventType::UserRegistered, EventData::User(_))
+                | (
+                    EventType::OrderCreated
+                        | EventType::OrderConfirmed
+                        | EventType::OrderCancelled
+                        | EventType::OrderShipped,
+                    EventData::Order(_),
+                )
+                | (EventType::InventoryLowStock, EventData::Inventory(_))
+        );
+        if data_fits {
+            Ok(())
+        } else {
+            Err(format!("data does not fit a {} event", self.event_type.as_str()))
+        }
+    }
 }
 
 /// A deterministic id for "this thing happened to this entity" (hex of SHA-256, 32 chars).
@@ -142,6 +184,33 @@ pub fn order_event(old: Option<&Order>, new: Option<&Order>) -> Option<Envelope>
             currency: new.currency.code().to_owned(),
             cancel_reason: new.cancel_reason,
             payment_token: new.payment_token.clone(),
+        }),
+    })
+}
+
+/// The alert a product change raises when its stock crosses the low-stock threshold downwards.
+/// `change_id` identifies the change (the stream record), so each crossing is one event, however
+/// often its record is delivered.
+pub fn low_stock_event(old: Option<&Product>, new: Option<&Product>, change_id: &str) -> Option<Envelope> {
+    let (old, new) = (old?, new?);
+    if !new
+        .stock_quantity
+        .crossed_below(old.stock_quantity, new.low_stock_threshold)
+    {
+        return None;
+    }
+    let event_id = event_id(EventType::InventoryLowStock, &format!("{}|{change_id}", new.id));
+    Some(Envelope {
+        correlation_id: format!("low-stock-{event_id}"),
+        event_id,
+        event_type: EventType::InventoryLowStock,
+        version: ENVELOPE_VERSION,
+        occurred_at: crate::domain::now_rfc3339(),
+        data: EventData::Inventory(InventoryData {
+            product_id: new.id.to_string(),
+            product_name: new.name.clone(),
+            stock_quantity: new.stock_quantity.units(),
+            low_stock_threshold: new.low_stock_threshold.units(),
         }),
     })
 }
@@ -263,6 +332,57 @@ mod tests {
         let mut promoted = user.clone();
         promoted.role = Role::Admin;
         assert_eq!(user_event(Some(&user), Some(&promoted), None), None);
+    }
+
+    fn product_with_stock(stock: i64) -> Product {
+        NewProduct::parse("Mug", None, "kitchen", 1299, None, stock)
+            .unwrap()
+            .into_product(
+                ProductId::parse("0190f5a4-7b3e-7c1a-9d2e-000000000001").unwrap(),
+                "t".into(),
+            )
+    }
+
+    #[test]
+    fn a_downward_crossing_of_the_threshold_raises_one_alert() {
+        let (before, after) = (product_with_stock(6), product_with_stock(4));
+        let alert = low_stock_event(Some(&before), Some(&after), "record-1").unwrap();
+        assert_eq!(alert.event_type, EventType::InventoryLowStock);
+        assert_eq!(alert.validate(), Ok(()));
+        assert_eq!(
+            alert.event_id,
+            low_stock_event(Some(&before), Some(&after), "record-1")
+                .unwrap()
+                .event_id
+        );
+        assert_ne!(
+            alert.event_id,
+            low_stock_event(Some(&before), Some(&after), "record-2")
+                .unwrap()
+                .event_id
+        );
+        assert_eq!(
+            low_stock_event(Some(&after), Some(&product_with_stock(3)), "r"),
+            None,
+            "already low"
+        );
+        assert_eq!(low_stock_event(Some(&after), Some(&before), "r"), None, "restocked");
+        assert_eq!(low_stock_event(None, Some(&after), "r"), None, "created low");
+    }
+
+    #[test]
+    fn envelopes_that_could_not_have_been_published_are_refused() {
+        let valid = order_event(None, Some(&order(OrderStatus::Pending))).unwrap();
+        assert_eq!(valid.validate(), Ok(()));
+        let mut wrong_data = valid.clone();
+        wrong_data.data = EventData::User(UserData { user_id: "u".into() });
+        assert!(wrong_data.validate().is_err());
+        let mut bad_id = valid.clone();
+        bad_id.event_id = String::new();
+        assert!(bad_id.validate().is_err());
+        let mut future = valid;
+        future.version = 99;
+        assert!(future.validate().is_err());
     }
 
     #[test]

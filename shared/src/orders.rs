@@ -96,6 +96,7 @@ pub async fn step(
     mut order: Order,
     transition: Transition,
     reason: Option<CancelReason>,
+    correlation_id: &str,
 ) -> Result<StepOutcome, ApiError> {
     const MAX_ATTEMPTS: usize = 5;
     for _ in 0..MAX_ATTEMPTS {
@@ -109,7 +110,10 @@ pub async fn step(
                 past_tense(transition)
             ))
         })?;
-        if let Some(moved) = orders.transition(&order, to, reason, &now_rfc3339()).await? {
+        if let Some(moved) = orders
+            .transition(&order, to, reason, &now_rfc3339(), correlation_id)
+            .await?
+        {
             tracing::info!(order_id = %moved.id, from = order.status.as_str(), to = to.as_str(), "order status changed");
             return Ok(StepOutcome::Moved(moved));
         }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use tracing::Instrument;
 
@@ -69,6 +70,74 @@ where
     response
 }
 
+/// Delays the next delivery of a message (its SQS visibility), so retries back off.
+#[async_trait]
+pub trait RetryDelay: Send + Sync {
+    async fn delay(&self, message: &SqsMessage, seconds: i32);
+}
+
+pub struct SqsRetryDelay {
+    pub client: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+#[async_trait]
+impl RetryDelay for SqsRetryDelay {
+    async fn delay(&self, message: &SqsMessage, seconds: i32) {
+        let Some(receipt) = &message.receipt_handle else { return };
+        let result = self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds)
+            .send()
+            .await;
+        if let Err(error) = result {
+            // The queue's own visibility timeout then applies: a slower retry, nothing lost.
+            tracing::warn!(error = %crate::error::error_chain(&error), "could not set the retry delay");
+        }
+    }
+}
+
+/// The delay before the next delivery after `receives` failed ones: `base`, doubling, at most 15 min.
+pub fn backoff_secs(base: i32, receives: u32) -> i32 {
+    const MAX: i32 = 900;
+    let exponent = receives.saturating_sub(1).min(16);
+    base.saturating_mul(1 << exponent).clamp(0, MAX)
+}
+
+/// `run_batch`, plus the retry timing: a message to retry comes back after a growing delay; a poison
+/// message comes back at once, so it reaches the dead-letter queue after the configured receives.
+pub async fn run_batch_with_backoff<F, Fut>(
+    event: SqsEvent,
+    delay: &dyn RetryDelay,
+    base_secs: i32,
+    handle: F,
+) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), MessageError>>,
+{
+    run_batch(event, |message| {
+        let outcome = handle(message.clone());
+        async move {
+            let outcome = outcome.await;
+            match &outcome {
+                Err(MessageError::Poison(_)) => delay.delay(&message, 0).await,
+                Err(MessageError::Retry(_)) => {
+                    delay
+                        .delay(&message, backoff_secs(base_secs, receive_count(&message)))
+                        .await
+                }
+                Ok(()) => {}
+            }
+            outcome
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +178,32 @@ mod tests {
     async fn an_empty_batch_reports_nothing() {
         let response = run_batch(SqsEvent::default(), |_| async { Ok(()) }).await;
         assert!(response.batch_item_failures.is_empty());
+    }
+
+    #[test]
+    fn retry_delays_grow_and_are_capped() {
+        assert_eq!(backoff_secs(10, 1), 10);
+        assert_eq!(backoff_secs(10, 2), 20);
+        assert_eq!(backoff_secs(10, 4), 80);
+        assert_eq!(backoff_secs(10, 40), 900);
+    }
+
+    #[tokio::test]
+    async fn retries_back_off_and_poison_comes_back_at_once() {
+        let delays = crate::testing::RecordedDelays::default();
+        let mut event = SqsEvent::default();
+        let mut later = message("later", "later");
+        later.attributes.insert("ApproximateReceiveCount".into(), "3".into());
+        event.records = vec![message("bad", "bad"), later, message("ok", "ok")];
+        run_batch_with_backoff(event, &delays, 5, |message| async move {
+            match message.body.as_deref() {
+                Some("ok") => Ok(()),
+                Some("bad") => Err(MessageError::Poison("unreadable".into())),
+                _ => Err(MessageError::Retry("provider down".into())),
+            }
+        })
+        .await;
+        assert_eq!(delays.recorded(), [0, 20]);
     }
 
     #[test]

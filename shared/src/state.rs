@@ -53,6 +53,7 @@ impl AppState {
         Arc::new(DynamoProductRepository::new(
             self.dynamodb.clone(),
             &self.config.products_table,
+            &self.config.inventory_adjustments_table,
         ))
     }
 

@@ -174,7 +174,7 @@ impl OrderWorld {
         let order = self.sample_order().await;
         if !matches!(
             self.orders
-                .transition(&order, status, None, &crate::domain::now_rfc3339())
+                .transition(&order, status, None, &crate::domain::now_rfc3339(), "test-set-up")
                 .await,
             Ok(Some(_))
         ) {
@@ -229,5 +229,31 @@ impl aws_sdk_dynamodb::config::Intercept for RoundTripCounter {
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+}
+
+impl OrderWorld {
+    /// Gives the sample order a payment token (the worker reads it from the stored order).
+    pub async fn set_sample_payment_token(&self, token: Option<&str>) {
+        self.orders.set_payment_token_for_tests(SAMPLE_ORDER_ID, token);
+    }
+}
+
+/// Records the retry delays a consumer asks for, instead of talking to SQS.
+#[derive(Default)]
+pub struct RecordedDelays(std::sync::Mutex<Vec<i32>>);
+
+impl RecordedDelays {
+    pub fn recorded(&self) -> Vec<i32> {
+        self.0.lock().map(|delays| delays.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::sqs::RetryDelay for RecordedDelays {
+    async fn delay(&self, _message: &aws_lambda_events::event::sqs::SqsMessage, seconds: i32) {
+        if let Ok(mut delays) = self.0.lock() {
+            delays.push(seconds);
+        }
     }
 }

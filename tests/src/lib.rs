@@ -675,6 +675,7 @@ pub struct ShopTables {
     pub products: String,
     pub orders: String,
     pub idempotency: String,
+    pub inventory_adjustments: String,
 }
 
 impl ShopTables {
@@ -685,6 +686,7 @@ impl ShopTables {
             products: env_var("SHOP_PRODUCTS_TABLE"),
             orders: env_var("SHOP_ORDERS_TABLE"),
             idempotency: env_var("SHOP_IDEMPOTENCY_TABLE"),
+            inventory_adjustments: env_var("SHOP_INVENTORY_ADJUSTMENTS_TABLE"),
         }
     }
 
@@ -713,7 +715,7 @@ pub async fn transition_order_in_store(order_id: &str, to: shared::domain::Order
         .unwrap_or_else(|error| panic!("reading order {order_id} from its table failed: {error}"))
         .unwrap_or_else(|| panic!("order {order_id} is not in SHOP_ORDERS_TABLE: is it the stack at SHOP_API_URL?"));
     let moved = repository
-        .transition(&order, to, None, &shared::domain::now_rfc3339())
+        .transition(&order, to, None, &shared::domain::now_rfc3339(), "e2e-set-up")
         .await
         .unwrap_or_else(|error| panic!("moving order {order_id} to {to:?} failed: {error}"));
     assert!(

@@ -12,7 +12,8 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use shared::config::Config;
 use shared::domain::Order;
-use shared::events::{CORRELATION_ATTRIBUTE, EVENT_TYPE_ATTRIBUTE, Envelope, order_event, user_event};
+use shared::events::{CORRELATION_ATTRIBUTE, EVENT_TYPE_ATTRIBUTE, Envelope, low_stock_event, order_event, user_event};
+use shared::repo::products::product_from_image;
 use shared::repo::users::user_from_image;
 use shared::store::StoreError;
 
@@ -87,6 +88,7 @@ impl EventSink for SnsSink {
 pub struct SourceTables {
     pub users: String,
     pub orders: String,
+    pub products: String,
 }
 
 impl SourceTables {
@@ -94,6 +96,7 @@ impl SourceTables {
         Self {
             users: config.users_table.clone(),
             orders: config.orders_table.clone(),
+            products: config.products_table.clone(),
         }
     }
 }
@@ -126,6 +129,11 @@ pub fn envelope_of(tables: &SourceTables, record: &EventRecord) -> Result<Option
             let old: Option<Order> = old.map(serde_dynamo::from_item).transpose()?;
             let new: Option<Order> = new.map(serde_dynamo::from_item).transpose()?;
             Ok(order_event(old.as_ref(), new.as_ref()))
+        }
+        Some(table) if table == tables.products => {
+            let old = old.map(product_from_image).transpose()?;
+            let new = new.map(product_from_image).transpose()?;
+            Ok(low_stock_event(old.as_ref(), new.as_ref(), &record.event_id))
         }
         Some(table) if table == tables.users => {
             let old = old.map(user_from_image).transpose()?.flatten();
@@ -225,6 +233,7 @@ mod tests {
             tables: SourceTables {
                 users: "shop-UsersTable-1".into(),
                 orders: "shop-OrdersTable-1".into(),
+                products: "shop-ProductsTable-1".into(),
             },
         }
     }
@@ -246,13 +255,15 @@ mod tests {
             .map(|e| e.event_type)
             .collect();
         // The sample: a registration, an email claim (no event), an order placed, then cancelled,
-        // then touched without a status change (no event).
+        // then touched without a status change (no event); a product's stock falling from 6 to 4
+        // (threshold 5: an alert), then to 2 (already low: none).
         assert_eq!(
             types,
             [
                 EventType::UserRegistered,
                 EventType::OrderCreated,
-                EventType::OrderCancelled
+                EventType::OrderCancelled,
+                EventType::InventoryLowStock
             ]
         );
         let published = recorder.published.lock().unwrap();

@@ -9,48 +9,17 @@ pub mod templates;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::Serialize;
 use shared::domain::{UserId, now_rfc3339};
-use shared::events::{Envelope, EventData, OrderData};
+use shared::events::{Envelope, EventData, OrderData, UserData};
 use shared::idempotency::{Claim, IdempotencyStore, StoredResponse};
 use shared::repo::notifications::{Channel, DeliveryStatus, Notification, NotificationRepository, notification_id};
 use shared::repo::users::UserRepository;
-use shared::sqs::{MessageError, receive_count, run_batch};
+use shared::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
 
 use crate::notifier::{Notifier, OutboundMessage};
 use crate::templates::Templates;
-
-/// Delays the next delivery of a message (SQS visibility), so retries back off.
-#[async_trait]
-pub trait RetryDelay: Send + Sync {
-    async fn delay(&self, message: &SqsMessage, seconds: i32);
-}
-
-pub struct SqsRetryDelay {
-    pub client: aws_sdk_sqs::Client,
-    pub queue_url: String,
-}
-
-#[async_trait]
-impl RetryDelay for SqsRetryDelay {
-    async fn delay(&self, message: &SqsMessage, seconds: i32) {
-        let Some(receipt) = &message.receipt_handle else { return };
-        let result = self
-            .client
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt)
-            .visibility_timeout(seconds)
-            .send()
-            .await;
-        if let Err(error) = result {
-            // The queue's own visibility timeout then applies: slower, not lost.
-            tracing::warn!(error = %shared::error::error_chain(&error), "could not set the retry delay");
-        }
-    }
-}
 
 pub struct Deps {
     pub users: Arc<dyn UserRepository>,
@@ -63,27 +32,13 @@ pub struct Deps {
     pub retry_base_secs: i32,
 }
 
-/// The delay before the next delivery after `receives` failed ones.
-pub fn backoff_secs(base: i32, receives: u32) -> i32 {
-    const MAX: i32 = 900;
-    let exponent = receives.saturating_sub(1).min(16);
-    base.saturating_mul(1 << exponent).clamp(0, MAX)
-}
-
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    run_batch(event, |message| async move {
-        let outcome = handle_message(deps, &message).await;
-        match &outcome {
-            // Unreadable now, unreadable forever: let it reach the dead-letter queue quickly.
-            Err(MessageError::Poison(_)) => deps.retry_delay.delay(&message, 0).await,
-            Err(MessageError::Retry(_)) => {
-                let seconds = backoff_secs(deps.retry_base_secs, receive_count(&message));
-                deps.retry_delay.delay(&message, seconds).await;
-            }
-            Ok(()) => {}
-        }
-        outcome
-    })
+    run_batch_with_backoff(
+        event,
+        deps.retry_delay.as_ref(),
+        deps.retry_base_secs,
+        |message| async move { handle_message(deps, &message).await },
+    )
     .await
 }
 
@@ -95,12 +50,21 @@ struct LineContext {
 }
 
 #[derive(Serialize)]
+struct ProductContext {
+    id: String,
+    name: String,
+    stock_quantity: i64,
+    low_stock_threshold: i64,
+}
+
+#[derive(Serialize)]
 struct MessageContext {
     name: String,
     order_id: Option<String>,
     total: Option<String>,
     items: Vec<LineContext>,
     cancel_reason: Option<String>,
+    product: Option<ProductContext>,
 }
 
 /// `$12.99` from 1299 minor units (the shop sells in USD).
@@ -110,8 +74,21 @@ pub fn format_money(minor_units: i64) -> String {
     format!("{sign}${}.{:02}", units / 100, units % 100)
 }
 
-fn context_for(name: &str, order: Option<&OrderData>) -> MessageContext {
+fn context_for(name: &str, data: &EventData) -> MessageContext {
+    let order = match data {
+        EventData::Order(order) => Some(order),
+        _ => None,
+    };
     MessageContext {
+        product: match data {
+            EventData::Inventory(product) => Some(ProductContext {
+                id: product.product_id.clone(),
+                name: product.product_name.clone(),
+                stock_quantity: product.stock_quantity,
+                low_stock_threshold: product.low_stock_threshold,
+            }),
+            _ => None,
+        },
         name: name.to_owned(),
         order_id: order.map(|o| o.order_id.clone()),
         total: order.map(|o| format_money(o.total_amount)),
@@ -141,35 +118,48 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), Message
         .ok_or_else(|| MessageError::Poison("empty body".into()))?;
     let envelope: Envelope =
         serde_json::from_str(body).map_err(|error| MessageError::Poison(format!("not an event envelope: {error}")))?;
+    envelope.validate().map_err(MessageError::Poison)?;
     tracing::info!(
         event_id = %envelope.event_id,
         event_type = envelope.event_type.as_str(),
         correlation_id = %envelope.correlation_id,
         "event received"
     );
-    let (user_id, order) = match &envelope.data {
-        EventData::Order(order) => (order.user_id.as_str(), Some(order)),
-        EventData::User(user) => (user.user_id.as_str(), None),
+    let recipients = match &envelope.data {
+        EventData::Order(OrderData { user_id, .. }) | EventData::User(UserData { user_id }) => {
+            let user_id =
+                UserId::parse(user_id).map_err(|_| MessageError::Poison("event names no valid user".into()))?;
+            match deps
+                .users
+                .get(&user_id)
+                .await
+                .map_err(|e| MessageError::Retry(e.to_string()))?
+            {
+                Some(user) => vec![user],
+                None => {
+                    tracing::info!("the user no longer exists; nothing to notify");
+                    Vec::new()
+                }
+            }
+        }
+        // Operational alerts go to every admin.
+        EventData::Inventory(_) => deps
+            .users
+            .admins()
+            .await
+            .map_err(|e| MessageError::Retry(e.to_string()))?,
     };
-    let user_id = UserId::parse(user_id).map_err(|_| MessageError::Poison("event names no valid user".into()))?;
-    let Some(user) = deps
-        .users
-        .get(&user_id)
-        .await
-        .map_err(|e| MessageError::Retry(e.to_string()))?
-    else {
-        tracing::info!("the user no longer exists; nothing to notify");
-        return Ok(());
-    };
-    let context = context_for(&user.name, order);
-    let recipients = [
-        (Channel::Email, Some(user.email.to_string())),
-        (Channel::Sms, user.phone.as_ref().map(|phone| phone.as_str().to_owned())),
-    ];
-    for (channel, recipient) in recipients {
-        let Some(recipient) = recipient else { continue };
-        if deps.templates.has(envelope.event_type, channel) {
-            deliver(deps, &envelope, &user_id, channel, recipient, &context).await?;
+    for user in recipients {
+        let context = context_for(&user.name, &envelope.data);
+        let addresses = [
+            (Channel::Email, Some(user.email.to_string())),
+            (Channel::Sms, user.phone.as_ref().map(|phone| phone.as_str().to_owned())),
+        ];
+        for (channel, address) in addresses {
+            let Some(address) = address else { continue };
+            if deps.templates.has(envelope.event_type, channel) {
+                deliver(deps, &envelope, &user.id, channel, address, &context).await?;
+            }
         }
     }
     Ok(())
@@ -184,7 +174,7 @@ async fn deliver(
     context: &MessageContext,
 ) -> Result<(), MessageError> {
     let retry = |error: &dyn std::fmt::Display| MessageError::Retry(error.to_string());
-    let record_key = format!("notification#{}#{}", envelope.event_id, channel.as_str());
+    let record_key = format!("notification#{}#{user_id}#{}", envelope.event_id, channel.as_str());
     let lease = match deps
         .idempotency
         .claim(&record_key, &envelope.event_id)
@@ -233,7 +223,7 @@ async fn send_and_record(
         .render(envelope.event_type, channel, context)
         .map_err(|e| retry(&e))?;
     let draft = Notification {
-        id: notification_id(&envelope.event_id, channel),
+        id: notification_id(&envelope.event_id, &user_id.to_string(), channel),
         user_id: user_id.to_string(),
         event_id: envelope.event_id.clone(),
         event_type: envelope.event_type.as_str().to_owned(),
@@ -290,17 +280,7 @@ mod tests {
     use shared::domain::{Email, Phone, Role, User};
     use shared::idempotency::InMemoryIdempotency;
     use shared::repo::memory::{InMemoryNotifications, InMemoryUsers};
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct RecordedDelays(Mutex<Vec<i32>>);
-
-    #[async_trait]
-    impl RetryDelay for RecordedDelays {
-        async fn delay(&self, _message: &SqsMessage, seconds: i32) {
-            self.0.lock().unwrap().push(seconds);
-        }
-    }
+    use shared::testing::RecordedDelays;
 
     const BUYER: &str = "0190f5a4-7b3e-7c1a-9d2e-0000000000b1";
 
@@ -376,11 +356,7 @@ mod tests {
                 .all(|n| n.status == DeliveryStatus::Sent && n.attempts == 1 && n.sent_at.is_some())
         );
         assert!(history.iter().all(|n| n.correlation_id == "sample-orders-create"));
-        assert_eq!(
-            *world.delays.0.lock().unwrap(),
-            [0],
-            "the poison message is released at once"
-        );
+        assert_eq!(world.delays.recorded(), [0], "the poison message is released at once");
     }
 
     #[tokio::test]
@@ -415,15 +391,7 @@ mod tests {
         );
         let history = world.history.list_for_user(BUYER, None, 10).await.unwrap().items;
         assert_eq!(history.iter().find(|n| n.channel == Channel::Sms).unwrap().attempts, 2);
-        assert!(world.delays.0.lock().unwrap().contains(&10));
-    }
-
-    #[test]
-    fn retry_delays_grow_and_are_capped() {
-        assert_eq!(backoff_secs(10, 1), 10);
-        assert_eq!(backoff_secs(10, 2), 20);
-        assert_eq!(backoff_secs(10, 4), 80);
-        assert_eq!(backoff_secs(10, 40), 900);
+        assert!(world.delays.recorded().contains(&10));
     }
 
     #[test]

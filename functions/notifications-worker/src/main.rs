@@ -37,7 +37,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         history: state.notifications(),
         idempotency: state.idempotency(),
         notifier,
-        retry_delay: Arc::new(notifications_worker::SqsRetryDelay {
+        retry_delay: Arc::new(shared::sqs::SqsRetryDelay {
             client: aws_sdk_sqs::Client::new(&state.sdk),
             queue_url: required_env("NOTIFICATIONS_QUEUE_URL")?,
         }),

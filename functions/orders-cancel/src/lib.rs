@@ -39,9 +39,15 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         } else {
             CancelReason::AdminCancelled
         };
-        let order = step(deps.orders.as_ref(), order, Transition::Cancel, Some(reason))
-            .await?
-            .into_order();
+        let order = step(
+            deps.orders.as_ref(),
+            order,
+            Transition::Cancel,
+            Some(reason),
+            request.correlation_id(),
+        )
+        .await?
+        .into_order();
         json_response(StatusCode::OK, &OrderView::from(&order))
     })
     .await

@@ -33,9 +33,15 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         let identity = request.identity(&deps.tokens)?;
         identity.require_admin()?;
         let order = order_for_caller(deps.orders.as_ref(), &identity, &request.path_param("order_id")?).await?;
-        let order = step(deps.orders.as_ref(), order, Transition::Ship, None)
-            .await?
-            .into_order();
+        let order = step(
+            deps.orders.as_ref(),
+            order,
+            Transition::Ship,
+            None,
+            request.correlation_id(),
+        )
+        .await?
+        .into_order();
         json_response(StatusCode::OK, &OrderView::from(&order))
     })
     .await

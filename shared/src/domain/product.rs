@@ -208,8 +208,7 @@ impl ProductPatch {
         let description = description.map(|raw| errors.check("description", parse_text(raw, 0, DESCRIPTION_MAX_CHARS)));
         let category = category.map(|raw| errors.check("category", Category::parse(raw)));
         let price = price.map(|raw| errors.check("price", Price::new(raw)));
-        let threshold =
-            low_stock_threshold.map(|raw| errors.check("low_stock_threshold", StockQuantity::new(raw)));
+        let threshold = low_stock_threshold.map(|raw| errors.check("low_stock_threshold", StockQuantity::new(raw)));
         if name.is_none() && description.is_none() && category.is_none() && price.is_none() && threshold.is_none() {
             errors.push(
                 "body",

@@ -68,13 +68,18 @@ impl UserRepository for InMemoryUsers {
 
     async fn admins(&self) -> Result<Vec<User>, StoreError> {
         let users = self.users.lock().map_err(|_| poisoned())?;
-        Ok(users.values().filter(|(user, _)| user.role == Role::Admin).map(|(user, _)| user.clone()).collect())
+        Ok(users
+            .values()
+            .filter(|(user, _)| user.role == Role::Admin)
+            .map(|(user, _)| user.clone())
+            .collect())
     }
 }
 
 #[derive(Default)]
 pub struct InMemoryProducts {
     products: Mutex<HashMap<ProductId, Product>>,
+    adjustments: Mutex<Vec<(ProductId, super::products::Adjustment)>>,
 }
 
 #[async_trait]
@@ -95,6 +100,44 @@ impl ProductRepository for InMemoryProducts {
     async fn get_many(&self, ids: &[ProductId]) -> Result<Vec<Product>, StoreError> {
         let products = self.products.lock().map_err(|_| poisoned())?;
         Ok(ids.iter().filter_map(|id| products.get(id).cloned()).collect())
+    }
+
+    async fn adjust_stock(
+        &self,
+        id: &ProductId,
+        adjustment: &super::products::Adjustment,
+    ) -> Result<super::products::AdjustOutcome, StoreError> {
+        use super::products::AdjustOutcome;
+        let mut products = self.products.lock().map_err(|_| poisoned())?;
+        let Some(product) = products.get_mut(id) else {
+            return Ok(AdjustOutcome::NotFound);
+        };
+        let Ok(after) = StockQuantity::new(product.stock_quantity.units() + adjustment.delta) else {
+            return Ok(AdjustOutcome::OutOfBounds {
+                current: product.stock_quantity,
+            });
+        };
+        product.stock_quantity = after;
+        self.adjustments
+            .lock()
+            .map_err(|_| poisoned())?
+            .push((id.clone(), adjustment.clone()));
+        Ok(AdjustOutcome::Adjusted(after))
+    }
+
+    async fn recent_adjustments(
+        &self,
+        id: &ProductId,
+        limit: usize,
+    ) -> Result<Vec<super::products::Adjustment>, StoreError> {
+        let adjustments = self.adjustments.lock().map_err(|_| poisoned())?;
+        Ok(adjustments
+            .iter()
+            .rev()
+            .filter(|(p, _)| p == id)
+            .take(limit)
+            .map(|(_, a)| a.clone())
+            .collect())
     }
 
     async fn update(&self, id: &ProductId, patch: &ProductPatch, now: &str) -> Result<Option<Product>, StoreError> {
@@ -183,6 +226,14 @@ impl InMemoryOrders {
         }
     }
 
+    pub fn set_payment_token_for_tests(&self, id: &str, token: Option<&str>) {
+        if let (Ok(id), Ok(mut orders)) = (OrderId::parse(id), self.orders.lock())
+            && let Some(order) = orders.get_mut(&id)
+        {
+            order.payment_token = token.map(str::to_owned);
+        }
+    }
+
     pub fn count(&self) -> usize {
         self.orders.lock().map_or(0, |orders| orders.len())
     }
@@ -247,6 +298,7 @@ impl OrderRepository for InMemoryOrders {
         to: OrderStatus,
         reason: Option<CancelReason>,
         now: &str,
+        correlation_id: &str,
     ) -> Result<Option<Order>, StoreError> {
         let mut orders = self.orders.lock().map_err(|_| poisoned())?;
         let Some(stored) = orders.get_mut(&order.id) else {
@@ -263,7 +315,7 @@ impl OrderRepository for InMemoryOrders {
                 .collect();
             self.products.move_stock(&changes)?.map_err(|_| poisoned())?;
         }
-        *stored = transitioned(order, to, reason, now);
+        *stored = transitioned(order, to, reason, now, correlation_id);
         Ok(Some(stored.clone()))
     }
 

@@ -56,9 +56,10 @@ pub struct Notification {
     pub sent_at: Option<String>,
 }
 
-/// The history id of the notification of `event_id` on `channel`: one per pair, whatever the retries.
-pub fn notification_id(event_id: &str, channel: Channel) -> String {
-    format!("{event_id}-{}", channel.as_str())
+/// The history id of the notification of `event_id` to `user_id` on `channel`: one per triple,
+/// whatever the retries (an alert to every admin is one notification each).
+pub fn notification_id(event_id: &str, user_id: &str, channel: Channel) -> String {
+    format!("{event_id}-{}-{user_id}", channel.as_str())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,11 +229,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_history_item_per_event_and_channel() {
-        assert_eq!(notification_id("e1", Channel::Email), "e1-email");
+    fn one_history_item_per_event_recipient_and_channel() {
+        assert_eq!(notification_id("e1", "u1", Channel::Email), "e1-email-u1");
         assert_ne!(
-            notification_id("e1", Channel::Email),
-            notification_id("e1", Channel::Sms)
+            notification_id("e1", "u1", Channel::Email),
+            notification_id("e1", "u1", Channel::Sms)
+        );
+        assert_ne!(
+            notification_id("e1", "u1", Channel::Email),
+            notification_id("e1", "u2", Channel::Email)
         );
     }
 }

@@ -71,23 +71,33 @@ pub trait OrderRepository: Send + Sync {
     ) -> Result<Page<Order, OrderCursor>, StoreError>;
     /// Moves `order` from the status it was read with to `to`, releasing its stock in the same
     /// transaction when `to` gives it up. `None` when the order's status changed in the meantime.
+    /// `correlation_id` (the request or event that caused the change) goes on the order, and so into
+    /// the change's event.
     async fn transition(
         &self,
         order: &Order,
         to: OrderStatus,
         reason: Option<CancelReason>,
         now: &str,
+        correlation_id: &str,
     ) -> Result<Option<Order>, StoreError>;
     /// The order's user and its products as they are now, in one round trip.
     async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError>;
 }
 
 /// The order after a transition, as the transition writes it.
-pub fn transitioned(order: &Order, to: OrderStatus, reason: Option<CancelReason>, now: &str) -> Order {
+pub fn transitioned(
+    order: &Order,
+    to: OrderStatus,
+    reason: Option<CancelReason>,
+    now: &str,
+    correlation_id: &str,
+) -> Order {
     Order {
         status: to,
         cancel_reason: reason.or(order.cancel_reason),
         updated_at: now.to_owned(),
+        correlation_id: correlation_id.to_owned(),
         ..order.clone()
     }
 }
@@ -146,12 +156,17 @@ impl DynamoOrderRepository {
         to: OrderStatus,
         reason: Option<CancelReason>,
         now: &str,
+        correlation_id: &str,
     ) -> Result<TransactWriteItem, StoreError> {
-        let mut expression = "SET #status = :to, updated_at = :now".to_string();
+        let mut expression = "SET #status = :to, updated_at = :now, correlation_id = :correlation_id".to_string();
         let mut values = HashMap::from([
             (":to".to_string(), serde_dynamo::to_attribute_value(to)?),
             (":from".to_string(), serde_dynamo::to_attribute_value(order.status)?),
             (":now".to_string(), AttributeValue::S(now.to_owned())),
+            (
+                ":correlation_id".to_string(),
+                AttributeValue::S(correlation_id.to_owned()),
+            ),
         ]);
         if let Some(reason) = reason {
             expression.push_str(", cancel_reason = :reason");
@@ -199,7 +214,10 @@ impl DynamoOrderRepository {
                 return Err(StoreError::Unavailable(Box::new(error)));
             }
             let ceiling = (20_u64 << attempt).min(500);
-            let jitter = u64::from(u16::from_le_bytes([uuid::Uuid::new_v4().as_bytes()[0], uuid::Uuid::new_v4().as_bytes()[1]]));
+            let jitter = u64::from(u16::from_le_bytes([
+                uuid::Uuid::new_v4().as_bytes()[0],
+                uuid::Uuid::new_v4().as_bytes()[1],
+            ]));
             tokio::time::sleep(Duration::from_millis(5 + jitter % ceiling)).await;
         }
     }
@@ -319,15 +337,16 @@ impl OrderRepository for DynamoOrderRepository {
         to: OrderStatus,
         reason: Option<CancelReason>,
         now: &str,
+        correlation_id: &str,
     ) -> Result<Option<Order>, StoreError> {
-        let mut items = vec![self.status_change(order, to, reason, now)?];
+        let mut items = vec![self.status_change(order, to, reason, now, correlation_id)?];
         if releases_stock(order.status, to) {
             for line in &order.items {
                 items.push(self.stock_change(line, false)?);
             }
         }
         match self.transact(items).await? {
-            Ok(()) => Ok(Some(transitioned(order, to, reason, now))),
+            Ok(()) => Ok(Some(transitioned(order, to, reason, now, correlation_id))),
             Err(reasons) if reasons.first().is_some_and(condition_failed) => Ok(None),
             Err(reasons) => Err(StoreError::Failed(format!("transition cancelled: {reasons:?}").into())),
         }

@@ -5,10 +5,13 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Category, Price, Product, ProductId, ProductPatch};
+use crate::domain::{Category, Price, Product, ProductId, ProductPatch, StockQuantity};
 use crate::store::{Page, StoreError, batch_get, is_condition_failure};
 
 pub const BY_PRICE_INDEX: &str = "by_price";
@@ -68,6 +71,11 @@ pub trait ProductRepository: Send + Sync {
     async fn get_many(&self, ids: &[ProductId]) -> Result<Vec<Product>, StoreError>;
     /// Applies `patch` to an existing product without touching its stock; `None` when there is none.
     async fn update(&self, id: &ProductId, patch: &ProductPatch, now: &str) -> Result<Option<Product>, StoreError>;
+    /// Adds `adjustment.delta` to the stock, never below zero, and records the adjustment with it
+    /// (one transaction).
+    async fn adjust_stock(&self, id: &ProductId, adjustment: &Adjustment) -> Result<AdjustOutcome, StoreError>;
+    /// The latest adjustments of a product, newest first.
+    async fn recent_adjustments(&self, id: &ProductId, limit: usize) -> Result<Vec<Adjustment>, StoreError>;
     /// Products matching `filter`, cheapest first, resuming after `after`.
     async fn list(
         &self,
@@ -99,15 +107,52 @@ struct IndexPosition<'a> {
 pub struct DynamoProductRepository {
     client: Client,
     table: String,
+    adjustments_table: String,
 }
 
 impl DynamoProductRepository {
-    pub fn new(client: Client, table: &str) -> Self {
+    pub fn new(client: Client, table: &str, adjustments_table: &str) -> Self {
         Self {
             client,
             table: table.to_owned(),
+            adjustments_table: adjustments_table.to_owned(),
         }
     }
+}
+
+/// A recorded change of stock outside orders: who, why, when, by how much.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adjustment {
+    pub delta: i64,
+    pub reason: String,
+    pub by: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdjustOutcome {
+    /// Applied; the stock it left.
+    Adjusted(StockQuantity),
+    /// Refused, nothing changed: the stock would leave its bounds (below 0 or above the maximum).
+    OutOfBounds {
+        current: StockQuantity,
+    },
+    NotFound,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AdjustmentItem {
+    product_id: String,
+    /// Sort key: time first, so the newest come first; a random suffix keeps same-instant ones apart.
+    at_id: String,
+    #[serde(flatten)]
+    adjustment: Adjustment,
+}
+
+/// The product a products-table stream image holds.
+pub fn product_from_image(item: serde_dynamo::Item) -> Result<Product, StoreError> {
+    let item: ProductItem = serde_dynamo::from_item(item)?;
+    Ok(item.product)
 }
 
 /// Products from raw items of the products table.
@@ -160,6 +205,85 @@ impl ProductRepository for DynamoProductRepository {
         let keys = ids.iter().map(id_key).collect();
         let mut found = batch_get(&self.client, HashMap::from([(self.table.clone(), keys)])).await?;
         products_from_items(found.remove(&self.table).unwrap_or_default())
+    }
+
+    async fn adjust_stock(&self, id: &ProductId, adjustment: &Adjustment) -> Result<AdjustOutcome, StoreError> {
+        // Bounds as conditions on the stock before the change: stock + delta must stay in 0..=MAX.
+        let minimum_before = (-adjustment.delta).max(0);
+        let maximum_before = StockQuantity::MAX - adjustment.delta.max(0);
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(id_key(id)))
+            .update_expression("SET stock_quantity = stock_quantity + :delta")
+            .condition_expression(
+                "attribute_exists(id) AND stock_quantity >= :minimum_before AND stock_quantity <= :maximum_before",
+            )
+            .expression_attribute_values(":delta", AttributeValue::N(adjustment.delta.to_string()))
+            .expression_attribute_values(":minimum_before", AttributeValue::N(minimum_before.to_string()))
+            .expression_attribute_values(":maximum_before", AttributeValue::N(maximum_before.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|error| StoreError::Failed(Box::new(error)))?;
+        let record = AdjustmentItem {
+            product_id: id.to_string(),
+            at_id: format!("{}#{}", adjustment.at, uuid::Uuid::new_v4()),
+            adjustment: adjustment.clone(),
+        };
+        let put = Put::builder()
+            .table_name(&self.adjustments_table)
+            .set_item(Some(serde_dynamo::to_item(record)?))
+            .build()
+            .map_err(|error| StoreError::Failed(Box::new(error)))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        if let Err(error) = result {
+            let refused = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
+                    .cancellation_reasons()
+                    .first()
+                    .filter(|reason| reason.code() == Some("ConditionalCheckFailed"))
+                    .cloned(),
+                _ => None,
+            };
+            let Some(reason) = refused else {
+                return Err(StoreError::from_sdk(error));
+            };
+            return match reason.item() {
+                None => Ok(AdjustOutcome::NotFound),
+                Some(item) => {
+                    let product: ProductItem = serde_dynamo::from_item(item.clone())?;
+                    Ok(AdjustOutcome::OutOfBounds {
+                        current: product.product.stock_quantity,
+                    })
+                }
+            };
+        }
+        // The transaction returns no values: read the stock it left (orders may have moved it since).
+        match self.get(id).await? {
+            Some(product) => Ok(AdjustOutcome::Adjusted(product.stock_quantity)),
+            None => Ok(AdjustOutcome::NotFound),
+        }
+    }
+
+    async fn recent_adjustments(&self, id: &ProductId, limit: usize) -> Result<Vec<Adjustment>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.adjustments_table)
+            .key_condition_expression("product_id = :id")
+            .expression_attribute_values(":id", AttributeValue::S(id.to_string()))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let items: Vec<AdjustmentItem> = serde_dynamo::from_items(output.items.unwrap_or_default())?;
+        Ok(items.into_iter().map(|item| item.adjustment).collect())
     }
 
     async fn update(&self, id: &ProductId, patch: &ProductPatch, now: &str) -> Result<Option<Product>, StoreError> {

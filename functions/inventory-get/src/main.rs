@@ -1,0 +1,13 @@
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::telemetry::init();
+    let state = shared::AppState::from_env().await?;
+    let deps = Arc::new(inventory_get::Deps::from_state(&state).await?);
+    shared::http::serve(move |request| {
+        let deps = Arc::clone(&deps);
+        async move { inventory_get::handle(&deps, request).await }
+    })
+    .await
+}
