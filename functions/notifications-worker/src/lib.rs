@@ -394,6 +394,47 @@ mod tests {
         assert!(world.delays.recorded().contains(&10));
     }
 
+    #[tokio::test]
+    async fn a_low_stock_alert_goes_to_every_admin_once() {
+        let world = world(MockNotifier::default()).await;
+        for (id, email) in [
+            ("0190f5a4-7b3e-7c1a-9d2e-0000000000c1", "ops1@example.com"),
+            ("0190f5a4-7b3e-7c1a-9d2e-0000000000c2", "ops2@example.com"),
+        ] {
+            let admin = User {
+                id: UserId::parse(id).unwrap(),
+                email: Email::parse(email).unwrap(),
+                name: "Ops".into(),
+                phone: Some(Phone::parse("+14155550100").unwrap()),
+                role: Role::Admin,
+                created_at: now_rfc3339(),
+            };
+            world.deps.users.create(&admin, "hash", "cid").await.unwrap();
+        }
+        let mut event = batch();
+        event.records.truncate(1);
+        event.records[0].body = Some(
+            serde_json::json!({
+                "event_id": "0123456789abcdef0123456789abcdef",
+                "event_type": "inventory.low_stock",
+                "version": 1,
+                "occurred_at": "2026-11-25T12:00:00.000000Z",
+                "correlation_id": "low-stock-1",
+                "data": {"product_id": "p-1", "product_name": "Mug", "stock_quantity": 3, "low_stock_threshold": 5},
+            })
+            .to_string(),
+        );
+        handle(&world.deps, event.clone()).await;
+        handle(&world.deps, event).await;
+        let mut recipients: Vec<String> = world.notifier.sent().into_iter().map(|m| m.recipient).collect();
+        recipients.sort();
+        assert_eq!(
+            recipients,
+            ["ops1@example.com", "ops2@example.com"],
+            "email only, once each, no customer"
+        );
+    }
+
     #[test]
     fn money_is_formatted_from_minor_units() {
         assert_eq!(format_money(1299), "$12.99");

@@ -34,6 +34,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "order.cancelled.sms",
         include_str!("../templates/order.cancelled.sms.txt"),
     ),
+    (
+        "inventory.low_stock.email",
+        include_str!("../templates/inventory.low_stock.email.txt"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +129,28 @@ mod tests {
                 assert!(source.1.starts_with("Subject: "), "{}", source.0);
             }
         }
+    }
+
+    #[test]
+    fn every_event_type_has_an_email() {
+        let templates = Templates::load().unwrap();
+        for event_type in EventType::ALL {
+            assert!(templates.has(event_type, Channel::Email), "{}", event_type.as_str());
+        }
+    }
+
+    #[test]
+    fn a_low_stock_alert_names_the_product_and_its_level() {
+        let context = serde_json::json!({
+            "name": "Ops",
+            "product": {"id": "p-1", "name": "Mug", "stock_quantity": 3, "low_stock_threshold": 5},
+        });
+        let rendered = Templates::load()
+            .unwrap()
+            .render(EventType::InventoryLowStock, Channel::Email, &context)
+            .unwrap();
+        assert_eq!(rendered.subject.as_deref(), Some("Low stock: Mug has 3 left"));
+        assert!(rendered.body.contains("threshold of 5"));
     }
 
     #[test]
