@@ -500,6 +500,7 @@ def cmd_e2e(args) -> int:
             SHOP_INVENTORY_ADJUSTMENTS_TABLE=info["outputs"]["InventoryAdjustmentsTableName"],
             SHOP_NOTIFICATIONS_QUEUE_URL=info["outputs"]["NotificationsQueueUrl"],
             SHOP_NOTIFICATIONS_DLQ_URL=info["outputs"]["NotificationsDeadLetterQueueUrl"],
+            SHOP_PAYMENTS_QUEUE_URL=info["outputs"]["PaymentsQueueUrl"],
         )
         log(f"running the end-to-end suite against {info['api_url']}")
         return subprocess.run(["cargo", "test", "--locked", "-p", "e2e", "--", *args.test_args], cwd=ROOT, env=env).returncode
