@@ -21,6 +21,12 @@ pub enum MessageError {
     Poison(String),
 }
 
+impl From<crate::idempotency::GuardError> for MessageError {
+    fn from(error: crate::idempotency::GuardError) -> Self {
+        Self::Retry(error.to_string())
+    }
+}
+
 /// How many times SQS has delivered this message (1 on the first delivery).
 pub fn receive_count(message: &SqsMessage) -> u32 {
     message

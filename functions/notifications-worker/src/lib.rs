@@ -13,7 +13,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::Serialize;
 use shared::domain::{UserId, now_rfc3339};
 use shared::events::{Envelope, EventData, OrderData, UserData};
-use shared::idempotency::{Claim, IdempotencyStore, StoredResponse};
+use shared::idempotency::{IdempotencyStore, Once, at_most_once};
 use shared::repo::notifications::{Channel, DeliveryStatus, Notification, NotificationRepository, notification_id};
 use shared::repo::users::UserRepository;
 use shared::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
@@ -173,40 +173,12 @@ async fn deliver(
     recipient: String,
     context: &MessageContext,
 ) -> Result<(), MessageError> {
-    let retry = |error: &dyn std::fmt::Display| MessageError::Retry(error.to_string());
     let record_key = format!("notification#{}#{user_id}#{}", envelope.event_id, channel.as_str());
-    let lease = match deps
-        .idempotency
-        .claim(&record_key, &envelope.event_id)
-        .await
-        .map_err(|e| retry(&e))?
-    {
-        Claim::Acquired(lease) => lease,
-        Claim::Completed(_) | Claim::Mismatch => {
-            tracing::info!(channel = channel.as_str(), "already delivered; duplicate dropped");
-            return Ok(());
-        }
-        Claim::InProgress => return Err(MessageError::Retry("another delivery of this event is running".into())),
-    };
-    let result = send_and_record(deps, envelope, user_id, channel, recipient, context).await;
-    match &result {
-        Ok(()) => {
-            let done = StoredResponse {
-                status: 200,
-                body: String::new(),
-            };
-            if let Err(error) = deps.idempotency.complete(&lease, &done).await {
-                // The history already says SENT, which stops a resend when the lease expires.
-                tracing::warn!(error = %error, "could not complete the delivery record");
-            }
-        }
-        Err(_) => {
-            if let Err(error) = deps.idempotency.release(&lease).await {
-                tracing::warn!(error = %error, "could not release the delivery claim; it expires with its lease");
-            }
-        }
+    let work = || send_and_record(deps, envelope, user_id, channel, recipient, context);
+    if at_most_once(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? == Once::AlreadyDone {
+        tracing::info!(channel = channel.as_str(), "already delivered; duplicate dropped");
     }
-    result
+    Ok(())
 }
 
 async fn send_and_record(

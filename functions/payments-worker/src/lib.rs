@@ -15,7 +15,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use shared::domain::{CancelReason, Order, OrderId, OrderStatus, Transition};
 use shared::error::ApiError;
 use shared::events::{Envelope, EventData, EventType};
-use shared::idempotency::{Claim, IdempotencyStore, Lease, StoredResponse};
+use shared::idempotency::{IdempotencyStore, Once, at_most_once};
 use shared::orders::{StepOutcome, step};
 use shared::repo::orders::OrderRepository;
 use shared::sqs::{MessageError, RetryDelay, receive_count, run_batch_with_backoff};
@@ -133,40 +133,12 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), Message
     }
     let order_id = OrderId::parse(&data.order_id).map_err(|_| MessageError::Poison("invalid order id".into()))?;
     let record_key = format!("payment#{order_id}");
-    let lease = match deps
-        .idempotency
-        .claim(&record_key, &envelope.event_id)
-        .await
-        .map_err(retry)?
-    {
-        Claim::Acquired(lease) => lease,
-        Claim::Completed(_) | Claim::Mismatch => {
-            tracing::info!(order_id = %order_id, "payment already handled; duplicate dropped");
-            return Ok(());
-        }
-        Claim::InProgress => return Err(MessageError::Retry("payment of this order is being handled".into())),
-    };
-    let result = pay(deps, &order_id, receive_count(message), &envelope.correlation_id).await;
-    match &result {
-        Ok(outcome) => complete(deps, &lease, outcome).await,
-        Err(_) => {
-            if let Err(error) = deps.idempotency.release(&lease).await {
-                tracing::warn!(error = %error, "could not release the payment claim; it expires with its lease");
-            }
-        }
+    let work = || pay(deps, &order_id, receive_count(message), &envelope.correlation_id);
+    match at_most_once(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? {
+        Once::Ran(outcome) => tracing::info!(order_id = %order_id, outcome, "payment step done"),
+        Once::AlreadyDone => tracing::info!(order_id = %order_id, "payment already handled; duplicate dropped"),
     }
-    result.map(|_| ())
-}
-
-async fn complete(deps: &Deps, lease: &Lease, outcome: &str) {
-    let done = StoredResponse {
-        status: 200,
-        body: outcome.to_owned(),
-    };
-    if let Err(error) = deps.idempotency.complete(lease, &done).await {
-        // The order's status already records the outcome: a redelivery finds it no longer PENDING.
-        tracing::warn!(error = %error, "could not complete the payment record");
-    }
+    Ok(())
 }
 
 /// Charges and moves the order; the returned text says what happened (kept on the payment record).
