@@ -467,6 +467,9 @@ async fn cancelling_an_order_sends_an_order_cancelled_notification() {
         text(&item, "subject").contains(&order_id),
         "the email subject names the order: {item}"
     );
+    // And, the customer having a phone, an order.cancelled SMS too
+    let sms = await_sent(&api, &cal, "order.cancelled", "sms", mentions_order).await;
+    assert_delivered_once(&sms, PHONE);
     // Traceable to the requests that made the order: placement or cancellation
     let carried = text(&item, "correlation_id");
     assert!(

@@ -246,8 +246,17 @@ impl Api {
 
     /// A freshly registered customer, logged in.
     pub async fn customer(&self) -> Customer {
+        self.customer_with_phone(None).await
+    }
+
+    /// A freshly registered customer named "E2E Customer", with `phone` when given, logged in.
+    pub async fn customer_with_phone(&self, phone: Option<&str>) -> Customer {
         let email = unique_email("customer");
-        let reply = self.register(&email, PASSWORD, "E2E Customer").await;
+        let mut body = json!({"email": email, "password": PASSWORD, "name": "E2E Customer"});
+        if let Some(phone) = phone {
+            body["phone"] = json!(phone);
+        }
+        let reply = self.post_json("/api/users", None, &body).await;
         let user = reply.expect(201);
         let id = user["id"].as_str().expect("user id").to_owned();
         let token = self.token(&email, PASSWORD).await;
@@ -702,24 +711,135 @@ impl ShopTables {
     }
 }
 
-/// Moves order `order_id` from its current status to `to` through the repository, as a step that has no
-/// route yet (payment confirmation) would. Fails the test unless the transition is applied.
-pub async fn transition_order_in_store(order_id: &str, to: shared::domain::OrderStatus) {
-    use shared::repo::orders::OrderRepository as _;
-    let client = aws_sdk_dynamodb::Client::new(&emulator_sdk_config().await);
-    let repository = ShopTables::from_env().order_repository(client);
-    let id = shared::domain::OrderId::parse(order_id).expect("an order id");
-    let order = repository
-        .get(&id)
-        .await
-        .unwrap_or_else(|error| panic!("reading order {order_id} from its table failed: {error}"))
-        .unwrap_or_else(|| panic!("order {order_id} is not in SHOP_ORDERS_TABLE: is it the stack at SHOP_API_URL?"));
-    let moved = repository
-        .transition(&order, to, None, &shared::domain::now_rfc3339(), "e2e-set-up")
-        .await
-        .unwrap_or_else(|error| panic!("moving order {order_id} to {to:?} failed: {error}"));
-    assert!(
-        moved.is_some(),
-        "order {order_id} changed status while being moved to {to:?}"
-    );
+// ---------------------------------------------------------------------- the order saga and notifications
+
+/// How long the payment step may take to settle an order (approved or declined; a transient failure is
+/// retried for a few seconds first) as seen through `GET /api/orders/{id}`.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an event-driven notification may take to show up in a history.
+pub const NOTIFICATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two polls.
+pub const POLL_EVERY: Duration = Duration::from_millis(250);
+
+impl Api {
+    /// `GET /api/orders/{order_id}` as `token`, failing the test unless it answers 200.
+    pub async fn order(&self, token: &str, order_id: &str) -> Value {
+        let reply = self.get(&format!("/api/orders/{order_id}"), Some(token)).await;
+        reply.expect(200).clone()
+    }
+
+    /// Polls `GET /api/orders/{order_id}` until its status is one of `statuses` and returns the order;
+    /// fails the test with the last status seen after `timeout`.
+    pub async fn await_order_status(&self, token: &str, order_id: &str, statuses: &[&str], timeout: Duration) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let order = self.order(token, order_id).await;
+            if order["status"]
+                .as_str()
+                .is_some_and(|status| statuses.contains(&status))
+            {
+                return order;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "order {order_id} did not reach {statuses:?} within {timeout:?}; it is {order}"
+            );
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// Waits for the payment step to confirm order `order_id` (read as `token`) and returns it.
+    pub async fn await_confirmed(&self, token: &str, order_id: &str) -> Value {
+        let order = self
+            .await_order_status(token, order_id, &["CONFIRMED", "CANCELLED", "SHIPPED"], SETTLE_TIMEOUT)
+            .await;
+        assert_eq!(
+            order["status"], "CONFIRMED",
+            "the payment step was expected to confirm order {order_id}: {order}"
+        );
+        order
+    }
+
+    /// The notification history `token` sees (`user_id`'s for an admin who names one), newest first,
+    /// walking pages of 100 until an item older than `since` (an RFC 3339 UTC timestamp of the server's,
+    /// such as a product's `created_at`; "" walks everything). Only items created at or after `since`
+    /// are returned.
+    pub async fn notifications_since(&self, token: &str, user_id: Option<&str>, since: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..200 {
+            let mut url = Url::parse("http://x/api/notifications/history").expect("static URL");
+            url.query_pairs_mut().append_pair("limit", "100");
+            if let Some(user_id) = user_id {
+                url.query_pairs_mut().append_pair("user_id", user_id);
+            }
+            if let Some(cursor) = &cursor {
+                url.query_pairs_mut().append_pair("cursor", cursor);
+            }
+            let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+            let reply = self.get(&path, Some(token)).await;
+            let body = reply.expect(200);
+            let page = body["items"]
+                .as_array()
+                .unwrap_or_else(|| panic!("history items is not an array: {}", reply.text));
+            let mut older_seen = false;
+            for item in page {
+                if item["created_at"].as_str().unwrap_or_default() >= since {
+                    items.push(item.clone());
+                } else {
+                    older_seen = true;
+                }
+            }
+            match &body["next_cursor"] {
+                Value::String(next) if !older_seen => cursor = Some(next.clone()),
+                Value::String(_) | Value::Null => return items,
+                other => panic!("next_cursor must be a string or null, got {other}"),
+            }
+        }
+        panic!("the notification history does not end after 200 pages");
+    }
+
+    /// Polls [`Api::notifications_since`] until `found` picks something from the items, failing the
+    /// test with the items seen after [`NOTIFICATION_TIMEOUT`]. `what` names the awaited thing.
+    pub async fn await_notifications<T>(
+        &self,
+        token: &str,
+        user_id: Option<&str>,
+        since: &str,
+        what: &str,
+        mut found: impl FnMut(&[Value]) -> Option<T>,
+    ) -> T {
+        let deadline = std::time::Instant::now() + NOTIFICATION_TIMEOUT;
+        loop {
+            let items = self.notifications_since(token, user_id, since).await;
+            if let Some(result) = found(&items) {
+                return result;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} did not show up in the notification history within {NOTIFICATION_TIMEOUT:?}; it holds: {}",
+                Value::Array(items)
+            );
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+}
+
+/// True when `item` is a delivered (`SENT`) notification of `event_type` on `channel` whose body
+/// mentions `needle` (an order or product id).
+pub fn is_sent(item: &Value, event_type: &str, channel: &str, needle: &str) -> bool {
+    item["event_type"] == event_type
+        && item["channel"] == channel
+        && item["status"] == "SENT"
+        && item["body"].as_str().is_some_and(|body| body.contains(needle))
+}
+
+/// The notifications of `items` of `event_type` (any channel, any status) whose body mentions `needle`.
+pub fn mentioning<'a>(items: &'a [Value], event_type: &str, needle: &str) -> Vec<&'a Value> {
+    items
+        .iter()
+        .filter(|item| {
+            item["event_type"] == event_type && item["body"].as_str().is_some_and(|body| body.contains(needle))
+        })
+        .collect()
 }
