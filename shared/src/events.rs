@@ -95,6 +95,10 @@ pub struct OrderData {
     pub cancel_reason: Option<CancelReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_token: Option<String>,
+    /// The status the order left (absent for `order.created`): a cancelled order that had been
+    /// `CONFIRMED` was paid for and must be refunded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<OrderStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +188,7 @@ pub fn order_event(old: Option<&Order>, new: Option<&Order>) -> Option<Envelope>
             currency: new.currency.code().to_owned(),
             cancel_reason: new.cancel_reason,
             payment_token: new.payment_token.clone(),
+            previous_status: old.map(|order| order.status),
         }),
     })
 }
@@ -191,7 +196,12 @@ pub fn order_event(old: Option<&Order>, new: Option<&Order>) -> Option<Envelope>
 /// The alert a product change raises when its stock crosses the low-stock threshold downwards.
 /// `change_id` identifies the change (the stream record), so each crossing is one event, however
 /// often its record is delivered.
-pub fn low_stock_event(old: Option<&Product>, new: Option<&Product>, change_id: &str) -> Option<Envelope> {
+pub fn low_stock_event(
+    old: Option<&Product>,
+    new: Option<&Product>,
+    change_id: &str,
+    correlation_id: Option<&str>,
+) -> Option<Envelope> {
     let (old, new) = (old?, new?);
     if !new
         .stock_quantity
@@ -201,7 +211,7 @@ pub fn low_stock_event(old: Option<&Product>, new: Option<&Product>, change_id: 
     }
     let event_id = event_id(EventType::InventoryLowStock, &format!("{}|{change_id}", new.id));
     Some(Envelope {
-        correlation_id: format!("low-stock-{event_id}"),
+        correlation_id: correlation_id.map_or_else(|| format!("low-stock-{event_id}"), str::to_owned),
         event_id,
         event_type: EventType::InventoryLowStock,
         version: ENVELOPE_VERSION,
@@ -346,28 +356,33 @@ mod tests {
     #[test]
     fn a_downward_crossing_of_the_threshold_raises_one_alert() {
         let (before, after) = (product_with_stock(6), product_with_stock(4));
-        let alert = low_stock_event(Some(&before), Some(&after), "record-1").unwrap();
+        let alert = low_stock_event(Some(&before), Some(&after), "record-1", Some("cid-7")).unwrap();
         assert_eq!(alert.event_type, EventType::InventoryLowStock);
         assert_eq!(alert.validate(), Ok(()));
+        assert_eq!(alert.correlation_id, "cid-7", "the request that moved the stock");
         assert_eq!(
             alert.event_id,
-            low_stock_event(Some(&before), Some(&after), "record-1")
+            low_stock_event(Some(&before), Some(&after), "record-1", Some("cid-7"))
                 .unwrap()
                 .event_id
         );
         assert_ne!(
             alert.event_id,
-            low_stock_event(Some(&before), Some(&after), "record-2")
+            low_stock_event(Some(&before), Some(&after), "record-2", None)
                 .unwrap()
                 .event_id
         );
         assert_eq!(
-            low_stock_event(Some(&after), Some(&product_with_stock(3)), "r"),
+            low_stock_event(Some(&after), Some(&product_with_stock(3)), "r", None),
             None,
             "already low"
         );
-        assert_eq!(low_stock_event(Some(&after), Some(&before), "r"), None, "restocked");
-        assert_eq!(low_stock_event(None, Some(&after), "r"), None, "created low");
+        assert_eq!(
+            low_stock_event(Some(&after), Some(&before), "r", None),
+            None,
+            "restocked"
+        );
+        assert_eq!(low_stock_event(None, Some(&after), "r", None), None, "created low");
     }
 
     #[test]

@@ -133,7 +133,13 @@ pub fn envelope_of(tables: &SourceTables, record: &EventRecord) -> Result<Option
         Some(table) if table == tables.products => {
             let old = old.map(product_from_image).transpose()?;
             let new = new.map(product_from_image).transpose()?;
-            Ok(low_stock_event(old.as_ref(), new.as_ref(), &record.event_id))
+            let correlation_id = new.as_ref().and_then(|(_, cid)| cid.as_deref());
+            Ok(low_stock_event(
+                old.as_ref().map(|(product, _)| product),
+                new.as_ref().map(|(product, _)| product),
+                &record.event_id,
+                correlation_id,
+            ))
         }
         Some(table) if table == tables.users => {
             let old = old.map(user_from_image).transpose()?.flatten();

@@ -63,7 +63,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
             by: identity.user_id.to_string(),
             at: now_rfc3339(),
         };
-        match deps.products.adjust_stock(&id, &adjustment).await? {
+        match deps.products.adjust_stock(&id, &adjustment, request.correlation_id()).await? {
             AdjustOutcome::Adjusted(stock_quantity) => {
                 tracing::info!(product_id = %id, delta = adjustment.delta, stock = stock_quantity.units(), "stock adjusted");
                 json_response(StatusCode::OK, &StockLevel {

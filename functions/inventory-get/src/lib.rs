@@ -83,7 +83,7 @@ mod tests {
                 by: "admin".into(),
                 at: "t".into(),
             };
-            world.products.adjust_stock(&id, &adjustment).await.unwrap();
+            world.products.adjust_stock(&id, &adjustment, "test").await.unwrap();
         }
         let deps = Deps {
             products: world.products.clone(),

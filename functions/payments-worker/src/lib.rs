@@ -7,6 +7,8 @@
 //!   transaction (the compensation);
 //! - failed transiently: retried with growing delays; once the attempts run out the order is declined
 //!   and compensated rather than left pending forever.
+//!
+//! And for each `order.cancelled` of an order that had been `CONFIRMED` (paid): refund it, once.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use shared::domain::{CancelReason, Order, OrderId, OrderStatus, Transition};
 use shared::error::ApiError;
-use shared::events::{Envelope, EventData, EventType};
+use shared::events::{Envelope, EventData, EventType, OrderData};
 use shared::idempotency::{IdempotencyStore, Once, at_most_once};
 use shared::orders::{StepOutcome, step};
 use shared::repo::orders::OrderRepository;
@@ -124,12 +126,13 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), Message
     let EventData::Order(data) = &envelope.data else {
         return Err(MessageError::Poison("not an order event".into()));
     };
-    if envelope.event_type != EventType::OrderCreated {
-        tracing::info!(
-            event_type = envelope.event_type.as_str(),
-            "not a payment trigger; ignored"
-        );
-        return Ok(());
+    match envelope.event_type {
+        EventType::OrderCreated => {}
+        EventType::OrderCancelled => return refund_if_paid(deps, &envelope, data).await,
+        other => {
+            tracing::info!(event_type = other.as_str(), "not a payment trigger; ignored");
+            return Ok(());
+        }
     }
     let order_id = OrderId::parse(&data.order_id).map_err(|_| MessageError::Poison("invalid order id".into()))?;
     let record_key = format!("payment#{order_id}");
@@ -137,6 +140,30 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), Message
     match at_most_once(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? {
         Once::Ran(outcome) => tracing::info!(order_id = %order_id, outcome, "payment step done"),
         Once::AlreadyDone => tracing::info!(order_id = %order_id, "payment already handled; duplicate dropped"),
+    }
+    Ok(())
+}
+
+/// An order cancelled after its payment was confirmed was paid for: give the money back, once.
+async fn refund_if_paid(deps: &Deps, envelope: &Envelope, data: &OrderData) -> Result<(), MessageError> {
+    let paid = data.previous_status == Some(OrderStatus::Confirmed);
+    if !paid || data.cancel_reason == Some(CancelReason::PaymentDeclined) {
+        return Ok(());
+    }
+    let order_id = OrderId::parse(&data.order_id).map_err(|_| MessageError::Poison("invalid order id".into()))?;
+    let record_key = format!("refund#{order_id}");
+    let work = || async {
+        deps.provider
+            .refund(&order_id, data.total_amount)
+            .await
+            .map_err(retry)?;
+        Ok::<_, MessageError>("refunded")
+    };
+    match at_most_once(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? {
+        Once::Ran(_) => {
+            tracing::info!(order_id = %order_id, amount = data.total_amount, "cancelled paid order refunded")
+        }
+        Once::AlreadyDone => tracing::info!(order_id = %order_id, "refund already made; duplicate dropped"),
     }
     Ok(())
 }
@@ -336,6 +363,40 @@ mod tests {
         handle(&deps(&world, provider.clone()), message(None, 1)).await;
         assert_eq!(*provider.charges.lock().unwrap(), 0);
         assert_eq!(world.sample_order().await.status, OrderStatus::Cancelled);
+    }
+
+    /// The sample message turned into the `order.cancelled` of an order that left `previous`.
+    fn cancelled_message(previous: OrderStatus, reason: &str) -> SqsEvent {
+        let mut event = message(None, 1);
+        let body = event.records[0].body.take().unwrap();
+        let mut envelope: serde_json::Value = serde_json::from_str(&body).unwrap();
+        envelope["event_type"] = "order.cancelled".into();
+        envelope["event_id"] = "00000000000000000000000000000c01".into();
+        envelope["data"]["status"] = "CANCELLED".into();
+        envelope["data"]["cancel_reason"] = reason.into();
+        envelope["data"]["previous_status"] = serde_json::to_value(previous).unwrap();
+        event.records[0].body = Some(envelope.to_string());
+        event
+    }
+
+    #[tokio::test]
+    async fn a_paid_order_cancelled_later_is_refunded_exactly_once() {
+        let world = world_with_token(None).await;
+        let provider = Arc::new(CountingProvider::default());
+        let deps = deps(&world, provider.clone());
+        handle(&deps, cancelled_message(OrderStatus::Confirmed, "customer_cancelled")).await;
+        handle(&deps, cancelled_message(OrderStatus::Confirmed, "customer_cancelled")).await;
+        assert_eq!(*provider.refunds.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unpaid_or_declined_cancellation_refunds_nothing() {
+        let world = world_with_token(None).await;
+        let provider = Arc::new(CountingProvider::default());
+        let deps = deps(&world, provider.clone());
+        handle(&deps, cancelled_message(OrderStatus::Pending, "customer_cancelled")).await;
+        handle(&deps, cancelled_message(OrderStatus::Pending, "payment_declined")).await;
+        assert_eq!(*provider.refunds.lock().unwrap(), 0);
     }
 
     #[test]

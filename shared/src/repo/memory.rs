@@ -106,6 +106,7 @@ impl ProductRepository for InMemoryProducts {
         &self,
         id: &ProductId,
         adjustment: &super::products::Adjustment,
+        _correlation_id: &str,
     ) -> Result<super::products::AdjustOutcome, StoreError> {
         use super::products::AdjustOutcome;
         let mut products = self.products.lock().map_err(|_| poisoned())?;

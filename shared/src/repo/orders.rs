@@ -129,21 +129,31 @@ impl DynamoOrderRepository {
         }
     }
 
-    fn stock_change(&self, line: &OrderLine, reserve: bool) -> Result<TransactWriteItem, StoreError> {
+    fn stock_change(
+        &self,
+        line: &OrderLine,
+        reserve: bool,
+        correlation_id: &str,
+    ) -> Result<TransactWriteItem, StoreError> {
         let quantity = AttributeValue::N(line.quantity.units().to_string());
         let builder = Update::builder()
             .table_name(&self.tables.products)
             .set_key(Some(product_key(&line.product_id)))
-            .expression_attribute_values(":quantity", quantity);
+            .expression_attribute_values(":quantity", quantity)
+            .expression_attribute_values(":correlation_id", AttributeValue::S(correlation_id.to_owned()));
         let builder = if reserve {
             builder
-                .update_expression("SET stock_quantity = stock_quantity - :quantity")
+                .update_expression(
+                    "SET stock_quantity = stock_quantity - :quantity, last_correlation_id = :correlation_id",
+                )
                 .condition_expression("attribute_exists(id) AND stock_quantity >= :quantity")
                 // A refusal then shows whether the product is gone or just short.
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         } else {
             builder
-                .update_expression("SET stock_quantity = stock_quantity + :quantity")
+                .update_expression(
+                    "SET stock_quantity = stock_quantity + :quantity, last_correlation_id = :correlation_id",
+                )
                 .condition_expression("attribute_exists(id)")
         };
         let update = builder.build().map_err(|error| StoreError::Failed(Box::new(error)))?;
@@ -250,7 +260,7 @@ impl OrderRepository for DynamoOrderRepository {
         let mut items = order
             .items
             .iter()
-            .map(|line| self.stock_change(line, true))
+            .map(|line| self.stock_change(line, true, &order.correlation_id))
             .collect::<Result<Vec<_>, _>>()?;
         let put = Put::builder()
             .table_name(&self.tables.orders)
@@ -342,7 +352,7 @@ impl OrderRepository for DynamoOrderRepository {
         let mut items = vec![self.status_change(order, to, reason, now, correlation_id)?];
         if releases_stock(order.status, to) {
             for line in &order.items {
-                items.push(self.stock_change(line, false)?);
+                items.push(self.stock_change(line, false, correlation_id)?);
             }
         }
         match self.transact(items).await? {

@@ -73,7 +73,12 @@ pub trait ProductRepository: Send + Sync {
     async fn update(&self, id: &ProductId, patch: &ProductPatch, now: &str) -> Result<Option<Product>, StoreError>;
     /// Adds `adjustment.delta` to the stock, never below zero, and records the adjustment with it
     /// (one transaction).
-    async fn adjust_stock(&self, id: &ProductId, adjustment: &Adjustment) -> Result<AdjustOutcome, StoreError>;
+    async fn adjust_stock(
+        &self,
+        id: &ProductId,
+        adjustment: &Adjustment,
+        correlation_id: &str,
+    ) -> Result<AdjustOutcome, StoreError>;
     /// The latest adjustments of a product, newest first.
     async fn recent_adjustments(&self, id: &ProductId, limit: usize) -> Result<Vec<Adjustment>, StoreError>;
     /// Products matching `filter`, cheapest first, resuming after `after`.
@@ -91,6 +96,9 @@ struct ProductItem {
     product: Product,
     /// Constant partition of the `by_price` index.
     catalog: String,
+    /// The request that last moved the stock, so a low-stock alert can name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_correlation_id: Option<String>,
 }
 
 /// The key of an index entry, for resuming a query after it.
@@ -149,10 +157,11 @@ struct AdjustmentItem {
     adjustment: Adjustment,
 }
 
-/// The product a products-table stream image holds.
-pub fn product_from_image(item: serde_dynamo::Item) -> Result<Product, StoreError> {
+/// The product a products-table stream image holds, and the correlation id of the request that last
+/// moved its stock.
+pub fn product_from_image(item: serde_dynamo::Item) -> Result<(Product, Option<String>), StoreError> {
     let item: ProductItem = serde_dynamo::from_item(item)?;
-    Ok(item.product)
+    Ok((item.product, item.last_correlation_id))
 }
 
 /// Products from raw items of the products table.
@@ -171,6 +180,7 @@ impl ProductRepository for DynamoProductRepository {
         let item = ProductItem {
             product: product.clone(),
             catalog: CATALOG_PARTITION.into(),
+            last_correlation_id: None,
         };
         let result = self
             .client
@@ -207,14 +217,20 @@ impl ProductRepository for DynamoProductRepository {
         products_from_items(found.remove(&self.table).unwrap_or_default())
     }
 
-    async fn adjust_stock(&self, id: &ProductId, adjustment: &Adjustment) -> Result<AdjustOutcome, StoreError> {
+    async fn adjust_stock(
+        &self,
+        id: &ProductId,
+        adjustment: &Adjustment,
+        correlation_id: &str,
+    ) -> Result<AdjustOutcome, StoreError> {
         // Bounds as conditions on the stock before the change: stock + delta must stay in 0..=MAX.
         let minimum_before = (-adjustment.delta).max(0);
         let maximum_before = StockQuantity::MAX - adjustment.delta.max(0);
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(id_key(id)))
-            .update_expression("SET stock_quantity = stock_quantity + :delta")
+            .update_expression("SET stock_quantity = stock_quantity + :delta, last_correlation_id = :correlation_id")
+            .expression_attribute_values(":correlation_id", AttributeValue::S(correlation_id.to_owned()))
             .condition_expression(
                 "attribute_exists(id) AND stock_quantity >= :minimum_before AND stock_quantity <= :maximum_before",
             )
@@ -397,6 +413,7 @@ mod tests {
         let item = ProductItem {
             product: product.clone(),
             catalog: CATALOG_PARTITION.into(),
+            last_correlation_id: None,
         };
         let attributes: HashMap<String, AttributeValue> = serde_dynamo::to_item(&item).unwrap();
         assert_eq!(attributes["price"], AttributeValue::N("1299".into()));
