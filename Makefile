@@ -63,7 +63,7 @@ fmt:
 	cargo fmt --all
 
 test-unit:
-	cargo test --locked --workspace --exclude e2e
+	cargo test --locked --workspace --exclude e2e --tests
 	cargo test --locked -p e2e --test layout
 
 test-template: tools

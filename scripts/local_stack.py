@@ -503,7 +503,7 @@ def cmd_e2e(args) -> int:
             SHOP_PAYMENTS_QUEUE_URL=info["outputs"]["PaymentsQueueUrl"],
         )
         log(f"running the end-to-end suite against {info['api_url']}")
-        return subprocess.run(["cargo", "test", "--locked", "-p", "e2e", "--", *args.test_args], cwd=ROOT, env=env).returncode
+        return subprocess.run(["cargo", "test", "--locked", "-p", "e2e", "--tests", "--", *args.test_args], cwd=ROOT, env=env).returncode
     finally:
         emulator.stop()
 
