@@ -52,6 +52,34 @@ pub fn json_of(response: &Response<Body>) -> serde_json::Value {
     }
 }
 
+/// A pending order of two mugs (12.99 each), with no storage behind it.
+pub fn sample_order() -> crate::domain::Order {
+    use crate::domain::{NewOrder, NewProduct, Order, ProductId};
+    let product = NewProduct::parse("Mug", None, "kitchen", 1299, None, 5)
+        .ok()
+        .zip(ProductId::parse(MUG_ID).ok())
+        .map(|(product, id)| product.into_product(id, "2026-01-01T00:00:00.000000Z".into()));
+    let Some(product) = product else {
+        panic!("sample product")
+    };
+    let Ok(request) = NewOrder::parse(&[(MUG_ID.into(), 2)], None) else {
+        panic!("sample order")
+    };
+    let Ok(lines) = request.price(&[product]) else {
+        panic!("sample lines")
+    };
+    match Order::place(
+        UserId::generate(),
+        lines,
+        None,
+        "sample",
+        "2026-01-01T00:00:00.000000Z".into(),
+    ) {
+        Some(order) => order,
+        None => panic!("sample total"),
+    }
+}
+
 pub const MUG_ID: &str = "0190f5a4-7b3e-7c1a-9d2e-000000000001";
 pub const KETTLE_ID: &str = "0190f5a4-7b3e-7c1a-9d2e-000000000002";
 pub const SAMPLE_ORDER_ID: &str = "0190f5a4-7b3e-7c1a-9d2e-0000000000a1";

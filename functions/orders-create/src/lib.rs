@@ -129,7 +129,7 @@ async fn place_with(
 ) -> Result<Response<Body>, ApiError> {
     let lines = new_order
         .price(&catalogue)
-        .map_err(|missing| unknown_products(&new_order, &missing))?;
+        .map_err(|missing| unknown_products(&new_order.product_ids(), &missing))?;
     let order = Order::place(
         user_id.clone(),
         lines,
@@ -162,23 +162,21 @@ async fn place_with(
                 "Not enough stock of product {product_id} ({name}) for this order; nothing was reserved."
             )))
         }
-        PlaceOutcome::ProductGone(product_id) => Err(unknown_products(
-            &NewOrder {
-                lines: Vec::new(),
-                payment_token: None,
-            },
-            &[product_id],
-        )),
+        PlaceOutcome::ProductGone(product_id) => {
+            let ordered: Vec<_> = order.items.iter().map(|line| line.product_id.clone()).collect();
+            Err(unknown_products(&ordered, &[product_id]))
+        }
         PlaceOutcome::LeaseLost => Err(ApiError::Conflict(
             "A request with this Idempotency-Key is still being processed; retry shortly.".into(),
         )),
     }
 }
 
-fn unknown_products(order: &NewOrder, missing: &[shared::domain::ProductId]) -> ApiError {
+/// 400 naming each missing product by the line (`ordered` is the lines' product ids, in order).
+fn unknown_products(ordered: &[shared::domain::ProductId], missing: &[shared::domain::ProductId]) -> ApiError {
     let mut errors = FieldErrors::default();
     for id in missing {
-        let index = order.lines.iter().position(|line| &line.product_id == id);
+        let index = ordered.iter().position(|ordered_id| ordered_id == id);
         let field = index.map_or_else(|| "items".to_string(), |index| format!("items[{index}].product_id"));
         errors.push(field, format!("product {id} does not exist"));
     }

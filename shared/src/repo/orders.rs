@@ -381,3 +381,48 @@ impl OrderRepository for DynamoOrderRepository {
         Ok((user, products))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Transition;
+
+    /// Every path through the life cycle (up to four steps, illegal steps refused as the API refuses
+    /// them): the order's stock is released at most once, and exactly when the order ends cancelled.
+    /// Stock + what live orders hold therefore stays constant.
+    #[test]
+    fn stock_is_released_exactly_once_on_every_path_to_cancelled() {
+        fn walk(status: OrderStatus, released: u32, depth: u32) {
+            assert!(released <= 1, "released twice");
+            assert_eq!(
+                released == 1,
+                status == OrderStatus::Cancelled,
+                "an order {status:?} has released its stock {released} times"
+            );
+            if depth == 0 {
+                return;
+            }
+            for transition in Transition::ALL {
+                if let Some(next) = status.apply(transition) {
+                    walk(next, released + u32::from(releases_stock(status, next)), depth - 1);
+                }
+            }
+        }
+        walk(OrderStatus::Pending, 0, 4);
+    }
+
+    #[test]
+    fn a_transition_records_the_request_that_caused_it() {
+        let order = crate::testing::sample_order();
+        let moved = transitioned(
+            &order,
+            OrderStatus::Cancelled,
+            Some(CancelReason::CustomerCancelled),
+            "t1",
+            "cid-cancel",
+        );
+        assert_eq!(moved.correlation_id, "cid-cancel");
+        assert_eq!(moved.cancel_reason, Some(CancelReason::CustomerCancelled));
+        assert_eq!(moved.items, order.items);
+    }
+}
