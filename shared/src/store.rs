@@ -119,6 +119,48 @@ pub async fn batch_get(
     }
 }
 
+/// Where a newest-first listing of one user's items resumes: after the item created at this time with
+/// this id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NewestFirstCursor {
+    pub created_at: String,
+    pub id: String,
+}
+
+/// One page of a user's items from a table keyed by `id` with a `by_user` index on
+/// (`user_id`, `created_at`), newest first, resuming after `after`.
+pub async fn newest_for_user<T: serde::de::DeserializeOwned>(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    user_id: &str,
+    after: Option<&NewestFirstCursor>,
+    limit: usize,
+    position: impl Fn(&T) -> NewestFirstCursor,
+) -> Result<Page<T, NewestFirstCursor>, StoreError> {
+    let start_key = after.map(|cursor| {
+        HashMap::from([
+            ("id".to_string(), AttributeValue::S(cursor.id.clone())),
+            ("user_id".to_string(), AttributeValue::S(user_id.to_owned())),
+            ("created_at".to_string(), AttributeValue::S(cursor.created_at.clone())),
+        ])
+    });
+    let output = client
+        .query()
+        .table_name(table)
+        .index_name("by_user")
+        .key_condition_expression("user_id = :user_id")
+        .expression_attribute_values(":user_id", AttributeValue::S(user_id.to_owned()))
+        .scan_index_forward(false)
+        .set_exclusive_start_key(start_key)
+        // One more than asked for tells whether another page exists.
+        .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+        .send()
+        .await
+        .map_err(StoreError::from_sdk)?;
+    let items: Vec<T> = serde_dynamo::from_items(output.items.unwrap_or_default())?;
+    Ok(Page::from_overfetch(items, limit, position))
+}
+
 /// One page of a listing and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T, C> {

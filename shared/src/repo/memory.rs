@@ -290,7 +290,7 @@ impl OrderRepository for InMemoryOrders {
             .filter(|o| after.is_none_or(|cursor| position(o) < (cursor.created_at.clone(), cursor.id.clone())))
             .take(limit + 1)
             .collect();
-        Ok(Page::from_overfetch(remaining, limit, OrderCursor::after))
+        Ok(Page::from_overfetch(remaining, limit, super::orders::order_position))
     }
 
     async fn transition(
@@ -385,7 +385,7 @@ impl crate::repo::notifications::NotificationRepository for InMemoryNotification
         Ok(Page::from_overfetch(
             remaining,
             limit,
-            crate::repo::notifications::NotificationCursor::after,
+            crate::repo::notifications::notification_position,
         ))
     }
 }

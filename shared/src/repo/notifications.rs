@@ -8,9 +8,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Page, StoreError};
-
-pub const BY_USER_INDEX: &str = "by_user";
+use crate::store::{NewestFirstCursor, Page, StoreError, newest_for_user};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,18 +60,14 @@ pub fn notification_id(event_id: &str, user_id: &str, channel: Channel) -> Strin
     format!("{event_id}-{}-{user_id}", channel.as_str())
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotificationCursor {
-    pub created_at: String,
-    pub id: String,
-}
+/// Where a listing of a user's notifications resumes (newest first).
+pub type NotificationCursor = NewestFirstCursor;
 
-impl NotificationCursor {
-    pub fn after(notification: &Notification) -> Self {
-        Self {
-            created_at: notification.created_at.clone(),
-            id: notification.id.clone(),
-        }
+/// The listing position of `notification`.
+pub fn notification_position(notification: &Notification) -> NotificationCursor {
+    NewestFirstCursor {
+        created_at: notification.created_at.clone(),
+        id: notification.id.clone(),
     }
 }
 
@@ -199,28 +193,7 @@ impl NotificationRepository for DynamoNotificationRepository {
         after: Option<&NotificationCursor>,
         limit: usize,
     ) -> Result<Page<Notification, NotificationCursor>, StoreError> {
-        let start_key = after.map(|cursor| {
-            HashMap::from([
-                ("id".to_string(), AttributeValue::S(cursor.id.clone())),
-                ("user_id".to_string(), AttributeValue::S(user_id.to_owned())),
-                ("created_at".to_string(), AttributeValue::S(cursor.created_at.clone())),
-            ])
-        });
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_USER_INDEX)
-            .key_condition_expression("user_id = :user_id")
-            .expression_attribute_values(":user_id", AttributeValue::S(user_id.to_owned()))
-            .scan_index_forward(false)
-            .set_exclusive_start_key(start_key)
-            .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        let items: Vec<Notification> = serde_dynamo::from_items(output.items.unwrap_or_default())?;
-        Ok(Page::from_overfetch(items, limit, NotificationCursor::after))
+        newest_for_user(&self.client, &self.table, user_id, after, limit, notification_position).await
     }
 }
 

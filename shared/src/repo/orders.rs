@@ -14,15 +14,12 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
-use serde::{Deserialize, Serialize};
 
 use super::products::{id_key as product_key, products_from_items};
 use super::users::{UserItem, user_key};
 use crate::domain::{CancelReason, Order, OrderId, OrderLine, OrderStatus, Product, ProductId, User, UserId};
 use crate::idempotency::{DynamoIdempotencyStore, Lease, StoredResponse};
-use crate::store::{Page, StoreError, batch_get};
-
-pub const BY_USER_INDEX: &str = "by_user";
+use crate::store::{NewestFirstCursor, Page, StoreError, batch_get, newest_for_user};
 
 /// How a placement ended when nothing went wrong with storage itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,19 +33,14 @@ pub enum PlaceOutcome {
     LeaseLost,
 }
 
-/// Where an order listing resumes: after the order created at this time with this id (newest first).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderCursor {
-    pub created_at: String,
-    pub id: String,
-}
+/// Where a listing of a user's orders resumes (newest first).
+pub type OrderCursor = NewestFirstCursor;
 
-impl OrderCursor {
-    pub fn after(order: &Order) -> Self {
-        Self {
-            created_at: order.created_at.clone(),
-            id: order.id.to_string(),
-        }
+/// The listing position of `order`.
+pub fn order_position(order: &Order) -> OrderCursor {
+    NewestFirstCursor {
+        created_at: order.created_at.clone(),
+        id: order.id.to_string(),
     }
 }
 
@@ -312,33 +304,15 @@ impl OrderRepository for DynamoOrderRepository {
         after: Option<&OrderCursor>,
         limit: usize,
     ) -> Result<Page<Order, OrderCursor>, StoreError> {
-        let start_key = after.map(|cursor| {
-            HashMap::from([
-                ("id".to_string(), AttributeValue::S(cursor.id.clone())),
-                ("user_id".to_string(), AttributeValue::S(user_id.to_string())),
-                ("created_at".to_string(), AttributeValue::S(cursor.created_at.clone())),
-            ])
-        });
-        let output = self
-            .client
-            .query()
-            .table_name(&self.tables.orders)
-            .index_name(BY_USER_INDEX)
-            .key_condition_expression("user_id = :user_id")
-            .expression_attribute_values(":user_id", AttributeValue::S(user_id.to_string()))
-            .scan_index_forward(false)
-            .set_exclusive_start_key(start_key)
-            .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        let orders = output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(order_from_item)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_overfetch(orders, limit, OrderCursor::after))
+        newest_for_user(
+            &self.client,
+            &self.tables.orders,
+            &user_id.to_string(),
+            after,
+            limit,
+            order_position,
+        )
+        .await
     }
 
     async fn transition(
