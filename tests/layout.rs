@@ -136,3 +136,33 @@ fn routed_sample_events_name_their_route() {
         );
     }
 }
+
+#[test]
+fn the_openapi_document_describes_exactly_the_deployed_routes() {
+    let document: serde_yaml::Value = serde_yaml::from_str(&read("openapi.yaml")).unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, operations) in document["paths"].as_mapping().unwrap() {
+        for (method, _) in operations.as_mapping().unwrap() {
+            let method = method.as_str().unwrap();
+            if ["get", "post", "put", "patch", "delete"].contains(&method) {
+                documented.insert(format!("{} {}", method.to_uppercase(), path.as_str().unwrap()));
+            }
+        }
+    }
+    let deployed: BTreeSet<String> = template_functions().into_values().flatten().collect();
+    assert_eq!(documented, deployed);
+}
+
+#[test]
+fn every_openapi_reference_resolves() {
+    let text = read("openapi.yaml");
+    let document: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    for reference in text.split("$ref: \"#/").skip(1) {
+        let pointer = reference.split('"').next().unwrap();
+        let mut node = &document;
+        for part in pointer.split('/') {
+            node = &node[part];
+        }
+        assert!(!node.is_null(), "unresolved reference #/{pointer}");
+    }
+}
