@@ -93,8 +93,6 @@ pub struct OrderData {
     pub currency: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<CancelReason>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payment_token: Option<String>,
     /// The status the order left (absent for `order.created`): a cancelled order that had been
     /// `CONFIRMED` was paid for and must be refunded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,7 +185,6 @@ pub fn order_event(old: Option<&Order>, new: Option<&Order>) -> Option<Envelope>
             total_amount: new.total_amount,
             currency: new.currency.code().to_owned(),
             cancel_reason: new.cancel_reason,
-            payment_token: new.payment_token.clone(),
             previous_status: old.map(|order| order.status),
         }),
     })
@@ -277,7 +274,11 @@ mod tests {
         };
         assert_eq!(data.total_amount, 2598);
         assert_eq!(data.items[0].product_name, "Mug");
-        assert_eq!(data.payment_token.as_deref(), Some("tok_visa"));
+        let json = serde_json::to_string(&event).unwrap();
+        assert!(
+            !json.contains("tok_visa"),
+            "payment tokens stay in the orders table, out of queues"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, KeysAndAttributes};
 use std::collections::HashMap;
 
 use crate::error::BoxError;
@@ -57,17 +57,13 @@ pub fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) 
         .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
 
-/// For a cancelled transaction, the cancellation code of each of its items in order
-/// (`None` for items that were fine); `None` when the transaction failed for another reason.
-pub fn cancellation_codes<R>(error: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<Option<String>>> {
+/// For a cancelled transaction, the reason of each of its items, in order; `None` when the transaction
+/// failed for another reason.
+pub fn cancellation_reasons<R>(error: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<CancellationReason>> {
     match error.as_service_error()? {
-        TransactWriteItemsError::TransactionCanceledException(cancelled) => Some(
-            cancelled
-                .cancellation_reasons()
-                .iter()
-                .map(|reason| reason.code().filter(|code| *code != "None").map(str::to_owned))
-                .collect(),
-        ),
+        TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+            Some(cancelled.cancellation_reasons().to_vec())
+        }
         _ => None,
     }
 }
@@ -159,6 +155,49 @@ pub async fn newest_for_user<T: serde::de::DeserializeOwned>(
         .map_err(StoreError::from_sdk)?;
     let items: Vec<T> = serde_dynamo::from_items(output.items.unwrap_or_default())?;
     Ok(Page::from_overfetch(items, limit, position))
+}
+
+/// Runs a transaction: `Ok(Err(reasons))` when it was cancelled by a condition (one reason per item,
+/// in order). A cancellation caused only by another transaction on the same items says nothing about
+/// the conditions, so it is retried with full-jitter backoff; hot items see many of them.
+pub async fn transact(
+    client: &aws_sdk_dynamodb::Client,
+    items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+) -> Result<Result<(), Vec<CancellationReason>>, StoreError> {
+    const MAX_ATTEMPTS: u32 = 8;
+    let mut attempt = 0;
+    loop {
+        let result = client
+            .transact_write_items()
+            .set_transact_items(Some(items.clone()))
+            .send()
+            .await;
+        let error = match result {
+            Ok(_) => return Ok(Ok(())),
+            Err(error) => error,
+        };
+        let Some(reasons) = cancellation_reasons(&error) else {
+            return Err(StoreError::from_sdk(error));
+        };
+        let codes: Vec<&str> = reasons.iter().filter_map(CancellationReason::code).collect();
+        let conflict_only = codes.contains(&"TransactionConflict") && !codes.contains(&"ConditionalCheckFailed");
+        attempt += 1;
+        if !conflict_only {
+            return Ok(Err(reasons));
+        }
+        if attempt >= MAX_ATTEMPTS {
+            return Err(StoreError::Unavailable(Box::new(error)));
+        }
+        let ceiling = (20_u64 << attempt).min(500);
+        let random = uuid::Uuid::new_v4();
+        let jitter = u64::from(u16::from_le_bytes([random.as_bytes()[0], random.as_bytes()[1]]));
+        tokio::time::sleep(std::time::Duration::from_millis(5 + jitter % ceiling)).await;
+    }
+}
+
+/// True when a transaction item was refused by its condition.
+pub fn condition_failed(reason: &CancellationReason) -> bool {
+    reason.code() == Some("ConditionalCheckFailed")
 }
 
 /// One page of a listing and where the next one starts.

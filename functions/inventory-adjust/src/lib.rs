@@ -52,7 +52,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         let id = ProductId::parse(&request.path_param("product_id")?).map_err(|_| not_found())?;
         let body: AdjustmentRequest = request.json()?;
         let mut errors = FieldErrors::default();
-        if body.delta == 0 || body.delta.abs() > StockQuantity::MAX {
+        if body.delta == 0 || !(-StockQuantity::MAX..=StockQuantity::MAX).contains(&body.delta) {
             errors.push("delta", format!("must be a non-zero integer between -{0} and {0}", StockQuantity::MAX));
         }
         let reason = errors.check("reason", parse_text(&body.reason, 1, 200));
@@ -139,6 +139,8 @@ mod tests {
             serde_json::json!({"delta": 1}),
             serde_json::json!({"delta": "1", "reason": "x"}),
             serde_json::json!({"delta": 1, "reason": "x", "by": "someone"}),
+            serde_json::json!({"delta": i64::MIN, "reason": "overflow"}),
+            serde_json::json!({"delta": 1_000_001, "reason": "too many"}),
         ] {
             assert_eq!(handle(&deps, with_body(body.clone())).await.status(), 400, "{body}");
         }

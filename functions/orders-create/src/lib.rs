@@ -107,7 +107,11 @@ async fn place(deps: &Deps, request: ApiRequest) -> Result<Response<Body>, ApiEr
         }
     };
 
-    let result = place_with(deps, &request, &identity.user_id, new_order, catalogue?, lease.as_ref()).await;
+    // Any failure from here on changed nothing, including a failed catalogue read: release the key.
+    let result = match catalogue {
+        Ok(catalogue) => place_with(deps, &request, &identity.user_id, new_order, catalogue, lease.as_ref()).await,
+        Err(error) => Err(error.into()),
+    };
     if result.is_err()
         && let Some(lease) = &lease
     {

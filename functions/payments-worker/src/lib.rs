@@ -215,14 +215,20 @@ async fn confirm(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
     .await
     {
         Ok(_) => Ok("confirmed"),
-        // Cancelled while we charged: the cancellation stands and the money goes back.
-        Err(ApiError::Conflict(_)) => {
+        // Cancelled while we charged: the cancellation stands and the money goes back. Anything else
+        // (the order still changing) is retried rather than refunded.
+        Err(ApiError::Conflict(_)) if order_is_cancelled(deps, &order_id).await? => {
             deps.provider.refund(&order_id, amount).await.map_err(retry)?;
             tracing::info!(order_id = %order_id, "order cancelled during payment; charge refunded");
             Ok("refunded")
         }
         Err(error) => Err(retry(error)),
     }
+}
+
+async fn order_is_cancelled(deps: &Deps, order_id: &OrderId) -> Result<bool, MessageError> {
+    let order = deps.orders.get(order_id).await.map_err(retry)?;
+    Ok(order.is_some_and(|order| order.status == OrderStatus::Cancelled))
 }
 
 async fn decline(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'static str, MessageError> {

@@ -109,6 +109,7 @@ impl DynamoNotificationRepository {
 impl NotificationRepository for DynamoNotificationRepository {
     async fn record_attempt(&self, draft: &Notification) -> Result<Notification, StoreError> {
         // Identity fields are written once; the rendered message and status follow the latest attempt.
+        // `status` too: an attempt must not hide that an earlier one was SENT (only outcomes change it).
         let once = [
             "user_id",
             "event_id",
@@ -116,8 +117,9 @@ impl NotificationRepository for DynamoNotificationRepository {
             "channel",
             "correlation_id",
             "created_at",
+            "status",
         ];
-        let latest = ["recipient", "body", "status"];
+        let latest = ["recipient", "body"];
         let item = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(draft)?;
         let mut sets = Vec::new();
         let mut names = HashMap::new();

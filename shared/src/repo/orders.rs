@@ -5,21 +5,16 @@
 //! Each order item carries everything its events need (status, user, lines, totals, correlation id).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 
 use super::products::{id_key as product_key, products_from_items};
 use super::users::{UserItem, user_key};
 use crate::domain::{CancelReason, Order, OrderId, OrderLine, OrderStatus, Product, ProductId, User, UserId};
 use crate::idempotency::{DynamoIdempotencyStore, Lease, StoredResponse};
-use crate::store::{NewestFirstCursor, Page, StoreError, batch_get, newest_for_user};
+use crate::store::{NewestFirstCursor, Page, StoreError, batch_get, condition_failed, newest_for_user, transact};
 
 /// How a placement ended when nothing went wrong with storage itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,57 +180,6 @@ impl DynamoOrderRepository {
             .map_err(|error| StoreError::Failed(Box::new(error)))?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
-
-    /// Runs a transaction, retrying (with backoff) only when DynamoDB cancelled it for a conflict with
-    /// another transaction on the same items, which says nothing about our conditions.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Result<(), Vec<CancellationReason>>, StoreError> {
-        // Hot products see many concurrent reservations; full-jitter backoff spreads the retries.
-        const MAX_ATTEMPTS: u32 = 8;
-        let mut attempt = 0;
-        loop {
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            let error = match result {
-                Ok(_) => return Ok(Ok(())),
-                Err(error) => error,
-            };
-            let Some(reasons) = cancellation_reasons(&error) else {
-                return Err(StoreError::from_sdk(error));
-            };
-            let codes: Vec<&str> = reasons.iter().filter_map(CancellationReason::code).collect();
-            let conflict_only = codes.contains(&"TransactionConflict") && !codes.contains(&"ConditionalCheckFailed");
-            attempt += 1;
-            if !conflict_only {
-                return Ok(Err(reasons));
-            }
-            if attempt >= MAX_ATTEMPTS {
-                return Err(StoreError::Unavailable(Box::new(error)));
-            }
-            let ceiling = (20_u64 << attempt).min(500);
-            let jitter = u64::from(u16::from_le_bytes([
-                uuid::Uuid::new_v4().as_bytes()[0],
-                uuid::Uuid::new_v4().as_bytes()[1],
-            ]));
-            tokio::time::sleep(Duration::from_millis(5 + jitter % ceiling)).await;
-        }
-    }
-}
-
-fn cancellation_reasons<R>(error: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<CancellationReason>> {
-    match error.as_service_error()? {
-        TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-            Some(cancelled.cancellation_reasons().to_vec())
-        }
-        _ => None,
-    }
-}
-
-fn condition_failed(reason: &CancellationReason) -> bool {
-    reason.code() == Some("ConditionalCheckFailed")
 }
 
 fn order_from_item(item: HashMap<String, AttributeValue>) -> Result<Order, StoreError> {
@@ -264,7 +208,7 @@ impl OrderRepository for DynamoOrderRepository {
         if let Some((lease, response)) = completion {
             items.push(self.idempotency.completion_item(lease, response)?);
         }
-        let reasons = match self.transact(items).await? {
+        let reasons = match transact(&self.client, items).await? {
             Ok(()) => return Ok(PlaceOutcome::Placed),
             Err(reasons) => reasons,
         };
@@ -329,7 +273,7 @@ impl OrderRepository for DynamoOrderRepository {
                 items.push(self.stock_change(line, false, correlation_id)?);
             }
         }
-        match self.transact(items).await? {
+        match transact(&self.client, items).await? {
             Ok(()) => Ok(Some(transitioned(order, to, reason, now, correlation_id))),
             Err(reasons) if reasons.first().is_some_and(condition_failed) => Ok(None),
             Err(reasons) => Err(StoreError::Failed(format!("transition cancelled: {reasons:?}").into())),

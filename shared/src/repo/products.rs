@@ -5,14 +5,13 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Category, Price, Product, ProductId, ProductPatch, StockQuantity};
-use crate::store::{Page, StoreError, batch_get, is_condition_failure};
+use crate::store::{Page, StoreError, batch_get, condition_failed, is_condition_failure, transact};
 
 pub const BY_PRICE_INDEX: &str = "by_price";
 pub const BY_CATEGORY_INDEX: &str = "by_category";
@@ -224,8 +223,8 @@ impl ProductRepository for DynamoProductRepository {
         correlation_id: &str,
     ) -> Result<AdjustOutcome, StoreError> {
         // Bounds as conditions on the stock before the change: stock + delta must stay in 0..=MAX.
-        let minimum_before = (-adjustment.delta).max(0);
-        let maximum_before = StockQuantity::MAX - adjustment.delta.max(0);
+        let minimum_before = adjustment.delta.checked_neg().unwrap_or(i64::MAX).max(0);
+        let maximum_before = StockQuantity::MAX.saturating_sub(adjustment.delta.max(0));
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(id_key(id)))
@@ -250,26 +249,15 @@ impl ProductRepository for DynamoProductRepository {
             .set_item(Some(serde_dynamo::to_item(record)?))
             .build()
             .map_err(|error| StoreError::Failed(Box::new(error)))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .send()
-            .await;
-        if let Err(error) = result {
-            let refused = match error.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
-                    .cancellation_reasons()
-                    .first()
-                    .filter(|reason| reason.code() == Some("ConditionalCheckFailed"))
-                    .cloned(),
-                _ => None,
+        let items = vec![
+            TransactWriteItem::builder().update(update).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        if let Err(reasons) = transact(&self.client, items).await? {
+            let Some(refused) = reasons.first().filter(|reason| condition_failed(reason)) else {
+                return Err(StoreError::Failed(format!("adjustment cancelled: {reasons:?}").into()));
             };
-            let Some(reason) = refused else {
-                return Err(StoreError::from_sdk(error));
-            };
-            return match reason.item() {
+            return match refused.item() {
                 None => Ok(AdjustOutcome::NotFound),
                 Some(item) => {
                     let product: ProductItem = serde_dynamo::from_item(item.clone())?;

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteIte
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Email, Role, User, UserId};
-use crate::store::{StoreError, cancellation_codes, is_condition_failure};
+use crate::store::{StoreError, condition_failed, is_condition_failure, transact};
 
 /// What login needs to check a password and issue a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,28 +142,17 @@ impl UserRepository for DynamoUserRepository {
             entity: EMAIL_ENTITY.into(),
             user_id: user.id.clone(),
         };
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(put_if_absent(&self.table, user_item)?)
-            .transact_items(put_if_absent(&self.table, claim)?)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                let email_taken = cancellation_codes(&error).is_some_and(|codes| {
-                    codes
-                        .iter()
-                        .flatten()
-                        .any(|code| code == "ConditionalCheckFailed" || code == "TransactionConflict")
-                });
-                if email_taken {
-                    Err(StoreError::AlreadyExists)
-                } else {
-                    Err(StoreError::from_sdk(error))
-                }
-            }
+        let items = vec![
+            put_if_absent(&self.table, user_item)?,
+            put_if_absent(&self.table, claim)?,
+        ];
+        match transact(&self.client, items).await? {
+            Ok(()) => Ok(()),
+            // The user id is new, so only the email claim's condition can refuse.
+            Err(reasons) if reasons.iter().any(condition_failed) => Err(StoreError::AlreadyExists),
+            Err(reasons) => Err(StoreError::Failed(
+                format!("registration cancelled: {reasons:?}").into(),
+            )),
         }
     }
 
