@@ -1,7 +1,6 @@
 //! Access tokens (HS256 JWTs signed with the deployment's secret) and password hashing (Argon2id).
 
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -9,7 +8,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Password, Role, UserId};
+use crate::domain::{Password, Role, UserId, unix_now};
 use crate::error::ApiError;
 
 const ISSUER: &str = "shop-api";
@@ -120,12 +119,6 @@ impl TokenService {
             role: data.claims.role,
         })
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,6 @@
 //! Event consumers use the same records, keyed by event id.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -119,11 +118,7 @@ fn judge_existing(
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
-}
+pub use crate::domain::unix_now;
 
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {

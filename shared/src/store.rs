@@ -140,22 +140,35 @@ pub async fn newest_for_user<T: serde::de::DeserializeOwned>(
             ("created_at".to_string(), AttributeValue::S(cursor.created_at.clone())),
         ])
     });
-    let output = client
-        .query()
-        .table_name(table)
-        .index_name("by_user")
-        .key_condition_expression("user_id = :user_id")
-        .expression_attribute_values(":user_id", AttributeValue::S(user_id.to_owned()))
-        .scan_index_forward(false)
-        .set_exclusive_start_key(start_key)
-        // One more than asked for tells whether another page exists.
-        .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
-        .send()
-        .await
-        .map_err(StoreError::from_sdk)?;
-    let items: Vec<T> = serde_dynamo::from_items(output.items.unwrap_or_default())?;
-    Ok(Page::from_overfetch(items, limit, position))
+    let mut items: Vec<T> = Vec::with_capacity(limit + 1);
+    let mut start_key = start_key;
+    // DynamoDB ends a page at 1 MB as well as at the limit: keep reading until the page is full.
+    for _ in 0..MAX_QUERY_READS {
+        let wanted = limit + 1 - items.len();
+        let output = client
+            .query()
+            .table_name(table)
+            .index_name("by_user")
+            .key_condition_expression("user_id = :user_id")
+            .expression_attribute_values(":user_id", AttributeValue::S(user_id.to_owned()))
+            .scan_index_forward(false)
+            .set_exclusive_start_key(start_key)
+            // One more than asked for tells whether another page exists.
+            .limit(i32::try_from(wanted).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        items.extend(serde_dynamo::from_items::<_, T>(output.items.unwrap_or_default())?);
+        start_key = output.last_evaluated_key;
+        if items.len() > limit || start_key.is_none() {
+            break;
+        }
+    }
+    Ok(Page::from_reads(items, limit, start_key.is_some(), position))
 }
+
+/// Reads of one query page at most (each up to 1 MB); past it the page ends early, with a cursor.
+pub const MAX_QUERY_READS: usize = 4;
 
 /// Runs a transaction: `Ok(Err(reasons))` when it was cancelled by a condition (one reason per item,
 /// in order). A cancellation caused only by another transaction on the same items says nothing about
@@ -208,6 +221,16 @@ pub struct Page<T, C> {
 }
 
 impl<T, C> Page<T, C> {
+    /// A page from what a query read: up to `limit + 1` items, and whether the query stopped before the
+    /// end (then the page resumes after its last item even if it is short).
+    pub fn from_reads(items: Vec<T>, limit: usize, stopped_early: bool, cursor_of: impl Fn(&T) -> C) -> Self {
+        let mut page = Self::from_overfetch(items, limit, &cursor_of);
+        if page.next.is_none() && stopped_early {
+            page.next = page.items.last().map(cursor_of);
+        }
+        page
+    }
+
     /// Builds a page from up to `limit + 1` fetched items: the extra item only proves there is more.
     pub fn from_overfetch(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> C) -> Self {
         let next = if items.len() > limit {
@@ -234,6 +257,13 @@ mod tests {
                 next: Some(2)
             }
         );
+    }
+
+    #[test]
+    fn a_short_page_cut_by_the_read_size_still_points_onwards() {
+        let page = Page::from_reads(vec![1, 2], 5, true, |n| *n);
+        assert_eq!(page.next, Some(2));
+        assert_eq!(Page::from_reads(vec![1, 2], 5, false, |n| *n).next, None);
     }
 
     #[test]

@@ -17,8 +17,27 @@ use shared::repo::products::product_from_image;
 use shared::repo::users::user_from_image;
 use shared::store::StoreError;
 
-/// SNS accepts at most ten messages per PublishBatch.
+/// SNS accepts at most ten messages and 256 KiB per PublishBatch; attributes count too, hence the margin.
 const PUBLISH_BATCH: usize = 10;
+const PUBLISH_BATCH_BYTES: usize = 200 * 1024;
+
+/// Splits the pending events into PublishBatch-sized runs, in order.
+fn publish_batches(pending: &[(Option<String>, Envelope)]) -> Vec<&[(Option<String>, Envelope)]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, (_, envelope)) in pending.iter().enumerate() {
+        let size = serde_json::to_vec(envelope).map_or(0, |json| json.len()) + 256;
+        if index > start && (index - start == PUBLISH_BATCH || bytes + size > PUBLISH_BATCH_BYTES) {
+            batches.push(&pending[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < pending.len() {
+        batches.push(&pending[start..]);
+    }
+    batches
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("publishing events failed: {0}")]
@@ -192,7 +211,7 @@ pub async fn handle(deps: &Deps, event: Event) -> DynamoDbEventResponse {
 }
 
 async fn publish_all(deps: &Deps, pending: &[(Option<String>, Envelope)]) -> Result<usize, DynamoDbEventResponse> {
-    for chunk in pending.chunks(PUBLISH_BATCH) {
+    for chunk in publish_batches(pending) {
         let envelopes: Vec<Envelope> = chunk.iter().map(|(_, envelope)| envelope.clone()).collect();
         if let Err(error) = deps.sink.publish(&envelopes).await {
             tracing::error!(error = %error, "publish failed; the stream will deliver these records again");
@@ -286,6 +305,23 @@ mod tests {
         let response = handle(&deps(recorder), stream_event()).await;
         assert_eq!(response.batch_item_failures.len(), 1);
         assert_eq!(response.batch_item_failures[0].item_identifier.as_deref(), Some("100"));
+    }
+
+    #[tokio::test]
+    async fn batches_respect_the_count_and_size_limits_of_sns() {
+        let recorder = Arc::new(Recorder::default());
+        handle(&deps(recorder.clone()), stream_event()).await;
+        let sample = recorder.published.lock().unwrap()[1].clone();
+        let small: Vec<(Option<String>, Envelope)> = (0..12).map(|i| (Some(i.to_string()), sample.clone())).collect();
+        let sizes: Vec<usize> = publish_batches(&small).iter().map(|batch| batch.len()).collect();
+        assert_eq!(sizes, [10, 2]);
+        let mut big = sample.clone();
+        if let shared::events::EventData::Order(data) = &mut big.data {
+            data.items[0].product_name = "x".repeat(90 * 1024);
+        }
+        let large: Vec<(Option<String>, Envelope)> = (0..3).map(|i| (Some(i.to_string()), big.clone())).collect();
+        let sizes: Vec<usize> = publish_batches(&large).iter().map(|batch| batch.len()).collect();
+        assert_eq!(sizes, [2, 1]);
     }
 
     #[tokio::test]

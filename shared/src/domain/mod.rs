@@ -30,6 +30,13 @@ impl Invalid {
     }
 }
 
+/// Seconds since the Unix epoch (token claims, TTL attributes).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
 /// Current time as an RFC 3339 UTC timestamp, the one format the API and the tables use.
 pub fn now_rfc3339() -> String {
     format_rfc3339(time::OffsetDateTime::now_utc())

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Category, Price, Product, ProductId, ProductPatch, StockQuantity};
-use crate::store::{Page, StoreError, batch_get, condition_failed, is_condition_failure, transact};
+use crate::store::{MAX_QUERY_READS, Page, StoreError, batch_get, condition_failed, is_condition_failure, transact};
 
 pub const BY_PRICE_INDEX: &str = "by_price";
 pub const BY_CATEGORY_INDEX: &str = "by_category";
@@ -368,23 +368,37 @@ impl ProductRepository for DynamoProductRepository {
                 })
             })
             .transpose()?;
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(index)
-            .key_condition_expression(key_condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .set_exclusive_start_key(start_key)
-            // One more than asked for tells whether another page exists.
-            .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        let items: Vec<ProductItem> = serde_dynamo::from_items(output.items.unwrap_or_default())?;
-        let products = items.into_iter().map(|item| item.product).collect();
-        Ok(Page::from_overfetch(products, limit, ProductCursor::after))
+        let mut products: Vec<Product> = Vec::with_capacity(limit + 1);
+        let mut start_key = start_key;
+        // DynamoDB ends a page at 1 MB as well as at the limit: keep reading until the page is full.
+        for _ in 0..MAX_QUERY_READS {
+            let wanted = limit + 1 - products.len();
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression(key_condition.clone())
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .set_exclusive_start_key(start_key)
+                // One more than asked for tells whether another page exists.
+                .limit(i32::try_from(wanted).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            products.extend(products_from_items(output.items.unwrap_or_default())?);
+            start_key = output.last_evaluated_key;
+            if products.len() > limit || start_key.is_none() {
+                break;
+            }
+        }
+        Ok(Page::from_reads(
+            products,
+            limit,
+            start_key.is_some(),
+            ProductCursor::after,
+        ))
     }
 }
 
