@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
-use e2e::{Api, PASSWORD, Reply, assert_problem, unique_category, unique_email};
+use e2e::{Api, PASSWORD, Reply, assert_delivered_once, assert_problem, unique_category, unique_email};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -322,33 +322,6 @@ fn text(item: &Value, field: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("notification field {field} is not a string: {item}"))
         .to_owned()
-}
-
-/// Asserts the documented shape of a delivered notification sent once to `recipient`.
-#[track_caller]
-fn assert_delivered_once(item: &Value, recipient: &str) {
-    for field in [
-        "id",
-        "event_id",
-        "event_type",
-        "channel",
-        "recipient",
-        "body",
-        "status",
-        "attempts",
-        "correlation_id",
-        "created_at",
-        "sent_at",
-    ] {
-        assert!(
-            item.get(field).is_some_and(|value| !value.is_null()),
-            "notification lacks {field}: {item}"
-        );
-    }
-    assert_eq!(item["status"], "SENT", "{item}");
-    assert_eq!(item["attempts"], 1, "delivered at the first attempt: {item}");
-    assert_eq!(item["recipient"], recipient, "{item}");
-    assert!(item.get("last_error").is_none(), "no internal delivery details: {item}");
 }
 
 // ---------------------------------------------------------------------- registration

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{Api, Customer, Reply, SETTLE_TIMEOUT, assert_problem, is_sent, mentioning, unique_category};
+use e2e::{
+    Api, Customer, Reply, SETTLE_TIMEOUT, assert_delivered_once, assert_problem, is_sent, mentioning, unique_category,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -99,32 +101,6 @@ async fn await_sent(api: &Api, customer: &Customer, event_type: &str, channel: &
             .cloned()
     })
     .await
-}
-
-/// Asserts the documented shape of a notification delivered once to `recipient`.
-#[track_caller]
-fn assert_delivered_once(item: &Value, recipient: &str) {
-    for field in [
-        "id",
-        "event_id",
-        "event_type",
-        "channel",
-        "recipient",
-        "body",
-        "status",
-        "attempts",
-        "correlation_id",
-        "created_at",
-        "sent_at",
-    ] {
-        assert!(
-            item.get(field).is_some_and(|value| !value.is_null()),
-            "notification lacks {field}: {item}"
-        );
-    }
-    assert_eq!(item["status"], "SENT", "{item}");
-    assert_eq!(item["attempts"], 1, "delivered at the first attempt: {item}");
-    assert_eq!(item["recipient"], recipient, "{item}");
 }
 
 /// Asserts that, after a grace period, the customer's history holds no `event_type` about `order_id`.

@@ -843,3 +843,30 @@ pub fn mentioning<'a>(items: &'a [Value], event_type: &str, needle: &str) -> Vec
         })
         .collect()
 }
+
+/// Asserts the documented shape of a delivered notification sent once to `recipient`.
+#[track_caller]
+pub fn assert_delivered_once(item: &serde_json::Value, recipient: &str) {
+    for field in [
+        "id",
+        "event_id",
+        "event_type",
+        "channel",
+        "recipient",
+        "body",
+        "status",
+        "attempts",
+        "correlation_id",
+        "created_at",
+        "sent_at",
+    ] {
+        assert!(
+            item.get(field).is_some_and(|value| !value.is_null()),
+            "notification lacks {field}: {item}"
+        );
+    }
+    assert_eq!(item["status"], "SENT", "{item}");
+    assert_eq!(item["attempts"], 1, "delivered at the first attempt: {item}");
+    assert_eq!(item["recipient"], recipient, "{item}");
+    assert!(item.get("last_error").is_none(), "no internal delivery details: {item}");
+}
