@@ -151,9 +151,7 @@ async fn place_with(
         PlaceOutcome::Placed => {
             tracing::info!(order_id = %order.id, total = order.total_amount, lines = order.items.len(), "order placed");
             let mut response = json_body_response(&stored)?;
-            if let Ok(location) = HeaderValue::from_str(&format!("/api/orders/{}", order.id)) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
+            set_location(&mut response, &order.id.to_string());
             Ok(response)
         }
         PlaceOutcome::OutOfStock(product_id) => {
@@ -196,13 +194,25 @@ fn json_body_response(stored: &StoredResponse) -> Result<Response<Body>, ApiErro
     Ok(response)
 }
 
-/// The stored response of the original request, marked as a replay.
+/// The stored response of the original request, marked as a replay, with the original's Location.
 fn replay(stored: &StoredResponse) -> Result<Response<Body>, ApiError> {
     let mut response = json_body_response(stored)?;
     response
         .headers_mut()
         .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    let order_id = serde_json::from_str::<serde_json::Value>(&stored.body)
+        .ok()
+        .and_then(|order| order["id"].as_str().map(str::to_owned));
+    if let Some(order_id) = order_id {
+        set_location(&mut response, &order_id);
+    }
     Ok(response)
+}
+
+fn set_location(response: &mut Response<Body>, order_id: &str) {
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/orders/{order_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
 }
 
 #[cfg(test)]
@@ -288,6 +298,7 @@ mod tests {
         assert_eq!(first.status(), 201);
         assert_eq!(second.status(), 201);
         assert_eq!(second.headers()[REPLAYED_HEADER], "true");
+        assert_eq!(second.headers()["location"], first.headers()["location"]);
         assert_eq!(json_of(&first), json_of(&second));
         assert_eq!(world.orders.count(), 1);
         assert_eq!(world.stock(MUG_ID).await, 4);
