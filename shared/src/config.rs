@@ -30,6 +30,15 @@ pub fn required_env(name: &'static str) -> Result<String, ConfigError> {
         .ok_or(ConfigError::Missing(name))
 }
 
+/// A required variable holding a number.
+pub fn required_number<T: std::str::FromStr>(name: &'static str) -> Result<T, ConfigError> {
+    let raw = required_env(name)?;
+    raw.parse().map_err(|_| ConfigError::Invalid {
+        name,
+        reason: format!("{raw:?} is not a whole number"),
+    })
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())

@@ -200,12 +200,17 @@ fn backticked<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
 /// A JSON response with the given status.
 pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Result<Response<Body>, ApiError> {
     let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
-    let mut response = Response::new(Body::from(bytes));
+    Ok(json_bytes_response(status, bytes))
+}
+
+/// A response whose body is already JSON (e.g. a stored idempotent response).
+pub fn json_bytes_response(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
+    let mut response = Response::new(body.into());
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(response)
+    response
 }
 
 /// Runs one request through `handler` inside a span that carries the correlation id; turns errors into

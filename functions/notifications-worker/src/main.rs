@@ -3,7 +3,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use notifications_worker::notifier::{ByChannel, MockNotifier, Notifier, SesEmail, SnsSms};
-use shared::config::{ConfigError, required_env};
+use shared::config::{ConfigError, required_env, required_number};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -26,12 +26,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .into());
         }
     };
-    let retry_base_secs = required_env("RETRY_BASE_SECONDS")?
-        .parse()
-        .map_err(|_| ConfigError::Invalid {
-            name: "RETRY_BASE_SECONDS",
-            reason: "not a whole number of seconds".into(),
-        })?;
     let deps = Arc::new(notifications_worker::Deps {
         users: state.users(),
         history: state.notifications(),
@@ -42,7 +36,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             queue_url: required_env("NOTIFICATIONS_QUEUE_URL")?,
         }),
         templates: notifications_worker::templates::Templates::load()?,
-        retry_base_secs,
+        retry_base_secs: required_number("RETRY_BASE_SECONDS")?,
     });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let deps = Arc::clone(&deps);

@@ -13,7 +13,7 @@ use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use shared::auth::TokenService;
 use shared::domain::{NewOrder, Order, now_rfc3339};
-use shared::http::{ApiRequest, respond};
+use shared::http::{ApiRequest, json_bytes_response, respond};
 use shared::idempotency::{Claim, IdempotencyKey, IdempotencyStore, Lease, StoredResponse, fingerprint};
 use shared::orders::OrderView;
 use shared::repo::orders::{OrderRepository, PlaceOutcome};
@@ -186,12 +186,8 @@ fn unknown_products(ordered: &[shared::domain::ProductId], missing: &[shared::do
 }
 
 fn json_body_response(stored: &StoredResponse) -> Result<Response<Body>, ApiError> {
-    let mut response = Response::new(Body::from(stored.body.clone()));
-    *response.status_mut() = StatusCode::from_u16(stored.status).map_err(ApiError::internal)?;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(response)
+    let status = StatusCode::from_u16(stored.status).map_err(ApiError::internal)?;
+    Ok(json_bytes_response(status, stored.body.clone()))
 }
 
 /// The stored response of the original request, marked as a replay, with the original's Location.

@@ -3,15 +3,8 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use payments_worker::{Deps, MockPaymentProvider, PaymentProvider};
-use shared::config::{ConfigError, required_env};
+use shared::config::{ConfigError, required_env, required_number};
 use shared::sqs::SqsRetryDelay;
-
-fn number<T: std::str::FromStr>(name: &'static str) -> Result<T, ConfigError> {
-    required_env(name)?.parse().map_err(|_| ConfigError::Invalid {
-        name,
-        reason: "not a whole number".into(),
-    })
-}
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -35,8 +28,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             client: aws_sdk_sqs::Client::new(&state.sdk),
             queue_url: required_env("PAYMENTS_QUEUE_URL")?,
         }),
-        max_attempts: number("PAYMENT_MAX_ATTEMPTS")?,
-        retry_base_secs: number("RETRY_BASE_SECONDS")?,
+        max_attempts: required_number("PAYMENT_MAX_ATTEMPTS")?,
+        retry_base_secs: required_number("RETRY_BASE_SECONDS")?,
     });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let deps = Arc::clone(&deps);
