@@ -196,7 +196,7 @@ def built_template(bootstraps: Path, stack: str) -> Path:
     return out
 
 
-def sam_deploy(template_path: Path, stack: str, endpoint: str) -> None:
+def sam_deploy(template_path: Path, stack: str, endpoint: str, overrides: list[str]) -> None:
     sam = VENV / "sam" / "bin" / "sam"
     log(f"deploying stack {stack} with sam deploy")
     command = [
@@ -212,6 +212,7 @@ def sam_deploy(template_path: Path, stack: str, endpoint: str) -> None:
         # Local stacks never send real email or SMS, and retry fast so the suite sees dead-lettering.
         "NotificationsMode=mock", "NotificationsMaxReceiveCount=3", "NotificationsRetryBaseSeconds=1",
         "PaymentMaxAttempts=3", "PaymentsMaxReceiveCount=5",
+        *overrides,
     ]
     # Run beside the built template, away from samconfig.toml, whose environments target AWS.
     result = subprocess.run(command, cwd=template_path.parent, env=aws_env(endpoint), capture_output=True, text=True)
@@ -371,17 +372,18 @@ def fingerprint(template_path: Path, bootstraps: Path) -> str:
     return digest.hexdigest()
 
 
-def deploy(args, emulator: Emulator) -> dict:
+def deploy(args, emulator: Emulator, overrides: list[str] | None = None) -> dict:
+    overrides = overrides or []
     template = load_template()
     bootstraps = build_bootstraps(template)
     template_path = built_template(bootstraps, args.stack)
     deployed_marker = LOCAL_DIR / f"{args.stack}.deployed"
-    current = fingerprint(template_path, bootstraps)
+    current = fingerprint(template_path, bootstraps) + " ".join(overrides)
     unchanged = deployed_marker.exists() and deployed_marker.read_text() == f"{emulator.endpoint} {current}"
     if unchanged and stack_is_deployed(args.stack, emulator.endpoint):
         log("nothing changed since the last deploy; skipping sam deploy")
     else:
-        sam_deploy(template_path, args.stack, emulator.endpoint)
+        sam_deploy(template_path, args.stack, emulator.endpoint, overrides)
         LOCAL_DIR.mkdir(exist_ok=True)
         deployed_marker.write_text(f"{emulator.endpoint} {current}")
     outputs = stack_outputs(args.stack, emulator.endpoint)
@@ -414,6 +416,12 @@ def deploy(args, emulator: Emulator) -> dict:
                 f"NOTIFICATIONS_TABLE={outputs['NotificationsTableName']}",
                 f"INVENTORY_ADJUSTMENTS_TABLE={outputs['InventoryAdjustmentsTableName']}",
                 f"JWT_SECRET_ID={outputs['JwtSecretId']}",
+                f"GUARDS_TABLE={outputs['GuardsTableName']}",
+                "RATE_LIMIT_REQUESTS=100",
+                "RATE_LIMIT_WINDOW_SECONDS=60",
+                "LOGIN_EMAIL_LOCK_AFTER_FAILURES=10",
+                "LOGIN_IP_LOCK_AFTER_FAILURES=100",
+                "LOGIN_LOCK_SECONDS=900",
                 "RUST_LOG=info",
             ]
         )
@@ -477,14 +485,33 @@ def cmd_url(args) -> int:
     return 0
 
 
+# The suite's stack: every anonymous request comes from 127.0.0.1 there, so per-client limits are
+# generous; emails lock after 4 failures for 4 s so lockout and recovery are quick to see.
+SUITE_OVERRIDES = [
+    "RateLimitRequests=1000000", "AuthRateLimitRequests=1000000",
+    "LoginEmailLockAfterFailures=4", "LoginIpLockAfterFailures=1000000", "LoginLockSeconds=4",
+    "NotificationsPerUserPerHour=10000",
+]
+# A second stack in the same emulator with tight limits, for the tests of the limits themselves
+# (tests/limits.rs); short windows so that recovery takes seconds.
+LIMITS_STACK = "shop-e2e-limits"
+LIMITS_OVERRIDES = [
+    "RateLimitRequests=5", "RateLimitWindowSeconds=2",
+    "AuthRateLimitRequests=8", "AuthRateLimitWindowSeconds=3",
+    "LoginEmailLockAfterFailures=1000", "LoginIpLockAfterFailures=4", "LoginLockSeconds=3",
+]
+
+
 def cmd_e2e(args) -> int:
-    """Starts a private emulator, deploys a fresh stack, runs the end-to-end suite against it, stops it."""
+    """Starts a private emulator, deploys a fresh stack (and a tightly limited second one), runs the
+    end-to-end suite against them, stops it."""
     endpoint = f"http://127.0.0.1:{args.port}"
     if emulator_answers(endpoint):
         sys.exit(f"port {args.port} is taken by another emulator; the suite needs its own")
     emulator = Emulator(endpoint, args.port, state_dir=None)
     try:
-        info = deploy(args, emulator)
+        info = deploy(args, emulator, SUITE_OVERRIDES)
+        limits = deploy(argparse.Namespace(**{**vars(args), "stack": LIMITS_STACK}), emulator, LIMITS_OVERRIDES)
         env = dict(os.environ)
         env.update(
             SHOP_API_URL=info["api_url"],
@@ -498,11 +525,15 @@ def cmd_e2e(args) -> int:
             SHOP_ORDERS_TABLE=info["outputs"]["OrdersTableName"],
             SHOP_IDEMPOTENCY_TABLE=info["outputs"]["IdempotencyTableName"],
             SHOP_INVENTORY_ADJUSTMENTS_TABLE=info["outputs"]["InventoryAdjustmentsTableName"],
+            SHOP_GUARDS_TABLE=info["outputs"]["GuardsTableName"],
             SHOP_NOTIFICATIONS_QUEUE_URL=info["outputs"]["NotificationsQueueUrl"],
             SHOP_NOTIFICATIONS_DLQ_URL=info["outputs"]["NotificationsDeadLetterQueueUrl"],
             SHOP_PAYMENTS_QUEUE_URL=info["outputs"]["PaymentsQueueUrl"],
+            SHOP_LIMITS_API_URL=limits["api_url"],
+            SHOP_LIMITS_JWT_SECRET=jwt_secret(LIMITS_STACK, endpoint),
+            SHOP_LIMITS_SETTINGS=" ".join(LIMITS_OVERRIDES),
         )
-        log(f"running the end-to-end suite against {info['api_url']}")
+        log(f"running the end-to-end suite against {info['api_url']} (limits: {limits['api_url']})")
         return subprocess.run(["cargo", "test", "--locked", "-p", "e2e", "--tests", "--", *args.test_args], cwd=ROOT, env=env).returncode
     finally:
         emulator.stop()

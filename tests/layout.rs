@@ -166,3 +166,41 @@ fn every_openapi_reference_resolves() {
         assert!(!node.is_null(), "unresolved reference #/{pointer}");
     }
 }
+
+/// The template resource of each function crate.
+fn template_resources() -> BTreeMap<String, serde_yaml::Value> {
+    let template: serde_yaml::Value = serde_yaml::from_str(&read("template.yaml")).unwrap();
+    let mut resources = BTreeMap::new();
+    for resource in template["Resources"].as_mapping().unwrap().values() {
+        if let Some(binary) = resource["Metadata"]["BuildProperties"]["Binary"].as_str() {
+            resources.insert(binary.to_owned(), resource.clone());
+        }
+    }
+    resources
+}
+
+#[test]
+fn every_route_but_health_is_served_behind_the_rate_limiter() {
+    let resources = template_resources();
+    for (function, routes) in template_functions() {
+        if routes.is_empty() {
+            continue;
+        }
+        let main = read(&format!("functions/{function}/src/main.rs"));
+        let policies = serde_yaml::to_string(&resources[&function]["Properties"]["Policies"]).unwrap();
+        if function == "health" {
+            assert!(main.contains("shared::http::serve_unlimited("), "health is exempt (API.md)");
+            assert!(!policies.contains("GuardsTable"), "health needs no counters");
+        } else {
+            // One entry point does the limiting for everyone; a function cannot skip it by accident.
+            assert!(
+                main.contains("state.rate_limiter().await?") && main.contains("shared::http::serve(limiter,"),
+                "{function} must serve through the rate limiter"
+            );
+            assert!(
+                policies.contains("GuardsTable") && policies.contains("rate#*"),
+                "{function} needs (only) its rate counters in the guards table"
+            );
+        }
+    }
+}

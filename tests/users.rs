@@ -8,6 +8,7 @@ use e2e::{
 };
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const USER_FIELDS: [&str; 6] = ["id", "email", "name", "phone", "role", "created_at"];
 
@@ -494,4 +495,70 @@ async fn unknown_and_malformed_user_ids_are_not_found() {
             assert_problem(&reply, 404);
         }
     }
+}
+
+/// Status, problem type and Retry-After of each login attempt.
+type Attempt = (u16, Option<String>, Option<String>);
+
+/// Fails to log in as `email` the way a guesser would, respecting each pause it is told to take:
+/// the stack locks an email after 4 failures for 4 s, slowing down from the 2nd.
+async fn guess_until_locked(api: &Api, email: &str) -> Vec<Attempt> {
+    let mut attempts = Vec::new();
+    let mut record = |reply: &e2e::Reply| {
+        attempts.push((
+            reply.status,
+            reply.json["type"].as_str().map(str::to_owned),
+            reply.header("retry-after").map(str::to_owned),
+        ));
+        reply.header("retry-after").and_then(|secs| secs.parse::<u64>().ok())
+    };
+    for _ in 0..2 {
+        record(&api.login(email, "wrong-password-123").await);
+    }
+    for _ in 0..2 {
+        // Straight away: told to wait; after waiting: heard (and refused).
+        let pause = record(&api.login(email, "wrong-password-123").await).expect("a pause");
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+        record(&api.login(email, "wrong-password-123").await);
+    }
+    attempts
+}
+
+#[tokio::test]
+async fn failed_logins_for_one_email_slow_down_then_lock_alike_for_known_and_unknown_emails() {
+    let api = Api::from_env().returning_throttled();
+    let customer = api.customer().await;
+    let unknown = unique_email("never-registered");
+
+    // When someone guesses passwords for an account and for an address nobody registered
+    let (known_attempts, unknown_attempts) = tokio::join!(
+        guess_until_locked(&api, &customer.email),
+        guess_until_locked(&api, &unknown)
+    );
+
+    // Then both see 401, 401, then alternating pauses (1 s, 2 s) and 401s: the same answers
+    let statuses: Vec<u16> = known_attempts.iter().map(|attempt| attempt.0).collect();
+    assert_eq!(statuses, [401, 401, 429, 401, 429, 401], "{known_attempts:?}");
+    assert_eq!(known_attempts[2].2.as_deref(), Some("1"));
+    assert_eq!(known_attempts[4].2.as_deref(), Some("2"));
+    assert_eq!(known_attempts[2].1.as_deref(), Some("/problems/too-many-failed-logins"));
+    assert_eq!(known_attempts, unknown_attempts);
+
+    // And now the account is locked: even the right password is refused, as for the unknown address
+    let locked = api.login(&customer.email, &customer.password).await;
+    let body = assert_problem(&locked, 429);
+    assert_eq!(body["type"], "/problems/too-many-failed-logins");
+    let lock: u64 = locked
+        .header("retry-after")
+        .and_then(|secs| secs.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=4).contains(&lock), "a lock of {lock} s");
+    let unknown_locked = api.login(&unknown, &customer.password).await;
+    assert_eq!(without_correlation_id(&unknown_locked.json)["type"], body["type"]);
+
+    // And after the lock, the owner signs in; the slate is clean
+    tokio::time::sleep(Duration::from_secs(lock)).await;
+    let token = api.token(&customer.email, &customer.password).await;
+    api.get("/api/users/me", Some(&token)).await.expect(200);
+    api.login(&customer.email, "wrong-password-123").await.expect(401);
 }

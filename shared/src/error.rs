@@ -31,6 +31,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
+    /// Sign-in refused for a while after repeated failures (for the email or the client's address).
+    #[error("too many failed logins")]
+    LoginThrottled { retry_after_secs: u64 },
     #[error("dependency unavailable")]
     Unavailable(#[source] BoxError),
     #[error("internal error")]
@@ -56,7 +59,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -94,6 +97,11 @@ impl ApiError {
                 "rate-limited",
                 "Too many requests",
                 format!("Retry after {retry_after_secs} seconds."),
+            ),
+            Self::LoginThrottled { retry_after_secs } => (
+                "too-many-failed-logins",
+                "Too many failed logins",
+                format!("Too many failed sign-in attempts; retry after {retry_after_secs} seconds."),
             ),
             Self::Unavailable(_) => (
                 "service-unavailable",
@@ -147,7 +155,7 @@ impl ApiError {
                     lambda_http::http::HeaderValue::from_static("Bearer"),
                 );
             }
-            Self::RateLimited { retry_after_secs } => {
+            Self::RateLimited { retry_after_secs } | Self::LoginThrottled { retry_after_secs } => {
                 headers.insert(lambda_http::http::header::RETRY_AFTER, (*retry_after_secs).into());
             }
             _ => {}

@@ -2,8 +2,9 @@
 //! JSON bodies, path and query parameters, bearer tokens and problem responses.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::http::{HeaderMap, HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
@@ -12,6 +13,7 @@ use tracing::Instrument;
 
 use crate::auth::{Identity, TokenService};
 use crate::error::ApiError;
+use crate::ratelimit::{RateLimiter, Verdict, now_millis};
 use crate::validation::FieldErrors;
 
 /// Bodies above this are refused with 413 before any parsing.
@@ -95,10 +97,7 @@ impl ApiRequest {
 
     /// The client's address as API Gateway saw it.
     pub fn source_ip(&self) -> Option<String> {
-        match self.inner.request_context_ref()? {
-            RequestContext::ApiGatewayV2(context) => context.http.source_ip.clone(),
-            _ => None,
-        }
+        source_ip(&self.inner).map(str::to_owned)
     }
 
     /// Parses the JSON body into `T`: 413 when too large, 415 when not JSON, 400 with per-field errors
@@ -127,18 +126,7 @@ impl ApiRequest {
 
     /// The caller's verified identity: 401 without a valid bearer token.
     pub fn identity(&self, tokens: &TokenService) -> Result<Identity, ApiError> {
-        let value = self
-            .header(header::AUTHORIZATION.as_str())
-            .ok_or(ApiError::Unauthorized("A bearer token is required."))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or(ApiError::Unauthorized(
-                "The Authorization header must be 'Bearer <token>'.",
-            ))?;
-        tokens.verify(token)
+        tokens.verify(bearer_token(self.inner.headers())?)
     }
 
     pub fn method(&self) -> &str {
@@ -154,6 +142,30 @@ impl ApiRequest {
             .lambda_context_ref()
             .map(|context| context.request_id.clone())
             .unwrap_or_default()
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header: 401 when it is missing or malformed.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or(ApiError::Unauthorized("A bearer token is required."))?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or(ApiError::Unauthorized(
+            "The Authorization header must be 'Bearer <token>'.",
+        ))
+}
+
+/// The client's address from API Gateway's request context (never from a header a client can set).
+fn source_ip(request: &Request) -> Option<&str> {
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.http.source_ip.as_deref(),
+        _ => None,
     }
 }
 
@@ -249,8 +261,56 @@ where
     .await
 }
 
-/// Serves `handler` as the Lambda function's HTTP entry point.
-pub async fn serve<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+/// Serves `handler` as the Lambda function's HTTP entry point, behind the per-client rate limiter:
+/// a client over its limit gets a 429 problem without the handler running, and every decided
+/// response carries the `RateLimit-*` headers. Every API route but `/health` is served this way.
+pub async fn serve<F, Fut>(limiter: RateLimiter, handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    let limiter = Arc::new(limiter);
+    let handler = Arc::new(handler);
+    serve_unlimited(move |request: Request| {
+        let limiter = Arc::clone(&limiter);
+        let handler = Arc::clone(&handler);
+        async move { limited(&limiter, request, |request| handler(request)).await }
+    })
+    .await
+}
+
+/// Runs `handler` if `limiter` lets the request through; adds the limiter's headers either way.
+pub async fn limited<F, Fut>(limiter: &RateLimiter, request: Request, handler: F) -> Response<Body>
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
+    let verdict = limiter
+        .check(request.headers(), source_ip(&request), now_millis())
+        .await;
+    let mut response = match verdict {
+        Some(Verdict {
+            retry_after_secs: Some(retry_after_secs),
+            ..
+        }) => {
+            respond(
+                request,
+                |_| async move { Err(ApiError::RateLimited { retry_after_secs }) },
+            )
+            .await
+        }
+        _ => handler(request).await,
+    };
+    if let Some(verdict) = verdict {
+        for (name, value) in limiter.headers(&verdict) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// Serves `handler` without the rate limiter: only for `/health`, which API.md exempts.
+pub async fn serve_unlimited<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(Request) -> Fut,
     Fut: Future<Output = Response<Body>> + Send,

@@ -2,6 +2,7 @@
 //! configuration and telemetry. Functions stay thin: parse, call the domain and a repository, answer.
 
 pub mod auth;
+pub mod breaker;
 pub mod config;
 pub mod cursor;
 pub mod domain;
@@ -10,7 +11,9 @@ pub mod events;
 pub mod http;
 pub mod idempotency;
 pub mod listing;
+pub mod login_guard;
 pub mod orders;
+pub mod ratelimit;
 pub mod repo;
 pub mod sqs;
 pub mod state;

@@ -19,7 +19,26 @@ pub enum MessageError {
     /// Can never succeed (malformed body); it is left to the queue's receive limit to dead-letter it.
     #[error("poison message: {0}")]
     Poison(String),
+    /// Not attempted now by choice (e.g. the provider's circuit is open): comes back no sooner than
+    /// `secs`, and no sooner than the usual backoff, so deferrals stretch over the queue's receive
+    /// limit. Past that limit it is dead-lettered (alarmed, redrivable): deferred, never dropped.
+    #[error("deferred for {secs}s: {reason}")]
+    RetryAfter { secs: i32, reason: String },
 }
+
+impl MessageError {
+    /// A deferral for at least `after`, rounded up to whole seconds (SQS visibility granularity).
+    pub fn retry_after(after: std::time::Duration, reason: impl Into<String>) -> Self {
+        let whole = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        Self::RetryAfter {
+            secs: i32::try_from(whole).unwrap_or(i32::MAX).clamp(0, MAX_VISIBILITY_SECS),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The longest visibility timeout SQS accepts (12 hours).
+pub const MAX_VISIBILITY_SECS: i32 = 43_200;
 
 impl From<crate::idempotency::GuardError> for MessageError {
     fn from(error: crate::idempotency::GuardError) -> Self {
@@ -64,7 +83,11 @@ where
         match outcome {
             Ok(()) => tracing::info!("message handled"),
             Err(error) => {
-                tracing::warn!(error = %error, "message failed");
+                if let MessageError::RetryAfter { .. } = error {
+                    tracing::info!(error = %error, "message deferred");
+                } else {
+                    tracing::warn!(error = %error, "message failed");
+                }
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = message_id;
                 failures.push(failure);
@@ -134,6 +157,12 @@ where
                 Err(MessageError::Retry(_)) => {
                     delay
                         .delay(&message, backoff_secs(base_secs, receive_count(&message)))
+                        .await
+                }
+                Err(MessageError::RetryAfter { secs, .. }) => {
+                    let backoff = backoff_secs(base_secs, receive_count(&message));
+                    delay
+                        .delay(&message, (*secs).max(backoff).clamp(0, MAX_VISIBILITY_SECS))
                         .await
                 }
                 Ok(()) => {}
@@ -210,6 +239,33 @@ mod tests {
         })
         .await;
         assert_eq!(delays.recorded(), [0, 20]);
+    }
+
+    #[tokio::test]
+    async fn a_deferred_message_is_reported_and_comes_back_no_sooner_than_asked_nor_than_the_backoff() {
+        let delays = crate::testing::RecordedDelays::default();
+        let mut event = SqsEvent::default();
+        let mut third = message("third", "short");
+        third.attributes.insert("ApproximateReceiveCount".into(), "3".into());
+        event.records = vec![message("first", "long"), third];
+        let response = run_batch_with_backoff(event, &delays, 5, |message| async move {
+            let wait = if message.body.as_deref() == Some("long") {
+                45_500
+            } else {
+                2_000
+            };
+            Err(MessageError::retry_after(
+                std::time::Duration::from_millis(wait),
+                "circuit open",
+            ))
+        })
+        .await;
+        assert_eq!(
+            response.batch_item_failures.len(),
+            2,
+            "deferred messages are not deleted"
+        );
+        assert_eq!(delays.recorded(), [46, 20], "rounded up; the backoff when it is longer");
     }
 
     #[test]

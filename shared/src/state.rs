@@ -8,6 +8,8 @@ use crate::auth::TokenService;
 use crate::config::{Config, ConfigError};
 use crate::cursor::CursorCodec;
 use crate::idempotency::{DynamoIdempotencyStore, IdempotencyStore};
+use crate::login_guard::{DynamoLoginFailures, LoginGuard};
+use crate::ratelimit::{DynamoWindowCounter, RateLimiter};
 use crate::repo::notifications::{DynamoNotificationRepository, NotificationRepository};
 use crate::repo::orders::{DynamoOrderRepository, OrderRepository, OrderTables};
 use crate::repo::products::{DynamoProductRepository, ProductRepository};
@@ -32,6 +34,8 @@ pub struct AppState {
     pub config: Config,
     pub sdk: aws_config::SdkConfig,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// Read once per cold start however many parts of the function need it.
+    signing_secret: Arc<tokio::sync::OnceCell<SigningSecret>>,
 }
 
 impl AppState {
@@ -39,7 +43,12 @@ impl AppState {
         let config = Config::from_env()?;
         let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-        Ok(Self { config, sdk, dynamodb })
+        Ok(Self {
+            config,
+            sdk,
+            dynamodb,
+            signing_secret: Arc::default(),
+        })
     }
 
     pub fn users(&self) -> Arc<dyn UserRepository> {
@@ -81,8 +90,40 @@ impl AppState {
         Arc::new(DynamoOrderRepository::new(self.dynamodb.clone(), tables, idempotency))
     }
 
-    /// Reads the deployment's signing secret (one Secrets Manager call, at init).
+    /// The per-client rate limiter of an API function, configured from the environment
+    /// (see [`RateLimiter::settings_from_env`]).
+    pub async fn rate_limiter(&self) -> Result<RateLimiter, InitError> {
+        let (window, scope, table) = RateLimiter::settings_from_env()?;
+        let secret = self.signing_secret().await?;
+        let counter = Arc::new(DynamoWindowCounter::new(self.dynamodb.clone(), table));
+        Ok(RateLimiter::new(
+            counter,
+            window,
+            &scope,
+            secret.tokens(self.config.token_ttl_secs),
+        ))
+    }
+
+    /// Login protection, configured from the environment (see [`LoginGuard::policies_from_env`]).
+    pub fn login_guard(&self) -> Result<LoginGuard, InitError> {
+        let (per_email, per_ip) = LoginGuard::policies_from_env()?;
+        let table = crate::config::required_env("GUARDS_TABLE")?;
+        Ok(LoginGuard {
+            failures: Arc::new(DynamoLoginFailures::new(self.dynamodb.clone(), table)),
+            per_email,
+            per_ip,
+        })
+    }
+
+    /// The deployment's signing secret (one Secrets Manager call per cold start).
     pub async fn signing_secret(&self) -> Result<SigningSecret, InitError> {
+        self.signing_secret
+            .get_or_try_init(|| self.read_signing_secret())
+            .await
+            .cloned()
+    }
+
+    async fn read_signing_secret(&self) -> Result<SigningSecret, InitError> {
         let secret_id = self.config.jwt_secret_id.clone();
         let client = aws_sdk_secretsmanager::Client::new(&self.sdk);
         let output = client

@@ -80,6 +80,8 @@ pub struct Customer {
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    /// Whether a 429 is waited out and retried (the suite's default) or returned (tests of the limits).
+    retries_throttled: bool,
 }
 
 static ADMIN_TOKEN: OnceCell<String> = OnceCell::const_new();
@@ -89,19 +91,40 @@ impl Api {
     /// that silently passes without a stack would prove nothing.
     #[track_caller]
     pub fn from_env() -> Self {
-        let base = match std::env::var("SHOP_API_URL") {
-            Ok(url) if !url.trim().is_empty() => url.trim().trim_end_matches('/').to_owned(),
+        match std::env::var("SHOP_API_URL") {
+            Ok(url) if !url.trim().is_empty() => Self::at(&url),
             _ => panic!(
                 "SHOP_API_URL is not set: the end-to-end suite needs a deployed API. Run `make test-e2e` \
                  (deploys a private local stack and runs this suite), or set SHOP_API_URL (plus \
                  SHOP_ADMIN_EMAIL, SHOP_ADMIN_PASSWORD and optionally SHOP_JWT_SECRET) to test a running stack."
             ),
-        };
+        }
+    }
+
+    /// The tightly limited second stack `make test-e2e` deploys for the tests of the limits
+    /// (`SHOP_LIMITS_API_URL`). Its 429s are returned to the test, not retried.
+    #[track_caller]
+    pub fn limits_from_env() -> Self {
+        Self::at(&env_var("SHOP_LIMITS_API_URL")).returning_throttled()
+    }
+
+    /// This client, returning 429s instead of waiting them out.
+    pub fn returning_throttled(mut self) -> Self {
+        self.retries_throttled = false;
+        self
+    }
+
+    fn at(url: &str) -> Self {
+        let base = url.trim().trim_end_matches('/').to_owned();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("an HTTP client");
-        Self { base, http }
+        Self {
+            base,
+            http,
+            retries_throttled: true,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -141,7 +164,7 @@ impl Api {
                 .await
                 .unwrap_or_else(|error| panic!("{method} {url} failed: {error}"));
             let status = response.status().as_u16();
-            if status == 429 && attempt < 6 {
+            if status == 429 && self.retries_throttled && attempt < 6 {
                 let wait = response
                     .headers()
                     .get("retry-after")

@@ -1,5 +1,7 @@
 //! `POST /api/auth/login`: exchanges email and password for a short-lived bearer token. An unknown
-//! email and a wrong password get the same 401 after the same amount of hashing work.
+//! email and a wrong password get the same 401 after the same amount of hashing work. Repeated
+//! failures for one email or from one IP are slowed down and then locked (`shared::login_guard`),
+//! with the same 429 whether the account exists or not.
 
 use std::sync::Arc;
 
@@ -7,8 +9,9 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use shared::auth::{PasswordHasher, TokenService};
-use shared::domain::{Email, Password};
+use shared::domain::{Email, Password, unix_now};
 use shared::http::{json_response, respond};
+use shared::login_guard::{LoginGuard, Subject};
 use shared::repo::users::UserRepository;
 use shared::state::InitError;
 use shared::validation::FieldErrors;
@@ -18,6 +21,7 @@ pub struct Deps {
     pub users: Arc<dyn UserRepository>,
     pub hasher: PasswordHasher,
     pub tokens: TokenService,
+    pub guard: LoginGuard,
 }
 
 impl Deps {
@@ -27,6 +31,7 @@ impl Deps {
             users: state.users(),
             hasher: PasswordHasher::default(),
             tokens: secret.tokens(state.config.token_ttl_secs),
+            guard: state.login_guard()?,
         })
     }
 }
@@ -54,6 +59,19 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
             );
         }
         let email = errors.finish(|| email)?;
+        // Counted whether or not the account exists, so a lock reveals nothing about it.
+        let by_email = Subject::email(&email);
+        let by_ip = Subject::Ip(request.source_ip().unwrap_or_else(|| "unknown".into()));
+        let now = unix_now();
+        let wait = deps
+            .guard
+            .wait_secs(&by_email, &by_ip, now)
+            .await
+            .map_err(|error| ApiError::Unavailable(error.into()))?;
+        if let Some(retry_after_secs) = wait {
+            tracing::warn!("login refused: too many recent failures");
+            return Err(ApiError::LoginThrottled { retry_after_secs });
+        }
         let record = deps.users.find_login(&email).await?;
         let verified = deps
             .hasher
@@ -63,10 +81,12 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         match record {
             Some(record) if verified => {
                 tracing::info!(user_id = %record.user_id, "login succeeded");
+                deps.guard.succeeded(&by_email).await;
                 json_response(StatusCode::OK, &deps.tokens.issue(&record.user_id, record.role)?)
             }
             _ => {
                 tracing::info!("login failed");
+                deps.guard.failed(&by_email, &by_ip, now).await;
                 Err(ApiError::Unauthorized(INVALID_CREDENTIALS))
             }
         }
@@ -78,6 +98,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 mod tests {
     use super::*;
     use shared::domain::{Role, User, UserId};
+    use shared::login_guard::{InMemoryLoginFailures, LoginPolicy};
     use shared::repo::memory::InMemoryUsers;
     use shared::testing::{json_of, request, tokens};
 
@@ -103,6 +124,11 @@ mod tests {
                 users,
                 hasher,
                 tokens: tokens(),
+                guard: LoginGuard {
+                    failures: Arc::new(InMemoryLoginFailures::default()),
+                    per_email: LoginPolicy::locking_after(4, 600),
+                    per_ip: LoginPolicy::locking_after(100, 600),
+                },
             },
             id,
         )
@@ -139,5 +165,60 @@ mod tests {
         wrong["correlation_id"] = "x".into();
         unknown["correlation_id"] = "x".into();
         assert_eq!(wrong, unknown);
+    }
+
+    fn login_event(name: &str) -> &'static str {
+        match name {
+            "right" => include_str!("../../../events/auth-login.json"),
+            "wrong" => include_str!("../../../events/auth-login.wrong-password.json"),
+            _ => include_str!("../../../events/auth-login.unknown-email.json"),
+        }
+    }
+
+    async fn statuses(deps: &Deps, event: &str, attempts: usize) -> Vec<u16> {
+        let mut statuses = Vec::new();
+        for _ in 0..attempts {
+            statuses.push(handle(deps, request(login_event(event))).await.status().as_u16());
+        }
+        statuses
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_slow_down_then_lock_whether_or_not_the_account_exists() {
+        // Given a policy that slows down after 2 failures and locks after 4,
+        let (deps, _) = deps_with_ada().await;
+        // when a wrong password and an unknown email are each tried in a quick burst,
+        let wrong = statuses(&deps, "wrong", 4).await;
+        let unknown = statuses(&deps, "unknown", 4).await;
+        // then both get two 401s and then 429s, indistinguishably,
+        assert_eq!(wrong, [401, 401, 429, 429]);
+        assert_eq!(unknown, wrong);
+        // and the 429 says how long to wait.
+        let refused = handle(&deps, request(login_event("wrong"))).await;
+        assert_eq!(refused.status(), 429);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert_eq!(json_of(&refused)["type"], "/problems/too-many-failed-logins");
+    }
+
+    #[tokio::test]
+    async fn a_locked_email_refuses_even_the_right_password() {
+        let (mut deps, _) = deps_with_ada().await;
+        deps.guard.per_email = LoginPolicy {
+            slow_after: 4,
+            lock_after: 2,
+            lock_secs: 600,
+        };
+        assert_eq!(statuses(&deps, "wrong", 2).await, [401, 401]);
+        let locked = handle(&deps, request(login_event("right"))).await;
+        assert_eq!(locked.status(), 429);
+        assert_eq!(locked.headers()["retry-after"], "600");
+    }
+
+    #[tokio::test]
+    async fn a_success_forgets_the_emails_earlier_failures() {
+        let (deps, _) = deps_with_ada().await;
+        assert_eq!(statuses(&deps, "wrong", 1).await, [401]);
+        assert_eq!(statuses(&deps, "right", 1).await, [200]);
+        assert_eq!(statuses(&deps, "wrong", 2).await, [401, 401]);
     }
 }

@@ -8,7 +8,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         state.dynamodb.clone(),
         vec![state.config.users_table.clone(), state.config.products_table.clone()],
     ));
-    shared::http::serve(move |request| {
+    shared::http::serve_unlimited(move |request| {
         let check = Arc::clone(&check);
         async move { health::handle(check.as_ref(), request).await }
     })

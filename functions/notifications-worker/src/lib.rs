@@ -3,6 +3,18 @@
 //! however often the event arrives (an idempotency claim per pair); recipients come from the users
 //! table; texts from templates; every attempt and its outcome are kept in the notification history.
 //! A failed send is retried by the queue with a growing delay, then dead-lettered.
+//!
+//! Each channel's provider sits behind a circuit breaker (in-process, per warm instance): while it is
+//! open the provider is not called and the message goes back to the queue for at least the breaker's
+//! `retry_after` (deferred, not failed: the history records no attempt, and the per-(event, channel)
+//! claim is released so the retry sends). A deferral still uses one of the queue's receives; a
+//! provider down past them dead-letters the message (alarmed, redrivable), it is not dropped.
+//!
+//! SMS and email cost money (OWASP API4): a recipient gets at most `hourly_cap` notifications per
+//! rolling hour, admins' low-stock alerts included (the rule is per recipient). Past the cap a
+//! notification is recorded as `SUPPRESSED`, not sent and not retried. The count reads the history's
+//! `by_user` index, eventually consistent, so concurrent deliveries to one user (bounded by the
+//! worker's concurrency) can overshoot the cap slightly.
 
 pub mod notifier;
 pub mod templates;
@@ -11,14 +23,16 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::Serialize;
-use shared::domain::{UserId, now_rfc3339};
+use shared::breaker::{BreakerPolicy, CircuitBreaker};
+use shared::config::ConfigError;
+use shared::domain::{UserId, format_rfc3339, now_rfc3339};
 use shared::events::{Envelope, EventData, OrderData, UserData};
 use shared::idempotency::{IdempotencyStore, Once, at_most_once};
 use shared::repo::notifications::{Channel, DeliveryStatus, Notification, NotificationRepository, notification_id};
 use shared::repo::users::UserRepository;
 use shared::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
 
-use crate::notifier::{Notifier, OutboundMessage};
+use crate::notifier::{Notifier, OutboundMessage, SendError};
 use crate::templates::Templates;
 
 pub struct Deps {
@@ -30,6 +44,54 @@ pub struct Deps {
     pub templates: Templates,
     /// First retry delay; each further receive doubles it (capped at 15 minutes).
     pub retry_base_secs: i32,
+    /// One circuit breaker per channel's provider, kept for the life of the instance.
+    pub breakers: ChannelBreakers,
+    /// Notifications one recipient may get per rolling hour; past it they are suppressed.
+    pub hourly_cap: u32,
+}
+
+/// The circuit breakers of the email (SES) and SMS (SNS) providers.
+pub struct ChannelBreakers {
+    pub email: CircuitBreaker,
+    pub sms: CircuitBreaker,
+}
+
+impl ChannelBreakers {
+    pub fn new(policy: BreakerPolicy) -> Self {
+        Self {
+            email: CircuitBreaker::new("email", policy),
+            sms: CircuitBreaker::new("sms", policy),
+        }
+    }
+
+    pub fn for_channel(&self, channel: Channel) -> &CircuitBreaker {
+        match channel {
+            Channel::Email => &self.email,
+            Channel::Sms => &self.sms,
+        }
+    }
+}
+
+pub const HOURLY_CAP_VAR: &str = "NOTIFICATIONS_PER_USER_PER_HOUR";
+pub const DEFAULT_HOURLY_CAP: u32 = 20;
+
+/// `NOTIFICATIONS_PER_USER_PER_HOUR` (1..=10000, default 20), read at init.
+pub fn hourly_cap_from_env() -> Result<u32, ConfigError> {
+    hourly_cap_from(std::env::var(HOURLY_CAP_VAR).ok())
+}
+
+fn hourly_cap_from(raw: Option<String>) -> Result<u32, ConfigError> {
+    let Some(raw) = raw.filter(|raw| !raw.trim().is_empty()) else {
+        return Ok(DEFAULT_HOURLY_CAP);
+    };
+    raw.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|cap| (1..=10_000).contains(cap))
+        .ok_or_else(|| ConfigError::Invalid {
+            name: HOURLY_CAP_VAR,
+            reason: format!("{raw:?} is not a whole number between 1 and 10000"),
+        })
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
@@ -209,6 +271,24 @@ async fn send_and_record(
         created_at: now_rfc3339(),
         sent_at: None,
     };
+    // Asked before anything is recorded: a deferral is not an attempt. Dropping `attempt` without a
+    // report (nothing sent after all) frees the breaker's probe slot.
+    let attempt = deps.breakers.for_channel(channel).try_acquire().map_err(|open| {
+        MessageError::retry_after(
+            open.retry_after,
+            format!("{} provider circuit open; deferred", channel.as_str()),
+        )
+    })?;
+    if over_hourly_cap(deps, &draft).await? {
+        deps.history.record_suppressed(&draft).await.map_err(|e| retry(&e))?;
+        tracing::warn!(
+            channel = channel.as_str(),
+            user_id = %user_id,
+            cap = deps.hourly_cap,
+            "hourly notification cap reached; suppressed, not sent"
+        );
+        return Ok(());
+    }
     let recorded = deps.history.record_attempt(&draft).await.map_err(|e| retry(&e))?;
     if recorded.status == DeliveryStatus::Sent {
         tracing::info!(channel = channel.as_str(), "history says sent; not sending again");
@@ -220,7 +300,9 @@ async fn send_and_record(
         subject: rendered.subject,
         body: rendered.body,
     };
-    match deps.notifier.send(&message).await {
+    let sent = deps.notifier.send(&message).await;
+    attempt.report(&sent, SendError::counts_against_provider);
+    match sent {
         Ok(()) => {
             deps.history
                 .record_outcome(&draft.id, DeliveryStatus::Sent, None, &now_rfc3339())
@@ -245,14 +327,29 @@ async fn send_and_record(
     }
 }
 
+/// Whether the recipient of `draft` already had `hourly_cap` notifications sent or attempted in the
+/// last hour (not counting `draft` itself, which may be a retry).
+async fn over_hourly_cap(deps: &Deps, draft: &Notification) -> Result<bool, MessageError> {
+    let now = time::OffsetDateTime::now_utc();
+    let since = format_rfc3339(now.checked_sub(time::Duration::HOUR).unwrap_or(now));
+    let recent = deps
+        .history
+        .count_recent(&draft.user_id, &since, &draft.id, deps.hourly_cap)
+        .await
+        .map_err(|e| MessageError::Retry(e.to_string()))?;
+    Ok(recent >= deps.hourly_cap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::notifier::MockNotifier;
+    use shared::breaker::ManualClock;
     use shared::domain::{Email, Phone, Role, User};
     use shared::idempotency::InMemoryIdempotency;
     use shared::repo::memory::{InMemoryNotifications, InMemoryUsers};
     use shared::testing::RecordedDelays;
+    use std::time::Duration;
 
     const BUYER: &str = "0190f5a4-7b3e-7c1a-9d2e-0000000000b1";
 
@@ -285,6 +382,8 @@ mod tests {
             retry_delay: delays.clone(),
             templates: Templates::load().unwrap(),
             retry_base_secs: 10,
+            breakers: ChannelBreakers::new(BreakerPolicy::default()),
+            hourly_cap: DEFAULT_HOURLY_CAP,
         };
         World {
             deps,
@@ -292,6 +391,57 @@ mod tests {
             history,
             delays,
         }
+    }
+
+    const OPEN_FOR: Duration = Duration::from_secs(30);
+
+    /// Breakers that open after `threshold` provider failures, on a clock the test moves.
+    fn breakers(threshold: u32, clock: &Arc<ManualClock>) -> ChannelBreakers {
+        let policy = BreakerPolicy {
+            failure_threshold: threshold,
+            open_for: OPEN_FOR,
+        };
+        ChannelBreakers {
+            email: CircuitBreaker::with_clock("email", policy, clock.clone()),
+            sms: CircuitBreaker::with_clock("sms", policy, clock.clone()),
+        }
+    }
+
+    async fn history_of(world: &World, channel: Channel) -> Option<Notification> {
+        let history = world.history.list_for_user(BUYER, None, 100).await.unwrap().items;
+        history
+            .into_iter()
+            .find(|n| n.channel == channel && n.event_type == "order.created")
+    }
+
+    /// A notification to the buyer of another event, `minutes_ago` old, `SENT` or `SUPPRESSED`.
+    async fn past_notification(world: &World, n: usize, minutes_ago: i64, status: DeliveryStatus) {
+        let created = time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago);
+        let notification = Notification {
+            id: format!("past-{n}"),
+            user_id: BUYER.into(),
+            event_id: format!("past-event-{n}"),
+            event_type: "order.confirmed".into(),
+            channel: Channel::Email,
+            recipient: "buyer@example.com".into(),
+            subject: None,
+            body: "earlier".into(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            correlation_id: "past".into(),
+            created_at: format_rfc3339(created),
+            sent_at: None,
+        };
+        if status == DeliveryStatus::Suppressed {
+            world.history.record_suppressed(&notification).await.unwrap();
+            return;
+        }
+        world.history.record_attempt(&notification).await.unwrap();
+        world
+            .history
+            .record_outcome(&notification.id, status, None, &notification.created_at)
+            .await
+            .unwrap();
     }
 
     fn batch() -> SqsEvent {
@@ -405,6 +555,172 @@ mod tests {
             ["ops1@example.com", "ops2@example.com"],
             "email only, once each, no customer"
         );
+    }
+
+    #[tokio::test]
+    async fn given_a_failing_provider_when_failures_reach_the_threshold_then_messages_are_deferred_without_calling_it()
+    {
+        let clock = Arc::new(ManualClock::default());
+        let mut world = world(MockNotifier::default()).await;
+        world.deps.breakers = breakers(2, &clock);
+        world.notifier.set_down(true);
+        // Two real attempts fail (the email, first in line), and the email circuit opens.
+        for _ in 0..2 {
+            handle(&world.deps, batch()).await;
+        }
+        assert_eq!(world.notifier.calls(), 2);
+        let email = history_of(&world, Channel::Email).await.unwrap();
+        assert_eq!((email.status, email.attempts), (DeliveryStatus::Failed, 2));
+
+        let delays_before = world.delays.recorded().len();
+
+        let response = handle(&world.deps, batch()).await;
+
+        assert_eq!(world.notifier.calls(), 2, "an open circuit does not call the provider");
+        assert_eq!(
+            failed_ids(&response),
+            ["order-created-1", "poison-1"],
+            "deferred, so retried by the queue, not deleted"
+        );
+        let email = history_of(&world, Channel::Email).await.unwrap();
+        assert_eq!(
+            (email.status, email.attempts),
+            (DeliveryStatus::Failed, 2),
+            "a deferral is not an attempt"
+        );
+        assert_eq!(
+            world.delays.recorded()[delays_before..],
+            [30, 0],
+            "back no sooner than the circuit's retry_after (the poison message at once)"
+        );
+    }
+
+    #[tokio::test]
+    async fn given_an_open_circuit_when_its_time_is_up_then_a_probe_goes_through_and_the_deferred_message_is_sent() {
+        let clock = Arc::new(ManualClock::default());
+        let mut world = world(MockNotifier::default()).await;
+        world.deps.breakers = breakers(2, &clock);
+        world.notifier.set_down(true);
+        for _ in 0..3 {
+            handle(&world.deps, batch()).await;
+        }
+        assert_eq!(world.notifier.calls(), 2);
+        world.notifier.set_down(false);
+        clock.advance(OPEN_FOR);
+
+        let response = handle(&world.deps, batch()).await;
+
+        assert_eq!(failed_ids(&response), ["poison-1"]);
+        assert_eq!(world.notifier.sent().len(), 2, "the email probe, then the SMS");
+        let email = history_of(&world, Channel::Email).await.unwrap();
+        assert_eq!((email.status, email.attempts), (DeliveryStatus::Sent, 3));
+        assert_eq!(world.deps.breakers.email.state().name(), "closed");
+        handle(&world.deps, batch()).await;
+        assert_eq!(world.notifier.sent().len(), 2, "and still at most once");
+    }
+
+    #[tokio::test]
+    async fn given_an_open_sms_circuit_then_email_still_goes_out_once() {
+        let clock = Arc::new(ManualClock::default());
+        let mut world = world(MockNotifier::failing_for(&["+14155550123"])).await;
+        world.deps.breakers = breakers(2, &clock);
+        for _ in 0..4 {
+            handle(&world.deps, batch()).await;
+        }
+        assert_eq!(
+            world.notifier.calls(),
+            3,
+            "one email, two SMS failures, then the SMS is deferred"
+        );
+        assert_eq!(world.notifier.sent().len(), 1);
+        assert_eq!(world.deps.breakers.email.state().name(), "closed");
+        assert_eq!(world.deps.breakers.sms.state().name(), "open");
+        assert_eq!(history_of(&world, Channel::Sms).await.unwrap().attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn given_a_provider_that_refuses_a_recipient_then_the_circuit_stays_closed() {
+        let clock = Arc::new(ManualClock::default());
+        let mut world = world(MockNotifier::rejecting(&["+14155550123"])).await;
+        world.deps.breakers = breakers(2, &clock);
+        for _ in 0..4 {
+            handle(&world.deps, batch()).await;
+        }
+        assert_eq!(
+            world.notifier.calls(),
+            5,
+            "one email, and every SMS retry reaches the provider"
+        );
+        assert_eq!(world.deps.breakers.sms.state().name(), "closed");
+        assert_eq!(history_of(&world, Channel::Sms).await.unwrap().attempts, 4);
+    }
+
+    #[tokio::test]
+    async fn given_a_user_sent_the_hourly_cap_when_another_notification_comes_then_it_is_suppressed_not_sent() {
+        let mut world = world(MockNotifier::default()).await;
+        world.deps.hourly_cap = 3;
+        for n in 0..3 {
+            past_notification(&world, n, 10 + n as i64, DeliveryStatus::Sent).await;
+        }
+
+        let response = handle(&world.deps, batch()).await;
+
+        assert_eq!(failed_ids(&response), ["poison-1"], "a policy decision, not a failure");
+        assert_eq!(world.notifier.calls(), 0);
+        for channel in [Channel::Email, Channel::Sms] {
+            let suppressed = history_of(&world, channel).await.unwrap();
+            assert_eq!(
+                (suppressed.status, suppressed.attempts, suppressed.sent_at),
+                (DeliveryStatus::Suppressed, 0, None)
+            );
+        }
+        handle(&world.deps, batch()).await;
+        assert_eq!(world.notifier.calls(), 0, "a redelivery is not sent either");
+    }
+
+    #[tokio::test]
+    async fn given_a_user_one_below_the_cap_then_the_email_goes_out_and_the_sms_is_suppressed() {
+        let mut world = world(MockNotifier::default()).await;
+        world.deps.hourly_cap = 3;
+        for n in 0..2 {
+            past_notification(&world, n, 5, DeliveryStatus::Sent).await;
+        }
+        handle(&world.deps, batch()).await;
+        let sent = world.notifier.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].channel, Channel::Email);
+        assert_eq!(
+            history_of(&world, Channel::Sms).await.unwrap().status,
+            DeliveryStatus::Suppressed
+        );
+    }
+
+    #[tokio::test]
+    async fn given_notifications_older_than_an_hour_or_suppressed_then_they_do_not_count_against_the_cap() {
+        let mut world = world(MockNotifier::default()).await;
+        world.deps.hourly_cap = 2;
+        for n in 0..5 {
+            past_notification(&world, n, 61 + n as i64, DeliveryStatus::Sent).await;
+        }
+        past_notification(&world, 5, 1, DeliveryStatus::Suppressed).await;
+
+        handle(&world.deps, batch()).await;
+
+        assert_eq!(world.notifier.sent().len(), 2, "email and SMS both go out");
+    }
+
+    #[test]
+    fn the_hourly_cap_defaults_to_twenty_and_refuses_nonsense() {
+        assert_eq!(hourly_cap_from(None).unwrap(), 20);
+        assert_eq!(hourly_cap_from(Some("50".into())).unwrap(), 50);
+        for bad in ["0", "-3", "lots"] {
+            assert!(
+                hourly_cap_from(Some(bad.into()))
+                    .unwrap_err()
+                    .to_string()
+                    .contains(HOURLY_CAP_VAR)
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use notifications_worker::notifier::{ByChannel, MockNotifier, Notifier, SesEmail, SnsSms};
+use shared::breaker::BreakerPolicy;
 use shared::config::{ConfigError, required_env, required_number};
 
 #[tokio::main]
@@ -37,6 +38,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         }),
         templates: notifications_worker::templates::Templates::load()?,
         retry_base_secs: required_number("RETRY_BASE_SECONDS")?,
+        breakers: notifications_worker::ChannelBreakers::new(BreakerPolicy::from_env()?),
+        hourly_cap: notifications_worker::hourly_cap_from_env()?,
     });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let deps = Arc::clone(&deps);

@@ -20,6 +20,65 @@ pub struct OutboundMessage {
 pub struct SendError {
     pub channel: &'static str,
     pub reason: String,
+    pub kind: FailureKind,
+}
+
+/// Whether a failed send says something about the provider's health (the circuit breaker counts
+/// only those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The provider is failing: timeout, connection failure, 5xx, throttling, sending paused.
+    Unavailable,
+    /// The provider answered and refused this message (bad address, content): retried like any
+    /// failure, but the provider is healthy.
+    Rejected,
+}
+
+impl SendError {
+    pub fn counts_against_provider(&self) -> bool {
+        self.kind == FailureKind::Unavailable
+    }
+}
+
+/// Error codes of SES and SNS that mean "the provider cannot take messages now" rather than "this
+/// message is wrong".
+const UNAVAILABLE_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "ThrottledException",
+    "LimitExceededException",
+    "SendingPausedException",
+    "ServiceUnavailable",
+    "InternalFailure",
+    "InternalErrorException",
+    "KMSThrottlingException",
+    "RequestTimeout",
+];
+
+/// Classifies an SDK failure (SES and SNS share the SDK's error type).
+fn failure_kind<E: aws_sdk_sesv2::error::ProvideErrorMetadata>(
+    error: &aws_sdk_sesv2::error::SdkError<E>,
+) -> FailureKind {
+    use aws_sdk_sesv2::error::SdkError;
+    let unavailable = match error {
+        SdkError::ServiceError(service) => {
+            service.raw().status().is_server_error()
+                || service
+                    .err()
+                    .code()
+                    .is_some_and(|code| UNAVAILABLE_CODES.contains(&code))
+        }
+        // Timeouts, connection failures, unreadable responses: the provider did not answer properly.
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        // The request could not even be built: our fault, not the provider's.
+        _ => false,
+    };
+    if unavailable {
+        FailureKind::Unavailable
+    } else {
+        FailureKind::Rejected
+    }
 }
 
 #[async_trait]
@@ -47,6 +106,7 @@ fn content(text: &str) -> Result<Content, SendError> {
         .map_err(|error| SendError {
             channel: "email",
             reason: error.to_string(),
+            kind: FailureKind::Rejected,
         })
 }
 
@@ -67,6 +127,7 @@ impl Notifier for SesEmail {
             .map_err(|error| SendError {
                 channel: "email",
                 reason: shared::error::error_chain(&error),
+                kind: failure_kind(&error),
             })?;
         Ok(())
     }
@@ -95,6 +156,7 @@ impl Notifier for SnsSms {
             .map_err(|error| SendError {
                 channel: "sms",
                 reason: shared::error::error_chain(&error),
+                kind: failure_kind(&error),
             })?;
         Ok(())
     }
@@ -123,29 +185,63 @@ pub struct MockNotifier {
     sent: Mutex<Vec<OutboundMessage>>,
     /// Recipients whose delivery fails, to exercise retries in tests.
     failing_recipients: Vec<String>,
+    /// How those deliveries fail.
+    failure: Option<FailureKind>,
+    /// Every call, failed ones included (what reached the provider).
+    calls: std::sync::atomic::AtomicUsize,
+    /// While set, every delivery fails as an outage would.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl MockNotifier {
-    /// A mock that refuses these recipients (as a provider outage would).
+    /// A mock that fails these recipients (as a provider outage would).
     pub fn failing_for(recipients: &[&str]) -> Self {
         Self {
             failing_recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
+            failure: Some(FailureKind::Unavailable),
             ..Self::default()
         }
     }
 
+    /// A mock that refuses these recipients (as a provider refuses a bad address).
+    pub fn rejecting(recipients: &[&str]) -> Self {
+        Self {
+            failure: Some(FailureKind::Rejected),
+            ..Self::failing_for(recipients)
+        }
+    }
+
+    /// Makes every delivery fail as an outage (`true`) or go through again (`false`).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn sent(&self) -> Vec<OutboundMessage> {
         self.sent.lock().map(|sent| sent.clone()).unwrap_or_default()
+    }
+
+    /// How many sends reached the provider, failed ones included.
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
 #[async_trait]
 impl Notifier for MockNotifier {
     async fn send(&self, message: &OutboundMessage) -> Result<(), SendError> {
-        if self.failing_recipients.contains(&message.recipient) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let failure = if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            Some(FailureKind::Unavailable)
+        } else if self.failing_recipients.contains(&message.recipient) {
+            self.failure
+        } else {
+            None
+        };
+        if let Some(kind) = failure {
             return Err(SendError {
                 channel: message.channel.as_str(),
                 reason: "mock provider refused this recipient".into(),
+                kind,
             });
         }
         tracing::info!(

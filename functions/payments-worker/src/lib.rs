@@ -9,18 +9,28 @@
 //!   and compensated rather than left pending forever.
 //!
 //! And for each `order.cancelled` of an order that had been `CONFIRMED` (paid): refund it, once.
+//!
+//! The provider sits behind a circuit breaker (in-process, per warm instance). While it is open the
+//! provider is not called: the message goes back to the queue for at least the breaker's `retry_after`.
+//! Attempts are counted on the order itself (`payment_attempts`, incremented just before each real
+//! charge), not from the SQS receive count, so a deferral never uses one up and an outage of the
+//! provider never declines a good order. A deferral does use one of the queue's receives: an outage
+//! longer than they last sends the message to the dead-letter queue (alarmed, redrivable), with the
+//! order still `PENDING`: not lost, and the attempts counted so far still count after a redrive.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use shared::breaker::{BreakerError, CircuitBreaker};
 use shared::domain::{CancelReason, Order, OrderId, OrderStatus, Transition};
 use shared::error::ApiError;
 use shared::events::{Envelope, EventData, EventType, OrderData};
 use shared::idempotency::{IdempotencyStore, Once, at_most_once};
 use shared::orders::{StepOutcome, step};
 use shared::repo::orders::OrderRepository;
-use shared::sqs::{MessageError, RetryDelay, receive_count, run_batch_with_backoff};
+use shared::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
+use shared::store::StoreError;
 
 /// What a payment provider said about a charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,14 +84,76 @@ impl PaymentProvider for MockPaymentProvider {
     }
 }
 
+/// The charge attempts made for each order, kept with the order.
+#[async_trait]
+pub trait ChargeAttempts: Send + Sync {
+    /// Counts one more charge attempt of `order_id`, only while it is `PENDING`; the count including
+    /// this one, or `None` when the order is no longer pending (or gone): then it must not be charged.
+    async fn record(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError>;
+}
+
+/// `payment_attempts` on the order item, moved by a conditional `UpdateItem` (atomic, so concurrent
+/// deliveries each get their own number). Other order writes leave it alone; the event relay ignores
+/// changes that are not status changes.
+pub struct DynamoChargeAttempts {
+    client: aws_sdk_dynamodb::Client,
+    orders_table: String,
+}
+
+impl DynamoChargeAttempts {
+    pub fn new(client: aws_sdk_dynamodb::Client, orders_table: &str) -> Self {
+        Self {
+            client,
+            orders_table: orders_table.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl ChargeAttempts for DynamoChargeAttempts {
+    async fn record(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError> {
+        use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.orders_table)
+            .key("id", AttributeValue::S(order_id.to_string()))
+            .update_expression("ADD payment_attempts :one")
+            // Also false for a missing order, so ADD never creates one.
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":pending", AttributeValue::S(OrderStatus::Pending.as_str().into()))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        let output = match result {
+            Ok(output) => output,
+            Err(error) if shared::store::is_condition_failure(&error) => return Ok(None),
+            Err(error) => return Err(StoreError::from_sdk(error)),
+        };
+        let count = output
+            .attributes
+            .as_ref()
+            .and_then(|attributes| attributes.get("payment_attempts"))
+            .and_then(|value| value.as_n().ok())
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or_else(|| StoreError::Failed("payment_attempts missing from the update's answer".into()))?;
+        Ok(Some(count))
+    }
+}
+
 pub struct Deps {
     pub orders: Arc<dyn OrderRepository>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub provider: Arc<dyn PaymentProvider>,
     pub retry_delay: Arc<dyn RetryDelay>,
-    /// Deliveries of one order's payment before a transient failure counts as a decline.
+    /// Charge attempts of one order before a transient failure counts as a decline.
     pub max_attempts: u32,
     pub retry_base_secs: i32,
+    pub attempts: Arc<dyn ChargeAttempts>,
+    /// The payment provider's circuit breaker, kept for the life of the instance.
+    pub breaker: CircuitBreaker,
 }
 
 /// The saga's decision for a charge attempt, given how many attempts this is.
@@ -115,6 +187,10 @@ fn retry(error: impl std::fmt::Display) -> MessageError {
     MessageError::Retry(error.to_string())
 }
 
+fn deferred(retry_after: std::time::Duration) -> MessageError {
+    MessageError::retry_after(retry_after, "payment provider circuit open; deferred")
+}
+
 async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), MessageError> {
     let body = message
         .body
@@ -136,7 +212,7 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), Message
     }
     let order_id = OrderId::parse(&data.order_id).map_err(|_| MessageError::Poison("invalid order id".into()))?;
     let record_key = format!("payment#{order_id}");
-    let work = || pay(deps, &order_id, receive_count(message), &envelope.correlation_id);
+    let work = || pay(deps, &order_id, &envelope.correlation_id);
     match at_most_once(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? {
         Once::Ran(outcome) => tracing::info!(order_id = %order_id, outcome, "payment step done"),
         Once::AlreadyDone => tracing::info!(order_id = %order_id, "payment already handled; duplicate dropped"),
@@ -152,11 +228,15 @@ async fn refund_if_paid(deps: &Deps, envelope: &Envelope, data: &OrderData) -> R
     }
     let order_id = OrderId::parse(&data.order_id).map_err(|_| MessageError::Poison("invalid order id".into()))?;
     let record_key = format!("refund#{order_id}");
+    // Deferred while the circuit is open: the claim is released and the redelivered event refunds.
     let work = || async {
-        deps.provider
-            .refund(&order_id, data.total_amount)
+        deps.breaker
+            .call(|_| true, || deps.provider.refund(&order_id, data.total_amount))
             .await
-            .map_err(retry)?;
+            .map_err(|error| match error {
+                BreakerError::Open { retry_after } => deferred(retry_after),
+                BreakerError::Failed(error) => retry(error),
+            })?;
         Ok::<_, MessageError>("refunded")
     };
     match at_most_once(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? {
@@ -169,12 +249,7 @@ async fn refund_if_paid(deps: &Deps, envelope: &Envelope, data: &OrderData) -> R
 }
 
 /// Charges and moves the order; the returned text says what happened (kept on the payment record).
-async fn pay(
-    deps: &Deps,
-    order_id: &OrderId,
-    attempt: u32,
-    correlation_id: &str,
-) -> Result<&'static str, MessageError> {
+async fn pay(deps: &Deps, order_id: &OrderId, correlation_id: &str) -> Result<&'static str, MessageError> {
     let Some(order) = deps.orders.get(order_id).await.map_err(retry)? else {
         tracing::warn!(order_id = %order_id, "order not found; nothing to charge");
         return Ok("order missing");
@@ -183,10 +258,19 @@ async fn pay(
         tracing::info!(order_id = %order_id, status = order.status.as_str(), "order no longer pending; not charged");
         return Ok("not pending");
     }
+    // Asked before the attempt is counted: a deferral is not an attempt. Dropping `permit` unreported
+    // (no charge after all) frees the breaker's probe slot.
+    let permit = deps.breaker.try_acquire().map_err(|open| deferred(open.retry_after))?;
+    let Some(attempt) = deps.attempts.record(&order.id).await.map_err(retry)? else {
+        tracing::info!(order_id = %order_id, "order no longer pending; not charged");
+        return Ok("not pending");
+    };
     let charge = deps
         .provider
         .charge(&order.id, order.total_amount, order.payment_token.as_deref())
         .await;
+    // Only a provider failure counts against it; a declined card is an answer.
+    permit.report(&charge, |_| true);
     match decide(&charge, attempt, deps.max_attempts) {
         Decision::Confirm => confirm(deps, order, correlation_id).await,
         Decision::Decline => {
@@ -218,6 +302,8 @@ async fn confirm(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
         // Cancelled while we charged: the cancellation stands and the money goes back. Anything else
         // (the order still changing) is retried rather than refunded.
         Err(ApiError::Conflict(_)) if order_is_cancelled(deps, &order_id).await? => {
+            // Not held back by an open circuit: a redelivery finds the order cancelled and never comes
+            // back here, so deferring would skip the refund. (A transient refund failure has that gap.)
             deps.provider.refund(&order_id, amount).await.map_err(retry)?;
             tracing::info!(order_id = %order_id, "order cancelled during payment; charge refunded");
             Ok("refunded")
@@ -255,13 +341,33 @@ async fn decline(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::testing::{KETTLE_ID, MUG_ID, OrderWorld, RecordedDelays};
+    use shared::breaker::{BreakerPolicy, ManualClock};
+    use shared::testing::{KETTLE_ID, MUG_ID, OrderWorld, RecordedDelays, SAMPLE_ORDER_ID};
+    use std::collections::HashMap;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
 
     #[derive(Default)]
     struct CountingProvider {
         charges: Mutex<u32>,
         refunds: Mutex<u32>,
+        /// While set, every call fails as an outage would.
+        down: AtomicBool,
+    }
+
+    impl CountingProvider {
+        fn charges(&self) -> u32 {
+            *self.charges.lock().unwrap()
+        }
+
+        fn outage(&self) -> Result<(), TransientPaymentError> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(TransientPaymentError("provider down".into()))
+            } else {
+                Ok(())
+            }
+        }
     }
 
     #[async_trait]
@@ -273,11 +379,50 @@ mod tests {
             token: Option<&str>,
         ) -> Result<ChargeOutcome, TransientPaymentError> {
             *self.charges.lock().unwrap() += 1;
+            self.outage()?;
             MockPaymentProvider.charge(order_id, amount, token).await
         }
         async fn refund(&self, _order_id: &OrderId, _amount: i64) -> Result<(), TransientPaymentError> {
             *self.refunds.lock().unwrap() += 1;
-            Ok(())
+            self.outage()
+        }
+    }
+
+    /// Charge attempts kept per order, counted only while the order is pending, as on the table.
+    struct OrderAttempts {
+        orders: Arc<dyn OrderRepository>,
+        counts: Mutex<HashMap<OrderId, u32>>,
+    }
+
+    impl OrderAttempts {
+        fn new(world: &OrderWorld) -> Arc<Self> {
+            Arc::new(Self {
+                orders: world.orders.clone(),
+                counts: Mutex::default(),
+            })
+        }
+
+        fn of_sample(&self) -> u32 {
+            let id = OrderId::parse(SAMPLE_ORDER_ID).unwrap();
+            self.counts.lock().unwrap().get(&id).copied().unwrap_or(0)
+        }
+    }
+
+    #[async_trait]
+    impl ChargeAttempts for OrderAttempts {
+        async fn record(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError> {
+            let pending = self
+                .orders
+                .get(order_id)
+                .await?
+                .is_some_and(|order| order.status == OrderStatus::Pending);
+            if !pending {
+                return Ok(None);
+            }
+            let mut counts = self.counts.lock().unwrap();
+            let count = counts.entry(order_id.clone()).or_default();
+            *count += 1;
+            Ok(Some(*count))
         }
     }
 
@@ -289,7 +434,33 @@ mod tests {
             retry_delay: Arc::new(RecordedDelays::default()),
             max_attempts: 3,
             retry_base_secs: 1,
+            attempts: OrderAttempts::new(world),
+            breaker: CircuitBreaker::new("payment-provider", BreakerPolicy::default()),
         }
+    }
+
+    const OPEN_FOR: Duration = Duration::from_secs(30);
+
+    /// `deps` with a breaker that opens after `threshold` provider failures, on a clock the test moves.
+    fn deps_with_breaker(
+        world: &OrderWorld,
+        provider: Arc<CountingProvider>,
+        threshold: u32,
+        clock: &Arc<ManualClock>,
+    ) -> (Deps, Arc<OrderAttempts>, Arc<RecordedDelays>) {
+        let attempts = OrderAttempts::new(world);
+        let delays = Arc::new(RecordedDelays::default());
+        let policy = BreakerPolicy {
+            failure_threshold: threshold,
+            open_for: OPEN_FOR,
+        };
+        let deps = Deps {
+            attempts: attempts.clone(),
+            retry_delay: delays.clone(),
+            breaker: CircuitBreaker::with_clock("payment-provider", policy, clock.clone()),
+            ..self::deps(world, provider)
+        };
+        (deps, attempts, delays)
     }
 
     /// The sample `order.created` message for the sample order, delivered for the `receives`-th time.
@@ -400,6 +571,123 @@ mod tests {
         handle(&deps, cancelled_message(OrderStatus::Pending, "customer_cancelled")).await;
         handle(&deps, cancelled_message(OrderStatus::Pending, "payment_declined")).await;
         assert_eq!(*provider.refunds.lock().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn given_an_open_circuit_when_payment_messages_keep_coming_then_they_are_deferred_without_charging_or_using_attempts()
+     {
+        let world = world_with_token(Some("tok_visa")).await;
+        let provider = Arc::new(CountingProvider::default());
+        provider.down.store(true, Ordering::SeqCst);
+        let clock = Arc::new(ManualClock::default());
+        let (deps, attempts, delays) = deps_with_breaker(&world, provider.clone(), 2, &clock);
+        // Two real attempts fail and open the circuit (max_attempts is 3).
+        for receives in 1..=2 {
+            handle(&deps, message(receives)).await;
+        }
+        assert_eq!((provider.charges(), attempts.of_sample()), (2, 2));
+
+        for receives in 3..=8 {
+            let response = handle(&deps, message(receives)).await;
+            assert_eq!(
+                response.batch_item_failures.len(),
+                1,
+                "delivery {receives} is retried, not deleted"
+            );
+        }
+
+        assert_eq!(provider.charges(), 2, "an open circuit does not call the provider");
+        assert_eq!(attempts.of_sample(), 2, "a deferral is not a charge attempt");
+        assert_eq!(
+            world.sample_order().await.status,
+            OrderStatus::Pending,
+            "not declined by the outage"
+        );
+        assert!(
+            delays.recorded()[2..].iter().all(|delay| *delay >= 30),
+            "back no sooner than the circuit's retry_after: {:?}",
+            delays.recorded()
+        );
+    }
+
+    #[tokio::test]
+    async fn given_an_open_circuit_when_its_time_is_up_and_the_provider_is_back_then_the_probe_confirms_the_order() {
+        let world = world_with_token(Some("tok_visa")).await;
+        let provider = Arc::new(CountingProvider::default());
+        provider.down.store(true, Ordering::SeqCst);
+        let clock = Arc::new(ManualClock::default());
+        let (deps, attempts, _) = deps_with_breaker(&world, provider.clone(), 2, &clock);
+        for receives in 1..=5 {
+            handle(&deps, message(receives)).await;
+        }
+        provider.down.store(false, Ordering::SeqCst);
+        clock.advance(OPEN_FOR);
+
+        let response = handle(&deps, message(6)).await;
+
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(world.sample_order().await.status, OrderStatus::Confirmed);
+        assert_eq!((provider.charges(), attempts.of_sample()), (3, 3));
+        assert_eq!(deps.breaker.state().name(), "closed");
+    }
+
+    #[tokio::test]
+    async fn given_a_failed_probe_then_it_is_a_real_attempt_and_the_last_one_declines() {
+        let world = world_with_token(Some("tok_visa")).await;
+        let provider = Arc::new(CountingProvider::default());
+        provider.down.store(true, Ordering::SeqCst);
+        let clock = Arc::new(ManualClock::default());
+        let (deps, attempts, _) = deps_with_breaker(&world, provider.clone(), 2, &clock);
+        for receives in 1..=4 {
+            handle(&deps, message(receives)).await;
+        }
+        clock.advance(OPEN_FOR);
+
+        handle(&deps, message(5)).await;
+
+        assert_eq!((provider.charges(), attempts.of_sample()), (3, 3));
+        let order = world.sample_order().await;
+        assert_eq!(
+            (order.status, order.cancel_reason),
+            (OrderStatus::Cancelled, Some(CancelReason::PaymentDeclined))
+        );
+        assert_eq!(world.stock(MUG_ID).await, 5, "compensated");
+    }
+
+    #[tokio::test]
+    async fn given_a_declined_card_then_the_circuit_stays_closed() {
+        let world = world_with_token(Some("tok_decline")).await;
+        let clock = Arc::new(ManualClock::default());
+        let (deps, _, _) = deps_with_breaker(&world, Arc::default(), 1, &clock);
+        handle(&deps, message(1)).await;
+        assert_eq!(world.sample_order().await.status, OrderStatus::Cancelled);
+        assert_eq!(
+            deps.breaker.state().name(),
+            "closed",
+            "a decline is an answer, not an outage"
+        );
+    }
+
+    #[tokio::test]
+    async fn given_an_open_circuit_then_a_refund_is_deferred_and_made_once_it_closes() {
+        let world = world_with_token(None).await;
+        let provider = Arc::new(CountingProvider::default());
+        provider.down.store(true, Ordering::SeqCst);
+        let clock = Arc::new(ManualClock::default());
+        let (deps, _, _) = deps_with_breaker(&world, provider.clone(), 1, &clock);
+        let refund = || cancelled_message(OrderStatus::Confirmed, "customer_cancelled");
+        assert_eq!(handle(&deps, refund()).await.batch_item_failures.len(), 1);
+        assert_eq!(handle(&deps, refund()).await.batch_item_failures.len(), 1);
+        assert_eq!(
+            *provider.refunds.lock().unwrap(),
+            1,
+            "the second was deferred, not tried"
+        );
+        provider.down.store(false, Ordering::SeqCst);
+        clock.advance(OPEN_FOR);
+        assert!(handle(&deps, refund()).await.batch_item_failures.is_empty());
+        handle(&deps, refund()).await;
+        assert_eq!(*provider.refunds.lock().unwrap(), 2, "one failed try, one refund");
     }
 
     #[test]

@@ -5,7 +5,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let state = shared::AppState::from_env().await?;
     let deps = Arc::new(products_get::Deps::from_state(&state).await?);
-    shared::http::serve(move |request| {
+    let limiter = state.rate_limiter().await?;
+    shared::http::serve(limiter, move |request| {
         let deps = Arc::clone(&deps);
         async move { products_get::handle(&deps, request).await }
     })

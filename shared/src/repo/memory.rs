@@ -388,4 +388,43 @@ impl crate::repo::notifications::NotificationRepository for InMemoryNotification
             crate::repo::notifications::notification_position,
         ))
     }
+
+    async fn record_suppressed(&self, draft: &crate::repo::notifications::Notification) -> Result<(), StoreError> {
+        use crate::repo::notifications::DeliveryStatus;
+        let mut items = self.items.lock().map_err(|_| poisoned())?;
+        let item = items
+            .entry(draft.id.clone())
+            .or_insert_with(|| crate::repo::notifications::Notification {
+                attempts: 0,
+                sent_at: None,
+                ..draft.clone()
+            });
+        if item.status != DeliveryStatus::Sent {
+            item.recipient = draft.recipient.clone();
+            item.subject = draft.subject.clone();
+            item.body = draft.body.clone();
+            item.status = DeliveryStatus::Suppressed;
+        }
+        Ok(())
+    }
+
+    async fn count_recent(
+        &self,
+        user_id: &str,
+        since: &str,
+        excluding_id: &str,
+        up_to: u32,
+    ) -> Result<u32, StoreError> {
+        let items = self.items.lock().map_err(|_| poisoned())?;
+        let counted = items
+            .values()
+            .filter(|n| {
+                n.user_id == user_id
+                    && n.created_at.as_str() >= since
+                    && n.id != excluding_id
+                    && n.status != crate::repo::notifications::DeliveryStatus::Suppressed
+            })
+            .count();
+        Ok(u32::try_from(counted).unwrap_or(u32::MAX).min(up_to))
+    }
 }

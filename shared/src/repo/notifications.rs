@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Select};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{NewestFirstCursor, Page, StoreError, newest_for_user};
+use crate::store::{MAX_QUERY_READS, NewestFirstCursor, Page, StoreError, is_condition_failure, newest_for_user};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,6 +32,8 @@ pub enum DeliveryStatus {
     Pending,
     Sent,
     Failed,
+    /// Not sent by policy (the recipient's hourly cap was reached); never attempted, never retried.
+    Suppressed,
 }
 
 /// A notification as the history shows it (API.md). Provider error details stay internal.
@@ -89,6 +91,16 @@ pub trait NotificationRepository: Send + Sync {
         after: Option<&NotificationCursor>,
         limit: usize,
     ) -> Result<Page<Notification, NotificationCursor>, StoreError>;
+    /// Records `draft` as `SUPPRESSED` without counting an attempt (nothing was sent). A notification
+    /// already `SENT` stays so.
+    async fn record_suppressed(&self, draft: &Notification) -> Result<(), StoreError>;
+    /// How many of `user_id`'s notifications were created at or after `since` and sent or attempted
+    /// (suppressed ones and `excluding_id`, the one being decided, do not count), counting no further
+    /// than `up_to`. Reads the `by_user` index, which is eventually consistent: approximate under
+    /// concurrent deliveries. A window too large to read within a bounded number of pages counts as
+    /// `up_to` (a flood is what the cap is for).
+    async fn count_recent(&self, user_id: &str, since: &str, excluding_id: &str, up_to: u32)
+    -> Result<u32, StoreError>;
 }
 
 pub struct DynamoNotificationRepository {
@@ -197,11 +209,109 @@ impl NotificationRepository for DynamoNotificationRepository {
     ) -> Result<Page<Notification, NotificationCursor>, StoreError> {
         newest_for_user(&self.client, &self.table, user_id, after, limit, notification_position).await
     }
+
+    async fn record_suppressed(&self, draft: &Notification) -> Result<(), StoreError> {
+        let suppressed = Notification {
+            status: DeliveryStatus::Suppressed,
+            attempts: 0,
+            sent_at: None,
+            ..draft.clone()
+        };
+        // A retry of a notification attempted before keeps its identity fields and attempt count.
+        let once = [
+            "user_id",
+            "event_id",
+            "event_type",
+            "channel",
+            "correlation_id",
+            "created_at",
+            "attempts",
+        ];
+        let latest = ["recipient", "body", "subject", "status"];
+        let item = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(&suppressed)?;
+        let mut sets = Vec::new();
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        for field in once.iter().chain(&latest) {
+            let Some(value) = item.get(*field) else { continue };
+            names.insert(format!("#{field}"), (*field).to_string());
+            values.insert(format!(":{field}"), value.clone());
+            if once.contains(field) {
+                sets.push(format!("#{field} = if_not_exists(#{field}, :{field})"));
+            } else {
+                sets.push(format!("#{field} = :{field}"));
+            }
+        }
+        values.insert(":sent".into(), serde_dynamo::to_attribute_value(DeliveryStatus::Sent)?);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(draft.id.clone()))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression("attribute_not_exists(id) OR #status <> :sent")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Err(error) if is_condition_failure(&error) => Ok(()),
+            other => other.map(|_| ()).map_err(StoreError::from_sdk),
+        }
+    }
+
+    async fn count_recent(
+        &self,
+        user_id: &str,
+        since: &str,
+        excluding_id: &str,
+        up_to: u32,
+    ) -> Result<u32, StoreError> {
+        let mut counted: u32 = 0;
+        let mut start_key = None;
+        // Each page reads up to 1 MB of the window; COUNT returns no items, only how many matched.
+        for _ in 0..MAX_QUERY_READS {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("by_user")
+                .key_condition_expression("user_id = :user_id AND created_at >= :since")
+                .filter_expression("#status <> :suppressed AND id <> :excluded")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":user_id", AttributeValue::S(user_id.to_owned()))
+                .expression_attribute_values(":since", AttributeValue::S(since.to_owned()))
+                .expression_attribute_values(
+                    ":suppressed",
+                    serde_dynamo::to_attribute_value(DeliveryStatus::Suppressed)?,
+                )
+                .expression_attribute_values(":excluded", AttributeValue::S(excluding_id.to_owned()))
+                .select(Select::Count)
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            counted = counted.saturating_add(u32::try_from(output.count).unwrap_or(0));
+            start_key = output.last_evaluated_key;
+            if counted >= up_to || start_key.is_none() {
+                return Ok(counted.min(up_to));
+            }
+        }
+        Ok(up_to)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_suppressed_notification_reads_as_suppressed() {
+        assert_eq!(
+            serde_json::to_value(DeliveryStatus::Suppressed).unwrap(),
+            serde_json::json!("SUPPRESSED")
+        );
+    }
 
     #[test]
     fn one_history_item_per_event_recipient_and_channel() {

@@ -1,0 +1,536 @@
+//! Per-client rate limiting: a sliding window approximated by two weighted fixed windows, counted with
+//! one atomic DynamoDB update per request in the guards table.
+//!
+//! The client is the user of a valid bearer token, otherwise the source IP that API Gateway saw. Each
+//! limited function belongs to a scope (`api`, or `auth` for login and registration, which have their
+//! own, tighter budget), so logging in does not eat into a client's API budget and vice versa.
+//!
+//! When the guards table cannot be reached, the limiter fails open: the request is served (without
+//! `RateLimit-*` headers) and the failure is logged. A shop that stops selling whenever a counter is
+//! unavailable is the bigger risk; API Gateway's stage and route throttling still bounds the traffic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use lambda_http::http::{HeaderMap, HeaderValue};
+use serde::Deserialize;
+
+use crate::auth::TokenService;
+use crate::config::{ConfigError, required_env};
+use crate::store::{StoreError, is_condition_failure};
+
+/// How long a limiter decision may take before the request is served without one.
+const DECISION_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// A limit of `limit` requests per sliding `window_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlidingWindow {
+    pub limit: u32,
+    pub window_secs: u64,
+}
+
+/// Requests counted in the current fixed window (including the one being decided) and the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub struct WindowCounts {
+    #[serde(rename = "c", default)]
+    pub current: u64,
+    #[serde(rename = "p", default)]
+    pub previous: u64,
+}
+
+/// What the limiter says about one request, and the numbers the `RateLimit-*` headers carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the current fixed window rolls over (or, when refused, until a retry is served).
+    pub reset_secs: u64,
+    /// Seconds a refused client should wait, assuming it sends nothing meanwhile.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl SlidingWindow {
+    fn window_ms(&self) -> u64 {
+        self.window_secs.max(1) * 1000
+    }
+
+    /// The fixed window `now_ms` (milliseconds since the epoch) falls in.
+    pub fn window_index(&self, now_ms: u64) -> u64 {
+        now_ms / self.window_ms()
+    }
+
+    /// Decides a request already counted in `counts`: the previous window's count is weighted by the
+    /// share of it that still overlaps the sliding window ending now. Integer arithmetic, scaled by the
+    /// window length in milliseconds, so the boundaries are exact.
+    pub fn verdict(&self, counts: WindowCounts, now_ms: u64) -> Verdict {
+        let window_ms = u128::from(self.window_ms());
+        let elapsed_ms = u128::from(now_ms) % window_ms;
+        let budget = u128::from(self.limit) * window_ms;
+        let used = u128::from(counts.current) * window_ms + u128::from(counts.previous) * (window_ms - elapsed_ms);
+        if used <= budget {
+            return Verdict {
+                allowed: true,
+                limit: self.limit,
+                remaining: u32::try_from((budget - used) / window_ms).unwrap_or(u32::MAX),
+                reset_secs: seconds_from_ms(window_ms - elapsed_ms),
+                retry_after_secs: None,
+            };
+        }
+        let retry_after_secs = seconds_from_ms(self.wait_until_served_ms(counts, elapsed_ms));
+        Verdict {
+            allowed: false,
+            limit: self.limit,
+            remaining: 0,
+            reset_secs: retry_after_secs,
+            retry_after_secs: Some(retry_after_secs),
+        }
+    }
+
+    /// Milliseconds until one more request fits, if the client sends nothing until then.
+    fn wait_until_served_ms(&self, counts: WindowCounts, elapsed_ms: u128) -> u128 {
+        let window_ms = u128::from(self.window_ms());
+        let current = u128::from(counts.current);
+        let previous = u128::from(counts.previous);
+        // Room left for everything but the retried request itself, in window-milliseconds.
+        let room = u128::from(self.limit.saturating_sub(1)) * window_ms;
+        if current * window_ms <= room && previous > 0 {
+            // Still this window: wait until enough of the previous window has slid out, i.e. until
+            // previous * (W - t) <= room - current * W.
+            let fits_at = window_ms.saturating_sub((room - current * window_ms) / previous);
+            fits_at.saturating_sub(elapsed_ms)
+        } else {
+            // This window alone is over: wait for the next one, then until this window's count (the
+            // next one's "previous") weighs little enough: current * (W - t) <= room.
+            let into_next = window_ms.saturating_sub(room / current.max(1));
+            (window_ms - elapsed_ms) + into_next
+        }
+    }
+}
+
+/// Whole seconds, rounded up, at least one (a header of 0 would invite an immediate retry).
+fn seconds_from_ms(ms: u128) -> u64 {
+    u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
+}
+
+/// Atomic per-key counters of the current and previous fixed windows.
+#[async_trait]
+pub trait WindowCounter: Send + Sync {
+    /// Counts one request for `key` in fixed window `window` and returns both windows' counts.
+    /// `expires_at` (epoch seconds) lets the table's TTL remove idle keys.
+    async fn count(&self, key: &str, window: u64, expires_at: u64) -> Result<WindowCounts, StoreError>;
+}
+
+/// The guards table's counters: one item per key with the window index `w`, its count `c` and the
+/// previous window's count `p`. The common case is one conditional `UpdateItem`; a window roll-over
+/// takes one more.
+pub struct DynamoWindowCounter {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoWindowCounter {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// One conditional update; `None` when its condition did not hold.
+    async fn update(
+        &self,
+        key: &str,
+        update: &str,
+        condition: &str,
+        values: HashMap<String, AttributeValue>,
+    ) -> Result<Option<WindowCounts>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.to_owned()))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let counts = output
+                    .attributes
+                    .map(serde_dynamo::from_item::<_, WindowCounts>)
+                    .transpose()?
+                    .unwrap_or_default();
+                Ok(Some(counts))
+            }
+            Err(error) if is_condition_failure(&error) => Ok(None),
+            Err(error) => Err(StoreError::from_sdk(error)),
+        }
+    }
+}
+
+fn number(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+#[async_trait]
+impl WindowCounter for DynamoWindowCounter {
+    async fn count(&self, key: &str, window: u64, expires_at: u64) -> Result<WindowCounts, StoreError> {
+        let values = |extra: &[(&str, u64)]| {
+            let mut values: HashMap<String, AttributeValue> = [(":w", window), (":exp", expires_at)]
+                .iter()
+                .chain(extra)
+                .map(|(name, value)| ((*name).to_owned(), number(*value)))
+                .collect();
+            values.insert(":one".into(), number(1));
+            values
+        };
+        let previous = window.saturating_sub(1);
+        // Two instances may roll the same key over at once; the loser counts in the winner's window.
+        for _ in 0..2 {
+            // Same window (or a clock slightly ahead of ours already rolled it): count.
+            if let Some(counts) = self
+                .update(key, "ADD c :one SET expires_at = :exp", "w >= :w", values(&[]))
+                .await?
+            {
+                return Ok(counts);
+            }
+            // The next window: this one becomes the previous.
+            if let Some(counts) = self
+                .update(
+                    key,
+                    "SET p = c, c = :one, w = :w, expires_at = :exp",
+                    "w = :prev",
+                    values(&[(":prev", previous)]),
+                )
+                .await?
+            {
+                return Ok(counts);
+            }
+            // A new key, or one idle for more than a window.
+            if let Some(counts) = self
+                .update(
+                    key,
+                    "SET p = :zero, c = :one, w = :w, expires_at = :exp",
+                    "attribute_not_exists(w) OR w < :prev",
+                    values(&[(":prev", previous), (":zero", 0)]),
+                )
+                .await?
+            {
+                return Ok(counts);
+            }
+        }
+        Err(StoreError::Failed(
+            format!("the rate counter {key} kept changing under us").into(),
+        ))
+    }
+}
+
+/// An in-process counter for tests and for `cargo lambda watch` without a table.
+#[derive(Default)]
+pub struct InMemoryWindowCounter {
+    keys: std::sync::Mutex<HashMap<String, (u64, WindowCounts)>>,
+}
+
+#[async_trait]
+impl WindowCounter for InMemoryWindowCounter {
+    async fn count(&self, key: &str, window: u64, _expires_at: u64) -> Result<WindowCounts, StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (stored_window, counts) = keys.entry(key.to_owned()).or_insert((window, WindowCounts::default()));
+        if *stored_window < window {
+            let previous = if *stored_window + 1 == window {
+                counts.current
+            } else {
+                0
+            };
+            *counts = WindowCounts { current: 0, previous };
+            *stored_window = window;
+        }
+        counts.current += 1;
+        Ok(*counts)
+    }
+}
+
+/// Whom a request is counted against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Client {
+    User(String),
+    Ip(String),
+}
+
+impl Client {
+    /// The user of a valid bearer token, else the source IP (an invalid token is counted by IP, so
+    /// forging tokens does not buy a fresh budget).
+    pub fn of(tokens: &TokenService, headers: &HeaderMap, source_ip: Option<&str>) -> Self {
+        match crate::http::bearer_token(headers)
+            .ok()
+            .map(|token| tokens.verify(token))
+        {
+            Some(Ok(identity)) => Self::User(identity.user_id.to_string()),
+            _ => Self::Ip(source_ip.unwrap_or("unknown").to_owned()),
+        }
+    }
+
+    fn key(&self, scope: &str) -> String {
+        match self {
+            Self::User(id) => format!("rate#{scope}#user#{id}"),
+            Self::Ip(ip) => format!("rate#{scope}#ip#{ip}"),
+        }
+    }
+}
+
+/// The limiter a function's entry point consults before its handler runs.
+#[derive(Clone)]
+pub struct RateLimiter {
+    counter: Arc<dyn WindowCounter>,
+    window: SlidingWindow,
+    scope: String,
+    tokens: TokenService,
+}
+
+impl RateLimiter {
+    pub fn new(counter: Arc<dyn WindowCounter>, window: SlidingWindow, scope: &str, tokens: TokenService) -> Self {
+        Self {
+            counter,
+            window,
+            scope: scope.to_owned(),
+            tokens,
+        }
+    }
+
+    /// Limit, window and scope from `RATE_LIMIT_REQUESTS`, `RATE_LIMIT_WINDOW_SECONDS` and
+    /// `RATE_LIMIT_SCOPE` (default `api`); the counters live in `GUARDS_TABLE`.
+    pub fn settings_from_env() -> Result<(SlidingWindow, String, String), ConfigError> {
+        let window = SlidingWindow {
+            limit: crate::config::required_number("RATE_LIMIT_REQUESTS")?,
+            window_secs: crate::config::required_number("RATE_LIMIT_WINDOW_SECONDS")?,
+        };
+        if window.limit == 0 || window.window_secs == 0 {
+            return Err(ConfigError::Invalid {
+                name: "RATE_LIMIT_REQUESTS",
+                reason: "the limit and the window must both be positive".into(),
+            });
+        }
+        let scope = std::env::var("RATE_LIMIT_SCOPE").unwrap_or_else(|_| "api".into());
+        Ok((window, scope, required_env("GUARDS_TABLE")?))
+    }
+
+    /// Counts the request and decides it; `None` when the counters are unreachable (fail open).
+    pub async fn check(&self, headers: &HeaderMap, source_ip: Option<&str>, now_ms: u64) -> Option<Verdict> {
+        let client = Client::of(&self.tokens, headers, source_ip);
+        let key = client.key(&self.scope);
+        let window = self.window.window_index(now_ms);
+        let expires_at = (window + 2) * self.window.window_secs + 60;
+        match tokio::time::timeout(DECISION_TIMEOUT, self.counter.count(&key, window, expires_at)).await {
+            Ok(Ok(counts)) => {
+                let verdict = self.window.verdict(counts, now_ms);
+                if !verdict.allowed {
+                    tracing::warn!(client = ?client, scope = %self.scope, "rate limit exceeded");
+                }
+                Some(verdict)
+            }
+            Ok(Err(error)) => {
+                tracing::error!(error = %crate::error::error_chain(&error), "rate limiter unavailable; serving unlimited");
+                None
+            }
+            Err(_) => {
+                tracing::error!("rate limiter timed out; serving unlimited");
+                None
+            }
+        }
+    }
+
+    /// The `RateLimit-*` headers of a decision.
+    pub fn headers(&self, verdict: &Verdict) -> [(&'static str, HeaderValue); 4] {
+        [
+            ("ratelimit-limit", verdict.limit.into()),
+            ("ratelimit-remaining", verdict.remaining.into()),
+            ("ratelimit-reset", verdict.reset_secs.into()),
+            (
+                "ratelimit-policy",
+                HeaderValue::from_str(&format!("{};w={}", self.window.limit, self.window.window_secs))
+                    .unwrap_or_else(|_| HeaderValue::from_static("")),
+            ),
+        ]
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: SlidingWindow = SlidingWindow {
+        limit: 10,
+        window_secs: 60,
+    };
+
+    fn at(window: u64, seconds_into: u64) -> u64 {
+        (window * 60 + seconds_into) * 1000
+    }
+
+    fn counts(current: u64, previous: u64) -> WindowCounts {
+        WindowCounts { current, previous }
+    }
+
+    #[test]
+    fn requests_within_the_limit_are_allowed_and_count_down() {
+        let first = WINDOW.verdict(counts(1, 0), at(5, 0));
+        assert!(first.allowed);
+        assert_eq!(first.remaining, 9);
+        assert_eq!(first.reset_secs, 60);
+        let tenth = WINDOW.verdict(counts(10, 0), at(5, 45));
+        assert!(tenth.allowed);
+        assert_eq!(tenth.remaining, 0);
+        assert_eq!(tenth.reset_secs, 15);
+        assert_eq!(tenth.retry_after_secs, None);
+    }
+
+    #[test]
+    fn the_request_over_the_limit_is_refused_until_the_next_window_frees_room() {
+        // Given 10 requests already in this window and nothing before, when the 11th arrives 20 s in,
+        let verdict = WINDOW.verdict(counts(11, 0), at(5, 20));
+        // then it is refused until enough of this window has slid out of the next one.
+        assert!(!verdict.allowed);
+        assert_eq!(verdict.remaining, 0);
+        // 40 s to the roll-over, then 1 - 9/11 of a window (≈ 10.9 s) for the weight to fall to 9.
+        assert_eq!(verdict.retry_after_secs, Some(51));
+        assert_eq!(verdict.reset_secs, 51);
+        // and waiting that long really is enough:
+        let later = WINDOW.verdict(counts(1, 11), at(6, 11));
+        assert!(later.allowed, "{later:?}");
+        assert!(!WINDOW.verdict(counts(1, 11), at(6, 10)).allowed);
+    }
+
+    #[test]
+    fn the_previous_window_weighs_by_how_much_of_it_still_overlaps() {
+        // 10 in the previous window: a quarter of the way in, they still count as 7.5.
+        let verdict = WINDOW.verdict(counts(2, 10), at(6, 15));
+        assert!(verdict.allowed);
+        assert_eq!(verdict.remaining, 0); // 10 - 9.5
+        let refused = WINDOW.verdict(counts(3, 10), at(6, 15));
+        assert!(!refused.allowed);
+        // A 4th request fits once 3 + 1 + 10 * (1 - t) <= 10, i.e. at t = 0.4 of the window (24 s): 9 s on.
+        assert_eq!(refused.retry_after_secs, Some(9));
+        assert!(WINDOW.verdict(counts(4, 10), at(6, 24)).allowed);
+    }
+
+    #[test]
+    fn a_previous_window_long_gone_weighs_nothing() {
+        let verdict = WINDOW.verdict(counts(10, 0), at(9, 59));
+        assert!(verdict.allowed);
+        assert_eq!(verdict.reset_secs, 1);
+    }
+
+    #[test]
+    fn retry_after_is_at_least_one_second() {
+        let verdict = WINDOW.verdict(counts(11, 0), at(5, 59) + 999);
+        assert!(verdict.retry_after_secs.is_some_and(|secs| secs >= 1));
+    }
+
+    #[test]
+    fn a_limit_of_one_waits_a_full_window_after_the_next_roll_over() {
+        let one = SlidingWindow {
+            limit: 1,
+            window_secs: 10,
+        };
+        let refused = one.verdict(counts(2, 0), 3_000);
+        // 7 s to the roll-over, then the whole next window for the 2 to slide out.
+        assert_eq!(refused.retry_after_secs, Some(17));
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_counter_rolls_windows_like_the_table() {
+        let counter = InMemoryWindowCounter::default();
+        assert_eq!(counter.count("k", 1, 0).await.unwrap(), counts(1, 0));
+        assert_eq!(counter.count("k", 1, 0).await.unwrap(), counts(2, 0));
+        assert_eq!(counter.count("k", 2, 0).await.unwrap(), counts(1, 2));
+        assert_eq!(counter.count("k", 4, 0).await.unwrap(), counts(1, 0));
+        assert_eq!(counter.count("other", 4, 0).await.unwrap(), counts(1, 0));
+    }
+
+    struct Unreachable;
+
+    #[async_trait]
+    impl WindowCounter for Unreachable {
+        async fn count(&self, _: &str, _: u64, _: u64) -> Result<WindowCounts, StoreError> {
+            Err(StoreError::Unavailable("connection refused".into()))
+        }
+    }
+
+    fn limiter(counter: Arc<dyn WindowCounter>, limit: u32) -> RateLimiter {
+        let window = SlidingWindow { limit, window_secs: 60 };
+        RateLimiter::new(counter, window, "api", crate::testing::tokens())
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_counter_fails_open() {
+        let verdict = limiter(Arc::new(Unreachable), 1)
+            .check(&HeaderMap::new(), Some("198.51.100.7"), at(5, 0))
+            .await;
+        assert_eq!(verdict, None);
+    }
+
+    #[tokio::test]
+    async fn clients_are_counted_by_verified_user_else_by_ip() {
+        let limiter = limiter(Arc::new(InMemoryWindowCounter::default()), 1);
+        let now = at(5, 0);
+        let user = crate::domain::UserId::generate();
+        let token = crate::testing::tokens()
+            .issue(&user, crate::domain::Role::Customer)
+            .unwrap()
+            .access_token;
+        let mut with_token = HeaderMap::new();
+        with_token.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        let mut forged = HeaderMap::new();
+        forged.insert("authorization", HeaderValue::from_static("Bearer not.a.token"));
+
+        // Given the IP spent its one request,
+        assert!(
+            limiter
+                .check(&HeaderMap::new(), Some("198.51.100.7"), now)
+                .await
+                .unwrap()
+                .allowed
+        );
+        // then a forged token from it is still counted against the IP and refused,
+        assert!(!limiter.check(&forged, Some("198.51.100.7"), now).await.unwrap().allowed);
+        // while a signed-in user behind the same IP has their own budget, as has another IP.
+        assert!(
+            limiter
+                .check(&with_token, Some("198.51.100.7"), now)
+                .await
+                .unwrap()
+                .allowed
+        );
+        assert!(
+            !limiter
+                .check(&with_token, Some("198.51.100.7"), now)
+                .await
+                .unwrap()
+                .allowed
+        );
+        assert!(
+            limiter
+                .check(&HeaderMap::new(), Some("203.0.113.9"), now)
+                .await
+                .unwrap()
+                .allowed
+        );
+    }
+}
