@@ -78,7 +78,7 @@ test-e2e: tools
 # (counted in process against the real tables), and order-to-notification latency over 20 orders.
 # MiniStack adds ~50 ms per invocation, so latencies are an upper bound of AWS's.
 bench: tools
-	$(LOCAL_STACK) e2e --port 4578 --stack shop-bench -- --nocapture --test-threads 1 \
+	$(LOCAL_STACK) e2e --port 4578 --stack shop-bench --without-limits-stack -- --nocapture --test-threads 1 \
 		takes_two take_two arrive_promptly
 
 build-aws: tools

@@ -1,7 +1,8 @@
 //! Per-client rate limits and login protection, end to end, on the tightly limited second stack that
 //! `make test-e2e` deploys (`SHOP_LIMITS_API_URL`; settings in `SHOP_LIMITS_SETTINGS`): 5 requests per
-//! 2 s per client, 8 per 3 s for login and registration, and a client IP locked after 4 failed logins
-//! for 3 s. On the emulator every anonymous caller is 127.0.0.1, so these tests take turns.
+//! 2 s per client, 8 per 3 s for login and registration, a client IP locked after 4 failed logins
+//! for 3 s, and 2 notifications per recipient per hour. On the emulator every anonymous caller is
+//! 127.0.0.1, so these tests take turns.
 //!
 //! Also here: the limiter's and the login guard's DynamoDB counters, driven directly on the suite
 //! stack's guards table, and the limiter failing open when its table is unreachable.
@@ -10,7 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{Api, Reply, Role, assert_problem, emulator_sdk_config, env_var, mint_token, unique_email, unix_now};
+use e2e::{
+    Api, Reply, Role, assert_problem, emulator_sdk_config, env_var, mint_token, unique_category, unique_email, unix_now,
+};
 use serde_json::json;
 use shared::domain::UserId;
 use shared::login_guard::{DynamoLoginFailures, LoginFailures, Subject};
@@ -73,7 +76,7 @@ fn assert_rate_limited(reply: &Reply) -> Duration {
 #[tokio::test]
 async fn a_user_over_the_limit_gets_429_with_retry_after_while_another_is_served_and_it_recovers() {
     let _turn = my_turn().await;
-    let api = Api::limits_from_env();
+    let api = Api::limits_from_env().returning_throttled();
     let (alice, bob) = (fresh_user_token(), fresh_user_token());
 
     // Given Alice's first request is served with the rate limit headers
@@ -102,7 +105,7 @@ async fn a_user_over_the_limit_gets_429_with_retry_after_while_another_is_served
 #[tokio::test]
 async fn anonymous_clients_are_limited_by_address_and_health_never_is() {
     let _turn = my_turn().await;
-    let api = Api::limits_from_env();
+    let api = Api::limits_from_env().returning_throttled();
 
     // Given an anonymous client browsing until it is refused
     let (refused, served) = flood(|| api.get("/api/products?limit=1", None)).await;
@@ -127,7 +130,7 @@ async fn anonymous_clients_are_limited_by_address_and_health_never_is() {
 #[tokio::test]
 async fn a_forged_token_is_counted_against_the_address_not_a_fresh_budget() {
     let _turn = my_turn().await;
-    let api = Api::limits_from_env();
+    let api = Api::limits_from_env().returning_throttled();
     // Given the address spent its anonymous budget
     let (refused, _) = flood(|| api.get("/api/products?limit=1", None)).await;
     let wait = assert_rate_limited(&refused);
@@ -140,7 +143,7 @@ async fn a_forged_token_is_counted_against_the_address_not_a_fresh_budget() {
 #[tokio::test]
 async fn login_and_registration_have_a_budget_of_their_own() {
     let _turn = my_turn().await;
-    let api = Api::limits_from_env();
+    let api = Api::limits_from_env().returning_throttled();
 
     // Given registrations (even refused ones) until the credential budget is spent
     let empty = json!({});
@@ -169,7 +172,7 @@ async fn login_and_registration_have_a_budget_of_their_own() {
 #[tokio::test]
 async fn failed_logins_from_one_address_slow_down_then_lock_it_for_every_email_then_it_recovers() {
     let _turn = my_turn().await;
-    let api = Api::limits_from_env();
+    let api = Api::limits_from_env().returning_throttled();
     let email = unique_email("ip-lock");
     api.register(&email, e2e::PASSWORD, "Locked out").await.expect(201);
     let nobody = unique_email("nobody");
@@ -204,6 +207,61 @@ async fn failed_logins_from_one_address_slow_down_then_lock_it_for_every_email_t
     tokio::time::sleep(Duration::from_secs(lock)).await;
     let token = api.token(&email, e2e::PASSWORD).await;
     assert!(!token.is_empty());
+}
+
+#[tokio::test]
+async fn notifications_past_the_hourly_cap_are_recorded_as_suppressed_and_not_sent() {
+    let _turn = my_turn().await;
+    // Waits out the limits: this test is about the cap of 2 notifications per recipient per hour.
+    let api = Api::limits_from_env();
+    let admin = api
+        .token(&env_var("SHOP_ADMIN_EMAIL"), &env_var("SHOP_ADMIN_PASSWORD"))
+        .await;
+    let cup = api
+        .create_product(&admin, "Capped cup", &unique_category(), 500, 10)
+        .await;
+
+    // Given a new customer, whose welcome email is the first notification of the hour,
+    let customer = api.customer().await;
+    api.await_notifications(&customer.token, None, "", "the welcome email", |items| {
+        items
+            .iter()
+            .find(|item| item["event_type"] == "user.registered" && item["status"] == "SENT")
+            .cloned()
+    })
+    .await;
+
+    // when an order brings two more (received, then confirmed),
+    let placed = api
+        .place_order(
+            Some(&customer.token),
+            &json!({"items": [{"product_id": cup["id"], "quantity": 1}]}),
+            None,
+        )
+        .await;
+    let order_id = placed.expect(201)["id"].as_str().unwrap().to_owned();
+
+    // then the second is sent and the third, over the cap, is recorded as suppressed, never attempted.
+    let (created, confirmed) = api
+        .await_notifications(&customer.token, None, "", "the order's two notifications", |items| {
+            let created = e2e::mentioning(items, "order.created", &order_id)
+                .first()
+                .copied()
+                .cloned();
+            let confirmed = e2e::mentioning(items, "order.confirmed", &order_id)
+                .first()
+                .copied()
+                .cloned();
+            created.zip(confirmed)
+        })
+        .await;
+    assert_eq!(created["status"], "SENT", "{created}");
+    assert_eq!(confirmed["status"], "SUPPRESSED", "{confirmed}");
+    assert_eq!(confirmed["attempts"], 0, "{confirmed}");
+    assert!(
+        confirmed.get("sent_at").is_none_or(serde_json::Value::is_null),
+        "{confirmed}"
+    );
 }
 
 // ---------------------------------------------------------------- the counters, on the suite's table

@@ -125,8 +125,8 @@ pub trait WindowCounter: Send + Sync {
 }
 
 /// The guards table's counters: one item per key with the window index `w`, its count `c` and the
-/// previous window's count `p`. The common case is one conditional `UpdateItem`; a window roll-over
-/// takes one more.
+/// previous window's count `p`. A new client and the common case take one conditional `UpdateItem`;
+/// a window roll-over takes one or two more.
 pub struct DynamoWindowCounter {
     client: aws_sdk_dynamodb::Client,
     table: String,
@@ -193,9 +193,14 @@ impl WindowCounter for DynamoWindowCounter {
         let previous = window.saturating_sub(1);
         // Two instances may roll the same key over at once; the loser counts in the winner's window.
         for _ in 0..2 {
-            // Same window (or a clock slightly ahead of ours already rolled it): count.
+            // A new key, or the same window (or a clock slightly ahead of ours already rolled it): count.
             if let Some(counts) = self
-                .update(key, "ADD c :one SET expires_at = :exp", "w >= :w", values(&[]))
+                .update(
+                    key,
+                    "ADD c :one SET expires_at = :exp, w = if_not_exists(w, :w), p = if_not_exists(p, :zero)",
+                    "attribute_not_exists(w) OR w >= :w",
+                    values(&[(":zero", 0)]),
+                )
                 .await?
             {
                 return Ok(counts);
@@ -212,12 +217,12 @@ impl WindowCounter for DynamoWindowCounter {
             {
                 return Ok(counts);
             }
-            // A new key, or one idle for more than a window.
+            // A key idle for more than a window.
             if let Some(counts) = self
                 .update(
                     key,
                     "SET p = :zero, c = :one, w = :w, expires_at = :exp",
-                    "attribute_not_exists(w) OR w < :prev",
+                    "w < :prev",
                     values(&[(":prev", previous), (":zero", 0)]),
                 )
                 .await?

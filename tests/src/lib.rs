@@ -102,10 +102,10 @@ impl Api {
     }
 
     /// The tightly limited second stack `make test-e2e` deploys for the tests of the limits
-    /// (`SHOP_LIMITS_API_URL`). Its 429s are returned to the test, not retried.
+    /// (`SHOP_LIMITS_API_URL`).
     #[track_caller]
     pub fn limits_from_env() -> Self {
-        Self::at(&env_var("SHOP_LIMITS_API_URL")).returning_throttled()
+        Self::at(&env_var("SHOP_LIMITS_API_URL"))
     }
 
     /// This client, returning 429s instead of waiting them out.

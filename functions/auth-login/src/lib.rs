@@ -221,4 +221,30 @@ mod tests {
         assert_eq!(statuses(&deps, "right", 1).await, [200]);
         assert_eq!(statuses(&deps, "wrong", 2).await, [401, 401]);
     }
+
+    struct Unreadable;
+
+    #[async_trait::async_trait]
+    impl shared::login_guard::LoginFailures for Unreadable {
+        async fn get(&self, _: &Subject) -> Result<Option<shared::login_guard::Failures>, shared::store::StoreError> {
+            Err(shared::store::StoreError::Unavailable("connection refused".into()))
+        }
+        async fn record(&self, _: &Subject, _: u64, _: u64, _: u64) -> Result<(), shared::store::StoreError> {
+            Err(shared::store::StoreError::Unavailable("connection refused".into()))
+        }
+        async fn clear(&self, _: &Subject) -> Result<(), shared::store::StoreError> {
+            Err(shared::store::StoreError::Unavailable("connection refused".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn unreadable_failure_counters_fail_closed_with_503() {
+        // Given the failure counters cannot be read,
+        let (mut deps, _) = deps_with_ada().await;
+        deps.guard.failures = Arc::new(Unreadable);
+        // when the right password comes, then no token is issued: credentials stay guarded.
+        let response = handle(&deps, request(login_event("right"))).await;
+        assert_eq!(response.status(), 503);
+        assert!(json_of(&response).get("access_token").is_none());
+    }
 }
