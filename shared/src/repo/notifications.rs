@@ -108,6 +108,37 @@ pub struct DynamoNotificationRepository {
     table: String,
 }
 
+/// The parts of an `UpdateItem` that writes `once` fields only if absent and `latest` fields always,
+/// taking their values from `item` (fields it lacks are left alone).
+struct Upsert {
+    sets: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Upsert {
+    fn of(item: &HashMap<String, AttributeValue>, once: &[&str], latest: &[&str]) -> Self {
+        let mut upsert = Self {
+            sets: Vec::new(),
+            names: HashMap::new(),
+            values: HashMap::new(),
+        };
+        for field in once.iter().chain(latest) {
+            let Some(value) = item.get(*field) else { continue };
+            upsert.names.insert(format!("#{field}"), (*field).to_string());
+            upsert.values.insert(format!(":{field}"), value.clone());
+            if once.contains(field) {
+                upsert
+                    .sets
+                    .push(format!("#{field} = if_not_exists(#{field}, :{field})"));
+            } else {
+                upsert.sets.push(format!("#{field} = :{field}"));
+            }
+        }
+        upsert
+    }
+}
+
 impl DynamoNotificationRepository {
     pub fn new(client: Client, table: &str) -> Self {
         Self {
@@ -133,19 +164,11 @@ impl NotificationRepository for DynamoNotificationRepository {
         ];
         let latest = ["recipient", "body"];
         let item = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(draft)?;
-        let mut sets = Vec::new();
-        let mut names = HashMap::new();
-        let mut values = HashMap::new();
-        for field in once.iter().chain(&latest) {
-            let Some(value) = item.get(*field) else { continue };
-            names.insert(format!("#{field}"), (*field).to_string());
-            values.insert(format!(":{field}"), value.clone());
-            if once.contains(field) {
-                sets.push(format!("#{field} = if_not_exists(#{field}, :{field})"));
-            } else {
-                sets.push(format!("#{field} = :{field}"));
-            }
-        }
+        let Upsert {
+            mut sets,
+            mut names,
+            mut values,
+        } = Upsert::of(&item, &once, &latest);
         if let Some(subject) = item.get("subject") {
             names.insert("#subject".into(), "subject".into());
             values.insert(":subject".into(), subject.clone());
@@ -229,19 +252,11 @@ impl NotificationRepository for DynamoNotificationRepository {
         ];
         let latest = ["recipient", "body", "subject", "status"];
         let item = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(&suppressed)?;
-        let mut sets = Vec::new();
-        let mut names = HashMap::new();
-        let mut values = HashMap::new();
-        for field in once.iter().chain(&latest) {
-            let Some(value) = item.get(*field) else { continue };
-            names.insert(format!("#{field}"), (*field).to_string());
-            values.insert(format!(":{field}"), value.clone());
-            if once.contains(field) {
-                sets.push(format!("#{field} = if_not_exists(#{field}, :{field})"));
-            } else {
-                sets.push(format!("#{field} = :{field}"));
-            }
-        }
+        let Upsert {
+            sets,
+            names,
+            mut values,
+        } = Upsert::of(&item, &once, &latest);
         values.insert(":sent".into(), serde_dynamo::to_attribute_value(DeliveryStatus::Sent)?);
         let result = self
             .client
