@@ -2,7 +2,9 @@
 //! provider is told the order id as its idempotency key, and a claim per order guards redeliveries),
 //! then move the order on:
 //! - approved: `PENDING -> CONFIRMED` (conditional); if the customer cancelled meanwhile, the charge is
-//!   refunded instead, so no order is both paid for and cancelled;
+//!   refunded instead, so no order is both paid for and cancelled. The refund is first noted on the
+//!   order (`refund_due`), so a refund that fails is retried by the redelivered event (which otherwise
+//!   finds the order cancelled and would do nothing), and a dead-lettered one stays visible;
 //! - declined: `PENDING -> CANCELLED` with `payment_declined`, releasing every line's stock in the same
 //!   transaction (the compensation);
 //! - failed transiently: retried with growing delays; once the attempts run out the order is declined
@@ -22,6 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use shared::breaker::{BreakerError, CircuitBreaker};
 use shared::domain::{CancelReason, Order, OrderId, OrderStatus, Transition};
 use shared::error::ApiError;
@@ -53,6 +56,7 @@ pub trait PaymentProvider: Send + Sync {
         amount: i64,
         token: Option<&str>,
     ) -> Result<ChargeOutcome, TransientPaymentError>;
+    /// Refunds `amount` of the order's charge; idempotent per order id like `charge`.
     async fn refund(&self, order_id: &OrderId, amount: i64) -> Result<(), TransientPaymentError>;
 }
 
@@ -84,23 +88,29 @@ impl PaymentProvider for MockPaymentProvider {
     }
 }
 
-/// The charge attempts made for each order, kept with the order.
+/// What the payment step keeps on each order: the charge attempts made, and a refund owed.
 #[async_trait]
-pub trait ChargeAttempts: Send + Sync {
+pub trait PaymentLedger: Send + Sync {
     /// Counts one more charge attempt of `order_id`, only while it is `PENDING`; the count including
     /// this one, or `None` when the order is no longer pending (or gone): then it must not be charged.
-    async fn record(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError>;
+    async fn record_attempt(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError>;
+    /// Notes that `amount` must be refunded for the (cancelled) order.
+    async fn owe_refund(&self, order_id: &OrderId, amount: i64) -> Result<(), StoreError>;
+    /// The refund still owed for the order, if any.
+    async fn refund_owed(&self, order_id: &OrderId) -> Result<Option<i64>, StoreError>;
+    /// Forgets the refund owed, once made.
+    async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError>;
 }
 
-/// `payment_attempts` on the order item, moved by a conditional `UpdateItem` (atomic, so concurrent
-/// deliveries each get their own number). Other order writes leave it alone; the event relay ignores
-/// changes that are not status changes.
-pub struct DynamoChargeAttempts {
+/// `payment_attempts` and `refund_due` on the order item. Attempts move by a conditional `UpdateItem`
+/// (atomic, so concurrent deliveries each get their own number). Other order writes leave both alone;
+/// the event relay ignores changes that are not status changes.
+pub struct DynamoPaymentLedger {
     client: aws_sdk_dynamodb::Client,
     orders_table: String,
 }
 
-impl DynamoChargeAttempts {
+impl DynamoPaymentLedger {
     pub fn new(client: aws_sdk_dynamodb::Client, orders_table: &str) -> Self {
         Self {
             client,
@@ -110,9 +120,8 @@ impl DynamoChargeAttempts {
 }
 
 #[async_trait]
-impl ChargeAttempts for DynamoChargeAttempts {
-    async fn record(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError> {
-        use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+impl PaymentLedger for DynamoPaymentLedger {
+    async fn record_attempt(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError> {
         let result = self
             .client
             .update_item()
@@ -141,6 +150,55 @@ impl ChargeAttempts for DynamoChargeAttempts {
             .ok_or_else(|| StoreError::Failed("payment_attempts missing from the update's answer".into()))?;
         Ok(Some(count))
     }
+
+    async fn owe_refund(&self, order_id: &OrderId, amount: i64) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.orders_table)
+            .key("id", AttributeValue::S(order_id.to_string()))
+            .update_expression("SET refund_due = :amount")
+            // Only a cancelled order is owed its money back (and ADD/SET never create an order).
+            .condition_expression("#status = :cancelled")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":amount", AttributeValue::N(amount.to_string()))
+            .expression_attribute_values(":cancelled", AttributeValue::S(OrderStatus::Cancelled.as_str().into()))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    async fn refund_owed(&self, order_id: &OrderId) -> Result<Option<i64>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.orders_table)
+            .key("id", AttributeValue::S(order_id.to_string()))
+            .projection_expression("refund_due")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(output
+            .item
+            .as_ref()
+            .and_then(|item| item.get("refund_due"))
+            .and_then(|value| value.as_n().ok())
+            .and_then(|n| n.parse::<i64>().ok()))
+    }
+
+    async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.orders_table)
+            .key("id", AttributeValue::S(order_id.to_string()))
+            .update_expression("REMOVE refund_due")
+            .condition_expression("attribute_exists(id)")
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
 }
 
 pub struct Deps {
@@ -151,7 +209,7 @@ pub struct Deps {
     /// Charge attempts of one order before a transient failure counts as a decline.
     pub max_attempts: u32,
     pub retry_base_secs: i32,
-    pub attempts: Arc<dyn ChargeAttempts>,
+    pub ledger: Arc<dyn PaymentLedger>,
     /// The payment provider's circuit breaker, kept for the life of the instance.
     pub breaker: CircuitBreaker,
 }
@@ -229,16 +287,7 @@ async fn refund_if_paid(deps: &Deps, envelope: &Envelope, data: &OrderData) -> R
     let order_id = OrderId::parse(&data.order_id).map_err(|_| MessageError::Poison("invalid order id".into()))?;
     let record_key = format!("refund#{order_id}");
     // Deferred while the circuit is open: the claim is released and the redelivered event refunds.
-    let work = || async {
-        deps.breaker
-            .call(|_| true, || deps.provider.refund(&order_id, data.total_amount))
-            .await
-            .map_err(|error| match error {
-                BreakerError::Open { retry_after } => deferred(retry_after),
-                BreakerError::Failed(error) => retry(error),
-            })?;
-        Ok::<_, MessageError>("refunded")
-    };
+    let work = || provider_refund(deps, &order_id, data.total_amount);
     match at_most_once(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? {
         Once::Ran(_) => {
             tracing::info!(order_id = %order_id, amount = data.total_amount, "cancelled paid order refunded")
@@ -255,13 +304,19 @@ async fn pay(deps: &Deps, order_id: &OrderId, correlation_id: &str) -> Result<&'
         return Ok("order missing");
     };
     if order.status != OrderStatus::Pending {
+        // A charge approved as the order was cancelled, whose refund has not been made yet.
+        if order.status == OrderStatus::Cancelled
+            && let Some(amount) = deps.ledger.refund_owed(order_id).await.map_err(retry)?
+        {
+            return settle_refund(deps, order_id, amount).await;
+        }
         tracing::info!(order_id = %order_id, status = order.status.as_str(), "order no longer pending; not charged");
         return Ok("not pending");
     }
     // Asked before the attempt is counted: a deferral is not an attempt. Dropping `permit` unreported
     // (no charge after all) frees the breaker's probe slot.
     let permit = deps.breaker.try_acquire().map_err(|open| deferred(open.retry_after))?;
-    let Some(attempt) = deps.attempts.record(&order.id).await.map_err(retry)? else {
+    let Some(attempt) = deps.ledger.record_attempt(&order.id).await.map_err(retry)? else {
         tracing::info!(order_id = %order_id, "order no longer pending; not charged");
         return Ok("not pending");
     };
@@ -302,14 +357,36 @@ async fn confirm(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
         // Cancelled while we charged: the cancellation stands and the money goes back. Anything else
         // (the order still changing) is retried rather than refunded.
         Err(ApiError::Conflict(_)) if order_is_cancelled(deps, &order_id).await? => {
-            // Not held back by an open circuit: a redelivery finds the order cancelled and never comes
-            // back here, so deferring would skip the refund. (A transient refund failure has that gap.)
-            deps.provider.refund(&order_id, amount).await.map_err(retry)?;
-            tracing::info!(order_id = %order_id, "order cancelled during payment; charge refunded");
-            Ok("refunded")
+            // Noted first: if the refund fails or is deferred, the redelivered event finds the order
+            // cancelled with the refund still owed, and makes it (see `pay`).
+            deps.ledger.owe_refund(&order_id, amount).await.map_err(retry)?;
+            tracing::info!(order_id = %order_id, "order cancelled during payment; refunding the charge");
+            settle_refund(deps, &order_id, amount).await
         }
         Err(error) => Err(retry(error)),
     }
+}
+
+/// One refund through the breaker: deferred (back to the queue) while it is open.
+async fn provider_refund(deps: &Deps, order_id: &OrderId, amount: i64) -> Result<&'static str, MessageError> {
+    deps.breaker
+        .call(|_| true, || deps.provider.refund(order_id, amount))
+        .await
+        .map_err(|error| match error {
+            BreakerError::Open { retry_after } => deferred(retry_after),
+            BreakerError::Failed(error) => retry(error),
+        })?;
+    Ok("refunded")
+}
+
+/// Makes the refund owed for a cancelled order (through the breaker: deferred while it is open) and
+/// forgets it. The provider's refund is idempotent per order, so a repeat after a lost `refund_made`
+/// gives nothing back twice.
+async fn settle_refund(deps: &Deps, order_id: &OrderId, amount: i64) -> Result<&'static str, MessageError> {
+    provider_refund(deps, order_id, amount).await?;
+    deps.ledger.refund_made(order_id).await.map_err(retry)?;
+    tracing::info!(order_id = %order_id, amount, "charge of a cancelled order refunded");
+    Ok("refunded")
 }
 
 async fn order_is_cancelled(deps: &Deps, order_id: &OrderId) -> Result<bool, MessageError> {
@@ -388,10 +465,12 @@ mod tests {
         }
     }
 
-    /// Charge attempts kept per order, counted only while the order is pending, as on the table.
+    /// Charge attempts kept per order, counted only while the order is pending, and refunds owed, as on
+    /// the table.
     struct OrderAttempts {
         orders: Arc<dyn OrderRepository>,
         counts: Mutex<HashMap<OrderId, u32>>,
+        owed: Mutex<HashMap<OrderId, i64>>,
     }
 
     impl OrderAttempts {
@@ -399,6 +478,7 @@ mod tests {
             Arc::new(Self {
                 orders: world.orders.clone(),
                 counts: Mutex::default(),
+                owed: Mutex::default(),
             })
         }
 
@@ -409,8 +489,22 @@ mod tests {
     }
 
     #[async_trait]
-    impl ChargeAttempts for OrderAttempts {
-        async fn record(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError> {
+    impl PaymentLedger for OrderAttempts {
+        async fn owe_refund(&self, order_id: &OrderId, amount: i64) -> Result<(), StoreError> {
+            self.owed.lock().unwrap().insert(order_id.clone(), amount);
+            Ok(())
+        }
+
+        async fn refund_owed(&self, order_id: &OrderId) -> Result<Option<i64>, StoreError> {
+            Ok(self.owed.lock().unwrap().get(order_id).copied())
+        }
+
+        async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError> {
+            self.owed.lock().unwrap().remove(order_id);
+            Ok(())
+        }
+
+        async fn record_attempt(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError> {
             let pending = self
                 .orders
                 .get(order_id)
@@ -434,7 +528,7 @@ mod tests {
             retry_delay: Arc::new(RecordedDelays::default()),
             max_attempts: 3,
             retry_base_secs: 1,
-            attempts: OrderAttempts::new(world),
+            ledger: OrderAttempts::new(world),
             breaker: CircuitBreaker::new("payment-provider", BreakerPolicy::default()),
         }
     }
@@ -455,7 +549,7 @@ mod tests {
             open_for: OPEN_FOR,
         };
         let deps = Deps {
-            attempts: attempts.clone(),
+            ledger: attempts.clone(),
             retry_delay: delays.clone(),
             breaker: CircuitBreaker::with_clock("payment-provider", policy, clock.clone()),
             ..self::deps(world, provider)
@@ -537,6 +631,64 @@ mod tests {
         handle(&deps(&world, provider.clone()), message(1)).await;
         assert_eq!(*provider.charges.lock().unwrap(), 0);
         assert_eq!(world.sample_order().await.status, OrderStatus::Cancelled);
+    }
+
+    /// A provider that approves, while the customer cancels the order during the charge; its refunds
+    /// fail while `refunds_fail` is set.
+    struct CancelledDuringCharge {
+        world: Arc<OrderWorld>,
+        refunds_fail: AtomicBool,
+        refund_calls: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl PaymentProvider for CancelledDuringCharge {
+        async fn charge(&self, _: &OrderId, _: i64, _: Option<&str>) -> Result<ChargeOutcome, TransientPaymentError> {
+            self.world.set_sample_status(OrderStatus::Cancelled).await;
+            Ok(ChargeOutcome::Approved)
+        }
+        async fn refund(&self, _: &OrderId, _: i64) -> Result<(), TransientPaymentError> {
+            *self.refund_calls.lock().unwrap() += 1;
+            if self.refunds_fail.load(Ordering::SeqCst) {
+                Err(TransientPaymentError("refunds down".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_charge_whose_order_was_cancelled_meanwhile_is_refunded_even_when_the_first_refund_fails() {
+        // Given the customer cancels while the charge is approved, and the first refund fails,
+        let world = Arc::new(world_with_token(None).await);
+        let provider = Arc::new(CancelledDuringCharge {
+            world: world.clone(),
+            refunds_fail: AtomicBool::new(true),
+            refund_calls: Mutex::default(),
+        });
+        let ledger = OrderAttempts::new(&world);
+        let deps = Deps {
+            provider: provider.clone(),
+            ledger: ledger.clone(),
+            ..deps(&world, Arc::default())
+        };
+        let order_id = OrderId::parse(SAMPLE_ORDER_ID).unwrap();
+        let first = handle(&deps, message(1)).await;
+        // then the event is retried, the cancellation stands and the refund is noted as owed;
+        assert_eq!(first.batch_item_failures.len(), 1);
+        assert_eq!(world.sample_order().await.status, OrderStatus::Cancelled);
+        assert!(ledger.refund_owed(&order_id).await.unwrap().is_some());
+
+        // when the refunds work again, the redelivered event makes the refund (not "not pending"),
+        provider.refunds_fail.store(false, Ordering::SeqCst);
+        let second = handle(&deps, message(2)).await;
+        assert!(second.batch_item_failures.is_empty());
+        assert_eq!(*provider.refund_calls.lock().unwrap(), 2, "one failed, one made");
+        assert_eq!(ledger.refund_owed(&order_id).await.unwrap(), None);
+
+        // and a further duplicate refunds nothing more.
+        handle(&deps, message(3)).await;
+        assert_eq!(*provider.refund_calls.lock().unwrap(), 2);
     }
 
     /// The sample message turned into the `order.cancelled` of an order that left `previous`.

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
-use payments_worker::{Deps, DynamoChargeAttempts, MockPaymentProvider, PaymentProvider};
+use payments_worker::{Deps, DynamoPaymentLedger, MockPaymentProvider, PaymentProvider};
 use shared::breaker::{BreakerPolicy, CircuitBreaker};
 use shared::config::{ConfigError, required_env, required_number};
 use shared::sqs::SqsRetryDelay;
@@ -31,7 +31,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         }),
         max_attempts: required_number("PAYMENT_MAX_ATTEMPTS")?,
         retry_base_secs: required_number("RETRY_BASE_SECONDS")?,
-        attempts: Arc::new(DynamoChargeAttempts::new(
+        ledger: Arc::new(DynamoPaymentLedger::new(
             state.dynamodb.clone(),
             &state.config.orders_table,
         )),
