@@ -17,7 +17,7 @@ use e2e::{
 use serde_json::json;
 use shared::domain::UserId;
 use shared::login_guard::{DynamoLoginFailures, LoginFailures, Subject};
-use shared::ratelimit::{DynamoWindowCounter, RateLimiter, SlidingWindow, WindowCounter, WindowCounts};
+use shared::ratelimit::{DynamoWindowCounter, RateLimiter, Scope, SlidingWindow, WindowCounter, WindowCounts};
 use tokio::sync::{Mutex, MutexGuard};
 
 /// The limits stack's anonymous budgets are shared by every test here: one test at a time.
@@ -278,13 +278,17 @@ fn counts(current: u64, previous: u64) -> WindowCounts {
 async fn the_window_counter_counts_atomically_and_rolls_windows_over() {
     let counter = DynamoWindowCounter::new(dynamodb().await, env_var("SHOP_GUARDS_TABLE"));
     let key = format!("rate#e2e#{}", uuid::Uuid::new_v4());
+    // (The window numbers are made up; the TTL is real, so keep the item for the test's length.)
+    let expires = unix_now() + 3600;
 
     // Given 20 concurrent requests in window 100, then each is counted exactly once
     let counter = Arc::new(counter);
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let (counter, key) = (Arc::clone(&counter), key.clone());
-        tasks.push(tokio::spawn(async move { counter.count(&key, 100, 0).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { counter.count(&key, 100, expires).await.unwrap() },
+        ));
     }
     let mut seen: Vec<u64> = Vec::new();
     for task in tasks {
@@ -294,12 +298,18 @@ async fn the_window_counter_counts_atomically_and_rolls_windows_over() {
     assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
 
     // When the next window starts, this one becomes its previous
-    assert_eq!(counter.count(&key, 101, 0).await.unwrap(), counts(1, 20));
-    assert_eq!(counter.count(&key, 101, 0).await.unwrap(), counts(2, 20));
+    assert_eq!(counter.count(&key, 101, expires).await.unwrap(), counts(1, 20));
+    assert_eq!(counter.count(&key, 101, expires).await.unwrap(), counts(2, 20));
     // A caller whose clock lags counts in the current window
-    assert_eq!(counter.count(&key, 100, 0).await.unwrap(), counts(3, 20));
+    assert_eq!(counter.count(&key, 100, expires).await.unwrap(), counts(3, 20));
     // After an idle window, nothing carries over
-    assert_eq!(counter.count(&key, 103, 0).await.unwrap(), counts(1, 0));
+    assert_eq!(counter.count(&key, 103, expires).await.unwrap(), counts(1, 0));
+
+    // A refused request is taken off again, but only in its own window
+    counter.uncount(&key, 102).await.unwrap();
+    assert_eq!(counter.count(&key, 103, expires).await.unwrap(), counts(2, 0));
+    counter.uncount(&key, 103).await.unwrap();
+    assert_eq!(counter.count(&key, 103, expires).await.unwrap(), counts(2, 0));
 }
 
 #[tokio::test]
@@ -310,7 +320,7 @@ async fn the_limiter_fails_open_when_its_table_is_unreachable() {
         limit: 1,
         window_secs: 60,
     };
-    let limiter = RateLimiter::new(counter, window, "api", shared::testing::tokens());
+    let limiter = RateLimiter::new(counter, window, Scope::Api, shared::testing::tokens());
     // When a request is decided, then there is no verdict: the request is served, unlimited
     let headers = lambda_http::http::HeaderMap::new();
     for _ in 0..3 {

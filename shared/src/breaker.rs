@@ -116,8 +116,9 @@ impl BreakerState {
 pub enum Permit {
     /// The circuit is closed: call.
     Call,
-    /// The circuit is half-open and this call is its one probe: call, and report how it went.
-    Probe,
+    /// The circuit is half-open and this call is its one probe (started at `started`): call, and
+    /// report how it went.
+    Probe { started: Instant },
     /// Do not call; try again no sooner than `retry_after`.
     Rejected { retry_after: Duration },
 }
@@ -179,7 +180,7 @@ impl Breaker {
 
     fn start_probe(&mut self, now: Instant) -> Permit {
         self.state = BreakerState::HalfOpen { probe_since: Some(now) };
-        Permit::Probe
+        Permit::Probe { started: now }
     }
 
     /// `open_for` after `at` (or `at` itself if that is beyond what the clock can represent).
@@ -187,7 +188,9 @@ impl Breaker {
         at.checked_add(self.policy.open_for).unwrap_or(at)
     }
 
-    /// A permitted call reached the provider and it answered (even with a business refusal).
+    /// A permitted call reached the provider and it answered (even with a business refusal). Any
+    /// answer is evidence of health, so one from a call let through before the circuit half-opened
+    /// closes it as well as the probe's would.
     pub fn on_success(&mut self) {
         match self.state {
             BreakerState::Closed { .. } | BreakerState::HalfOpen { .. } => {
@@ -220,9 +223,15 @@ impl Breaker {
     }
 
     /// A permitted call ended without telling anything about the provider (it was not made after
-    /// all): a probe's slot is freed for the next call.
+    /// all): a probe's slot is freed for the next call, unless a newer probe (which replaced this one
+    /// when its lease ran out) holds it.
     pub fn on_abandoned(&mut self, permit: Permit) {
-        if permit == Permit::Probe && matches!(self.state, BreakerState::HalfOpen { .. }) {
+        if let Permit::Probe { started } = permit
+            && self.state
+                == (BreakerState::HalfOpen {
+                    probe_since: Some(started),
+                })
+        {
             self.state = BreakerState::HalfOpen { probe_since: None };
         }
     }
@@ -414,7 +423,7 @@ pub struct Attempt<'a> {
 impl Attempt<'_> {
     /// Whether this call is the probe of a half-open circuit.
     pub fn is_probe(&self) -> bool {
-        self.permit == Permit::Probe
+        matches!(self.permit, Permit::Probe { .. })
     }
 
     /// The provider answered (success, or a business refusal).
@@ -526,7 +535,7 @@ mod tests {
         let t0 = Instant::now();
         let mut breaker = opened(t0);
         let t1 = t0 + OPEN_FOR;
-        assert_eq!(breaker.permit(t1), Permit::Probe);
+        assert!(matches!(breaker.permit(t1), Permit::Probe { .. }));
         assert_eq!(breaker.state(), BreakerState::HalfOpen { probe_since: Some(t1) });
         assert_eq!(
             breaker.permit(t1 + secs(1)),
@@ -541,7 +550,7 @@ mod tests {
     fn given_a_probe_when_it_succeeds_then_the_circuit_closes() {
         let t0 = Instant::now();
         let mut breaker = opened(t0);
-        assert_eq!(breaker.permit(t0 + OPEN_FOR), Permit::Probe);
+        assert!(matches!(breaker.permit(t0 + OPEN_FOR), Permit::Probe { .. }));
         breaker.on_success();
         assert_eq!(
             breaker.state(),
@@ -557,7 +566,7 @@ mod tests {
         let t0 = Instant::now();
         let mut breaker = opened(t0);
         let t1 = t0 + OPEN_FOR + secs(2);
-        assert_eq!(breaker.permit(t1), Permit::Probe);
+        assert!(matches!(breaker.permit(t1), Permit::Probe { .. }));
         breaker.on_failure(t1 + secs(1));
         assert_eq!(
             breaker.state(),
@@ -573,12 +582,12 @@ mod tests {
         let t0 = Instant::now();
         let mut breaker = opened(t0);
         let t1 = t0 + OPEN_FOR;
-        assert_eq!(breaker.permit(t1), Permit::Probe);
+        assert!(matches!(breaker.permit(t1), Permit::Probe { .. }));
         assert!(matches!(
             breaker.permit(t1 + OPEN_FOR - secs(1)),
             Permit::Rejected { .. }
         ));
-        assert_eq!(breaker.permit(t1 + OPEN_FOR), Permit::Probe);
+        assert!(matches!(breaker.permit(t1 + OPEN_FOR), Permit::Probe { .. }));
         assert_eq!(
             breaker.state(),
             BreakerState::HalfOpen {
@@ -592,10 +601,25 @@ mod tests {
         let t0 = Instant::now();
         let mut breaker = opened(t0);
         let t1 = t0 + OPEN_FOR;
-        assert_eq!(breaker.permit(t1), Permit::Probe);
-        breaker.on_abandoned(Permit::Probe);
+        let probe = breaker.permit(t1);
+        assert!(matches!(probe, Permit::Probe { .. }));
+        breaker.on_abandoned(probe);
         assert_eq!(breaker.state(), BreakerState::HalfOpen { probe_since: None });
-        assert_eq!(breaker.permit(t1 + secs(1)), Permit::Probe);
+        assert!(matches!(breaker.permit(t1 + secs(1)), Permit::Probe { .. }));
+    }
+
+    #[test]
+    fn given_a_stale_probe_replaced_when_it_is_abandoned_then_the_new_probe_keeps_the_slot() {
+        let t0 = Instant::now();
+        let mut breaker = opened(t0);
+        let t1 = t0 + OPEN_FOR;
+        let stale = breaker.permit(t1);
+        // Its lease runs out: a new probe replaces it.
+        let fresh_start = t1 + OPEN_FOR;
+        assert_eq!(breaker.permit(fresh_start), Permit::Probe { started: fresh_start });
+        // When the stale one finally gives up, the new one still holds the slot: no third probe.
+        breaker.on_abandoned(stale);
+        assert!(matches!(breaker.permit(fresh_start + secs(1)), Permit::Rejected { .. }));
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Per-client rate limiting: a sliding window approximated by two weighted fixed windows, counted with
 //! one atomic DynamoDB update per request in the guards table.
 //!
-//! The client is the user of a valid bearer token, otherwise the source IP that API Gateway saw. Each
-//! limited function belongs to a scope (`api`, or `auth` for login and registration, which have their
-//! own, tighter budget), so logging in does not eat into a client's API budget and vice versa.
+//! Each limited function belongs to a scope: `api`, where the client is the user of a valid bearer
+//! token, otherwise the source IP that API Gateway saw; or `auth` (login and registration, a tighter
+//! budget of their own), where the client is always the IP, since every registered account would
+//! otherwise bring its token a fresh budget of sign-ups and logins. Logging in does not eat into a
+//! client's API budget and vice versa. A refused request is taken off the count again, so a client
+//! that keeps sending too fast is still served at the limit's rate.
 //!
 //! When the guards table cannot be reached, the limiter fails open: the request is served (without
 //! `RateLimit-*` headers) and the failure is logged. A shop that stops selling whenever a counter is
@@ -122,6 +125,8 @@ pub trait WindowCounter: Send + Sync {
     /// Counts one request for `key` in fixed window `window` and returns both windows' counts.
     /// `expires_at` (epoch seconds) lets the table's TTL remove idle keys.
     async fn count(&self, key: &str, window: u64, expires_at: u64) -> Result<WindowCounts, StoreError>;
+    /// Takes one refused request off `key`'s count in `window`, if that window is still current.
+    async fn uncount(&self, key: &str, window: u64) -> Result<(), StoreError>;
 }
 
 /// The guards table's counters: one item per key with the window index `w`, its count `c` and the
@@ -234,9 +239,21 @@ impl WindowCounter for DynamoWindowCounter {
             format!("the rate counter {key} kept changing under us").into(),
         ))
     }
+
+    async fn uncount(&self, key: &str, window: u64) -> Result<(), StoreError> {
+        let values = HashMap::from([
+            (":w".to_owned(), number(window)),
+            (":minus_one".to_owned(), AttributeValue::N("-1".into())),
+            (":zero".to_owned(), number(0)),
+        ]);
+        // A window that rolled over meanwhile keeps its count: the refusal was right when it was made.
+        self.update(key, "ADD c :minus_one", "w = :w AND c > :zero", values)
+            .await
+            .map(|_| ())
+    }
 }
 
-/// An in-process counter for tests and for `cargo lambda watch` without a table.
+/// An in-process counter, for tests.
 #[derive(Default)]
 pub struct InMemoryWindowCounter {
     keys: std::sync::Mutex<HashMap<String, (u64, WindowCounts)>>,
@@ -259,6 +276,16 @@ impl WindowCounter for InMemoryWindowCounter {
         counts.current += 1;
         Ok(*counts)
     }
+
+    async fn uncount(&self, key: &str, window: u64) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((stored_window, counts)) = keys.get_mut(key)
+            && *stored_window == window
+        {
+            counts.current = counts.current.saturating_sub(1);
+        }
+        Ok(())
+    }
 }
 
 /// Whom a request is counted against.
@@ -270,21 +297,51 @@ pub enum Client {
 
 impl Client {
     /// The user of a valid bearer token, else the source IP (an invalid token is counted by IP, so
-    /// forging tokens does not buy a fresh budget).
-    pub fn of(tokens: &TokenService, headers: &HeaderMap, source_ip: Option<&str>) -> Self {
-        match crate::http::bearer_token(headers)
-            .ok()
-            .map(|token| tokens.verify(token))
-        {
-            Some(Ok(identity)) => Self::User(identity.user_id.to_string()),
-            _ => Self::Ip(source_ip.unwrap_or("unknown").to_owned()),
+    /// forging tokens does not buy a fresh budget). In the `auth` scope, always the IP.
+    pub fn of(scope: Scope, tokens: &TokenService, headers: &HeaderMap, source_ip: Option<&str>) -> Self {
+        let user = match scope {
+            Scope::Api => crate::http::bearer_token(headers)
+                .ok()
+                .and_then(|token| tokens.verify(token).ok()),
+            Scope::Auth => None,
+        };
+        match user {
+            Some(identity) => Self::User(identity.user_id.to_string()),
+            None => Self::Ip(source_ip.unwrap_or("unknown").to_owned()),
         }
     }
 
-    fn key(&self, scope: &str) -> String {
+    fn key(&self, scope: Scope) -> String {
+        let scope = scope.as_str();
         match self {
             Self::User(id) => format!("rate#{scope}#user#{id}"),
             Self::Ip(ip) => format!("rate#{scope}#ip#{ip}"),
+        }
+    }
+}
+
+/// Which budget a function's requests draw on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The API's budget, per signed-in user or else per IP.
+    Api,
+    /// Login and registration: a budget of their own, per IP only.
+    Auth,
+}
+
+impl Scope {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "api" => Some(Self::Api),
+            "auth" => Some(Self::Auth),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Auth => "auth",
         }
     }
 }
@@ -294,23 +351,23 @@ impl Client {
 pub struct RateLimiter {
     counter: Arc<dyn WindowCounter>,
     window: SlidingWindow,
-    scope: String,
+    scope: Scope,
     tokens: TokenService,
 }
 
 impl RateLimiter {
-    pub fn new(counter: Arc<dyn WindowCounter>, window: SlidingWindow, scope: &str, tokens: TokenService) -> Self {
+    pub fn new(counter: Arc<dyn WindowCounter>, window: SlidingWindow, scope: Scope, tokens: TokenService) -> Self {
         Self {
             counter,
             window,
-            scope: scope.to_owned(),
+            scope,
             tokens,
         }
     }
 
     /// Limit, window and scope from `RATE_LIMIT_REQUESTS`, `RATE_LIMIT_WINDOW_SECONDS` and
     /// `RATE_LIMIT_SCOPE` (default `api`); the counters live in `GUARDS_TABLE`.
-    pub fn settings_from_env() -> Result<(SlidingWindow, String, String), ConfigError> {
+    pub fn settings_from_env() -> Result<(SlidingWindow, Scope, String), ConfigError> {
         let window = SlidingWindow {
             limit: crate::config::required_number("RATE_LIMIT_REQUESTS")?,
             window_secs: crate::config::required_number("RATE_LIMIT_WINDOW_SECONDS")?,
@@ -321,33 +378,41 @@ impl RateLimiter {
                 reason: "the limit and the window must both be positive".into(),
             });
         }
-        let scope = std::env::var("RATE_LIMIT_SCOPE").unwrap_or_else(|_| "api".into());
+        let raw_scope = std::env::var("RATE_LIMIT_SCOPE").unwrap_or_else(|_| "api".into());
+        let scope = Scope::parse(&raw_scope).ok_or_else(|| ConfigError::Invalid {
+            name: "RATE_LIMIT_SCOPE",
+            reason: format!("{raw_scope:?} is neither \"api\" nor \"auth\""),
+        })?;
         Ok((window, scope, required_env("GUARDS_TABLE")?))
     }
 
-    /// Counts the request and decides it; `None` when the counters are unreachable (fail open).
+    /// Counts the request and decides it; `None` when the counters are unreachable (fail open). A
+    /// refused request is taken off the count again (best effort).
     pub async fn check(&self, headers: &HeaderMap, source_ip: Option<&str>, now_ms: u64) -> Option<Verdict> {
-        let client = Client::of(&self.tokens, headers, source_ip);
-        let key = client.key(&self.scope);
+        let client = Client::of(self.scope, &self.tokens, headers, source_ip);
+        let key = client.key(self.scope);
         let window = self.window.window_index(now_ms);
         let expires_at = (window + 2) * self.window.window_secs + 60;
-        match tokio::time::timeout(DECISION_TIMEOUT, self.counter.count(&key, window, expires_at)).await {
-            Ok(Ok(counts)) => {
-                let verdict = self.window.verdict(counts, now_ms);
-                if !verdict.allowed {
-                    tracing::warn!(client = ?client, scope = %self.scope, "rate limit exceeded");
-                }
-                Some(verdict)
-            }
+        let counts = match tokio::time::timeout(DECISION_TIMEOUT, self.counter.count(&key, window, expires_at)).await {
+            Ok(Ok(counts)) => counts,
             Ok(Err(error)) => {
                 tracing::error!(error = %crate::error::error_chain(&error), "rate limiter unavailable; serving unlimited");
-                None
+                return None;
             }
             Err(_) => {
                 tracing::error!("rate limiter timed out; serving unlimited");
-                None
+                return None;
+            }
+        };
+        let verdict = self.window.verdict(counts, now_ms);
+        if !verdict.allowed {
+            tracing::warn!(client = ?client, scope = self.scope.as_str(), "rate limit exceeded");
+            let uncounted = tokio::time::timeout(DECISION_TIMEOUT, self.counter.uncount(&key, window)).await;
+            if !matches!(uncounted, Ok(Ok(()))) {
+                tracing::warn!("could not take a refused request off the rate count");
             }
         }
+        Some(verdict)
     }
 
     /// The `RateLimit-*` headers of a decision.
@@ -473,11 +538,61 @@ mod tests {
         async fn count(&self, _: &str, _: u64, _: u64) -> Result<WindowCounts, StoreError> {
             Err(StoreError::Unavailable("connection refused".into()))
         }
+        async fn uncount(&self, _: &str, _: u64) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".into()))
+        }
     }
 
     fn limiter(counter: Arc<dyn WindowCounter>, limit: u32) -> RateLimiter {
+        scoped_limiter(counter, limit, Scope::Api)
+    }
+
+    fn scoped_limiter(counter: Arc<dyn WindowCounter>, limit: u32, scope: Scope) -> RateLimiter {
         let window = SlidingWindow { limit, window_secs: 60 };
-        RateLimiter::new(counter, window, "api", crate::testing::tokens())
+        RateLimiter::new(counter, window, scope, crate::testing::tokens())
+    }
+
+    fn bearer(user: &crate::domain::UserId) -> HeaderMap {
+        let token = crate::testing::tokens()
+            .issue(user, crate::domain::Role::Customer)
+            .unwrap()
+            .access_token;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        headers
+    }
+
+    #[tokio::test]
+    async fn refused_requests_are_taken_off_the_count_so_a_persistent_client_is_served_at_the_limit() {
+        let limiter = limiter(Arc::new(InMemoryWindowCounter::default()), 2);
+        let ip = Some("198.51.100.7");
+        let headers = HeaderMap::new();
+        // Given two requests served and ten refused in window 5,
+        for at_ms in [at(5, 0), at(5, 1)] {
+            assert!(limiter.check(&headers, ip, at_ms).await.unwrap().allowed);
+        }
+        for second in 2..12 {
+            assert!(!limiter.check(&headers, ip, at(5, second)).await.unwrap().allowed);
+        }
+        // when the sliding window has moved past half of those two, then the next one is served:
+        // the ten refusals weigh nothing.
+        assert!(limiter.check(&headers, ip, at(6, 31)).await.unwrap().allowed);
+    }
+
+    #[tokio::test]
+    async fn the_auth_scope_counts_by_address_even_with_a_valid_token() {
+        let limiter = scoped_limiter(Arc::new(InMemoryWindowCounter::default()), 1, Scope::Auth);
+        let ip = Some("198.51.100.7");
+        // Given the address spent its one credential request,
+        assert!(limiter.check(&HeaderMap::new(), ip, at(5, 0)).await.unwrap().allowed);
+        // then a signed-in account from it gets no budget of its own.
+        let user = crate::domain::UserId::generate();
+        assert!(!limiter.check(&bearer(&user), ip, at(5, 1)).await.unwrap().allowed);
+        assert_eq!(Scope::parse("auth"), Some(Scope::Auth));
+        assert_eq!(Scope::parse("other"), None);
     }
 
     #[tokio::test]
@@ -493,15 +608,7 @@ mod tests {
         let limiter = limiter(Arc::new(InMemoryWindowCounter::default()), 1);
         let now = at(5, 0);
         let user = crate::domain::UserId::generate();
-        let token = crate::testing::tokens()
-            .issue(&user, crate::domain::Role::Customer)
-            .unwrap()
-            .access_token;
-        let mut with_token = HeaderMap::new();
-        with_token.insert(
-            "authorization",
-            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-        );
+        let with_token = bearer(&user);
         let mut forged = HeaderMap::new();
         forged.insert("authorization", HeaderValue::from_static("Bearer not.a.token"));
 

@@ -99,7 +99,7 @@ impl AppState {
         Ok(RateLimiter::new(
             counter,
             window,
-            &scope,
+            scope,
             secret.tokens(self.config.token_ttl_secs),
         ))
     }

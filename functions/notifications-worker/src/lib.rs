@@ -271,14 +271,6 @@ async fn send_and_record(
         created_at: now_rfc3339(),
         sent_at: None,
     };
-    // Asked before anything is recorded: a deferral is not an attempt. Dropping `attempt` without a
-    // report (nothing sent after all) frees the breaker's probe slot.
-    let attempt = deps.breakers.for_channel(channel).try_acquire().map_err(|open| {
-        MessageError::retry_after(
-            open.retry_after,
-            format!("{} provider circuit open; deferred", channel.as_str()),
-        )
-    })?;
     if over_hourly_cap(deps, &draft).await? {
         deps.history.record_suppressed(&draft).await.map_err(|e| retry(&e))?;
         tracing::warn!(
@@ -289,6 +281,15 @@ async fn send_and_record(
         );
         return Ok(());
     }
+    // Asked after the cap (a suppressed notification needs no provider) and before the attempt is
+    // recorded: a deferral is not an attempt. Dropping `attempt` without a report (nothing sent after
+    // all) frees the breaker's probe slot.
+    let attempt = deps.breakers.for_channel(channel).try_acquire().map_err(|open| {
+        MessageError::retry_after(
+            open.retry_after,
+            format!("{} provider circuit open; deferred", channel.as_str()),
+        )
+    })?;
     let recorded = deps.history.record_attempt(&draft).await.map_err(|e| retry(&e))?;
     if recorded.status == DeliveryStatus::Sent {
         tracing::info!(channel = channel.as_str(), "history says sent; not sending again");
