@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::auth::{Identity, TokenService};
+use crate::domain::unix_now_millis;
 use crate::error::ApiError;
-use crate::ratelimit::{RateLimiter, Verdict, now_millis};
+use crate::ratelimit::{RateLimiter, Verdict};
 use crate::validation::FieldErrors;
 
 /// Bodies above this are refused with 413 before any parsing.
@@ -286,7 +287,7 @@ where
     Fut: Future<Output = Response<Body>>,
 {
     let verdict = limiter
-        .check(request.headers(), source_ip(&request), now_millis())
+        .check(request.headers(), source_ip(&request), unix_now_millis())
         .await;
     let mut response = match verdict {
         Some(Verdict {

@@ -37,8 +37,9 @@ pub struct LoginPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct Failures {
     pub count: u32,
-    /// Epoch seconds of the most recent failure.
-    pub last_at: u64,
+    /// Epoch milliseconds of the most recent failure (whole seconds would make a pause of 1 s end
+    /// anywhere between 0 and 1 s after it).
+    pub last_at_ms: u64,
 }
 
 impl LoginPolicy {
@@ -51,10 +52,12 @@ impl LoginPolicy {
         }
     }
 
-    /// Seconds the subject must still wait before its next attempt is considered; `None` when it may try now.
-    pub fn wait_secs(&self, failures: Option<Failures>, now: u64) -> Option<u64> {
-        let failures = failures.filter(|failures| now < failures.last_at.saturating_add(self.lock_secs))?;
-        let pause = if failures.count >= self.lock_after {
+    /// Whole seconds (rounded up) the subject must still wait at `now_ms` before its next attempt is
+    /// considered; `None` when it may try now.
+    pub fn wait_secs(&self, failures: Option<Failures>, now_ms: u64) -> Option<u64> {
+        let remembered_ms = self.lock_secs.saturating_mul(1000);
+        let failures = failures.filter(|failures| now_ms < failures.last_at_ms.saturating_add(remembered_ms))?;
+        let pause_secs = if failures.count >= self.lock_after {
             self.lock_secs
         } else if failures.count >= self.slow_after {
             let exponent = (failures.count - self.slow_after).min(MAX_SLOWDOWN_EXPONENT);
@@ -62,8 +65,8 @@ impl LoginPolicy {
         } else {
             return None;
         };
-        let free_at = failures.last_at.saturating_add(pause);
-        (now < free_at).then(|| free_at - now)
+        let free_at_ms = failures.last_at_ms.saturating_add(pause_secs.saturating_mul(1000));
+        (now_ms < free_at_ms).then(|| (free_at_ms - now_ms).div_ceil(1000))
     }
 }
 
@@ -91,8 +94,15 @@ impl Subject {
 #[async_trait]
 pub trait LoginFailures: Send + Sync {
     async fn get(&self, subject: &Subject) -> Result<Option<Failures>, StoreError>;
-    /// Counts a failure at `now`, forgetting failures older than `forget_before` first.
-    async fn record(&self, subject: &Subject, now: u64, forget_before: u64, expires_at: u64) -> Result<(), StoreError>;
+    /// Counts a failure at `now_ms`, forgetting failures older than `forget_before_ms` first;
+    /// `expires_at` (epoch seconds) is for the table's TTL.
+    async fn record(
+        &self,
+        subject: &Subject,
+        now_ms: u64,
+        forget_before_ms: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError>;
     async fn clear(&self, subject: &Subject) -> Result<(), StoreError>;
 }
 
@@ -115,12 +125,12 @@ impl LoginGuard {
     }
 
     /// How long the caller must wait before trying to sign in as `email`; `None` when it may now.
-    pub async fn wait_secs(&self, email: &Subject, ip: &Subject, now: u64) -> Result<Option<u64>, StoreError> {
+    pub async fn wait_secs(&self, email: &Subject, ip: &Subject, now_ms: u64) -> Result<Option<u64>, StoreError> {
         let (by_email, by_ip) = tokio::try_join!(self.failures.get(email), self.failures.get(ip))?;
         Ok(self
             .per_email
-            .wait_secs(by_email, now)
-            .max(self.per_ip.wait_secs(by_ip, now)))
+            .wait_secs(by_email, now_ms)
+            .max(self.per_ip.wait_secs(by_ip, now_ms)))
     }
 
     /// Counts a failed attempt against both subjects. Best effort: a counter that cannot be written
@@ -145,7 +155,7 @@ impl LoginGuard {
     }
 }
 
-/// Counters in the guards table: `{pk, count, last_at, expires_at}`.
+/// Counters in the guards table: `{pk, count, last_at_ms, expires_at}`.
 pub struct DynamoLoginFailures {
     client: aws_sdk_dynamodb::Client,
     table: String,
@@ -179,23 +189,29 @@ impl LoginFailures for DynamoLoginFailures {
         Ok(output.item.map(serde_dynamo::from_item).transpose()?)
     }
 
-    async fn record(&self, subject: &Subject, now: u64, forget_before: u64, expires_at: u64) -> Result<(), StoreError> {
+    async fn record(
+        &self,
+        subject: &Subject,
+        now_ms: u64,
+        forget_before_ms: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
         let number = |value: u64| AttributeValue::N(value.to_string());
         let values = HashMap::from([
             (":one".to_owned(), number(1)),
-            (":now".to_owned(), number(now)),
-            (":forget".to_owned(), number(forget_before)),
+            (":now".to_owned(), number(now_ms)),
+            (":forget".to_owned(), number(forget_before_ms)),
             (":exp".to_owned(), number(expires_at)),
         ]);
         // A recent failure: count on. Otherwise (new, or forgotten): start again at one.
         let attempts = [
             (
-                "ADD #count :one SET last_at = :now, expires_at = :exp",
-                "last_at >= :forget",
+                "ADD #count :one SET last_at_ms = :now, expires_at = :exp",
+                "last_at_ms >= :forget",
             ),
             (
-                "SET #count = :one, last_at = :now, expires_at = :exp",
-                "attribute_not_exists(last_at) OR last_at < :forget",
+                "SET #count = :one, last_at_ms = :now, expires_at = :exp",
+                "attribute_not_exists(last_at_ms) OR last_at_ms < :forget",
             ),
         ];
         // Two concurrent failures may race on a fresh key; the loser counts on the winner's item.
@@ -256,19 +272,20 @@ impl LoginFailures for InMemoryLoginFailures {
     async fn record(
         &self,
         subject: &Subject,
-        now: u64,
-        forget_before: u64,
+        now_ms: u64,
+        forget_before_ms: u64,
         _expires_at: u64,
     ) -> Result<(), StoreError> {
         let mut subjects = self.subjects();
-        let failures = subjects
-            .entry(subject.key())
-            .or_insert(Failures { count: 0, last_at: now });
-        if failures.last_at < forget_before {
+        let failures = subjects.entry(subject.key()).or_insert(Failures {
+            count: 0,
+            last_at_ms: now_ms,
+        });
+        if failures.last_at_ms < forget_before_ms {
             failures.count = 0;
         }
         failures.count += 1;
-        failures.last_at = now;
+        failures.last_at_ms = now_ms;
         Ok(())
     }
 
@@ -293,20 +310,20 @@ mod tests {
     fn pauses(policy: &LoginPolicy) -> Vec<Duration> {
         (1..=policy.lock_after)
             .map(|count| {
-                let failures = Failures { count, last_at: 0 };
+                let failures = Failures { count, last_at_ms: 0 };
                 Duration::from_secs(policy.wait_secs(Some(failures), 0).unwrap_or(0))
             })
             .collect()
     }
 
-    fn failed(count: u32, last_at: u64) -> Option<Failures> {
-        Some(Failures { count, last_at })
+    fn failed(count: u32, last_at_ms: u64) -> Option<Failures> {
+        Some(Failures { count, last_at_ms })
     }
 
     #[test]
     fn a_few_failures_cost_nothing() {
-        assert_eq!(POLICY.wait_secs(None, 1000), None);
-        assert_eq!(POLICY.wait_secs(failed(2, 1000), 1000), None);
+        assert_eq!(POLICY.wait_secs(None, 1_000_000), None);
+        assert_eq!(POLICY.wait_secs(failed(2, 1_000_000), 1_000_000), None);
     }
 
     #[test]
@@ -317,14 +334,17 @@ mod tests {
 
     #[test]
     fn the_pause_counts_from_the_last_failure() {
-        assert_eq!(POLICY.wait_secs(failed(4, 1000), 1001), Some(1));
-        assert_eq!(POLICY.wait_secs(failed(4, 1000), 1002), None);
-        assert_eq!(POLICY.wait_secs(failed(6, 1000), 1500), Some(100));
+        // Two seconds after the 4th failure; asked at once, or a moment later, it is still 2 s.
+        assert_eq!(POLICY.wait_secs(failed(4, 1_000_000), 1_000_000), Some(2));
+        assert_eq!(POLICY.wait_secs(failed(4, 1_000_000), 1_000_300), Some(2));
+        assert_eq!(POLICY.wait_secs(failed(4, 1_000_000), 1_001_000), Some(1));
+        assert_eq!(POLICY.wait_secs(failed(4, 1_000_000), 1_002_000), None);
+        assert_eq!(POLICY.wait_secs(failed(6, 1_000_000), 1_500_000), Some(100));
     }
 
     #[test]
     fn failures_older_than_the_lock_are_forgotten() {
-        assert_eq!(POLICY.wait_secs(failed(50, 1000), 1600), None);
+        assert_eq!(POLICY.wait_secs(failed(50, 1_000_000), 1_600_000), None);
     }
 
     #[test]
@@ -348,12 +368,12 @@ mod tests {
         let email = Subject::email(&Email::parse("ada@example.com").unwrap());
         let ip = Subject::Ip("203.0.113.10".into());
         for _ in 0..6 {
-            guard.failed(&email, &ip, 1000).await;
+            guard.failed(&email, &ip, 1_000_000).await;
         }
-        assert_eq!(guard.wait_secs(&email, &ip, 1000).await.unwrap(), Some(600));
+        assert_eq!(guard.wait_secs(&email, &ip, 1_000_000).await.unwrap(), Some(600));
         let other_email = Subject::email(&Email::parse("bob@example.com").unwrap());
-        assert_eq!(guard.wait_secs(&other_email, &ip, 1000).await.unwrap(), None);
+        assert_eq!(guard.wait_secs(&other_email, &ip, 1_000_000).await.unwrap(), None);
         guard.succeeded(&email).await;
-        assert_eq!(guard.wait_secs(&email, &ip, 1000).await.unwrap(), None);
+        assert_eq!(guard.wait_secs(&email, &ip, 1_000_000).await.unwrap(), None);
     }
 }

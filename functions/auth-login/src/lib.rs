@@ -9,7 +9,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use shared::auth::{PasswordHasher, TokenService};
-use shared::domain::{Email, Password, unix_now};
+use shared::domain::{Email, Password, unix_now_millis};
 use shared::http::{json_response, respond};
 use shared::login_guard::{LoginGuard, Subject};
 use shared::repo::users::UserRepository;
@@ -62,10 +62,10 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         // Counted whether or not the account exists, so a lock reveals nothing about it.
         let by_email = Subject::email(&email);
         let by_ip = Subject::Ip(request.source_ip().unwrap_or_else(|| "unknown".into()));
-        let now = unix_now();
+        let now_ms = unix_now_millis();
         let wait = deps
             .guard
-            .wait_secs(&by_email, &by_ip, now)
+            .wait_secs(&by_email, &by_ip, now_ms)
             .await
             .map_err(|error| ApiError::Unavailable(error.into()))?;
         if let Some(retry_after_secs) = wait {
@@ -86,7 +86,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
             }
             _ => {
                 tracing::info!("login failed");
-                deps.guard.failed(&by_email, &by_ip, now).await;
+                deps.guard.failed(&by_email, &by_ip, now_ms).await;
                 Err(ApiError::Unauthorized(INVALID_CREDENTIALS))
             }
         }
