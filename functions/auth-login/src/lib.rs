@@ -62,10 +62,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         // Counted whether or not the account exists, so a lock reveals nothing about it.
         let by_email = Subject::email(&email);
         let by_ip = Subject::Ip(request.source_ip().unwrap_or_else(|| "unknown".into()));
-        let now_ms = unix_now_millis();
         let wait = deps
             .guard
-            .wait_secs(&by_email, &by_ip, now_ms)
+            .wait_secs(&by_email, &by_ip, unix_now_millis())
             .await
             .map_err(|error| ApiError::Unavailable(error.into()))?;
         if let Some(retry_after_secs) = wait {
@@ -86,7 +85,8 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
             }
             _ => {
                 tracing::info!("login failed");
-                deps.guard.failed(&by_email, &by_ip, now_ms).await;
+                // Pauses count from when the failure was known, after the (slow) hashing.
+                deps.guard.failed(&by_email, &by_ip, unix_now_millis()).await;
                 Err(ApiError::Unauthorized(INVALID_CREDENTIALS))
             }
         }
