@@ -135,11 +135,11 @@ impl LoginGuard {
 
     /// Counts a failed attempt against both subjects. Best effort: a counter that cannot be written
     /// is logged, and the caller still gets its 401.
-    pub async fn failed(&self, email: &Subject, ip: &Subject, now: u64) {
+    pub async fn failed(&self, email: &Subject, ip: &Subject, now_ms: u64) {
         let record = |subject, policy: LoginPolicy| {
-            let forget_before = now.saturating_sub(policy.lock_secs);
-            self.failures
-                .record(subject, now, forget_before, now + policy.lock_secs + 60)
+            let forget_before_ms = now_ms.saturating_sub(policy.lock_secs.saturating_mul(1000));
+            let expires_at = now_ms / 1000 + policy.lock_secs + 60;
+            self.failures.record(subject, now_ms, forget_before_ms, expires_at)
         };
         let (by_email, by_ip) = tokio::join!(record(email, self.per_email), record(ip, self.per_ip));
         for error in [by_email.err(), by_ip.err()].into_iter().flatten() {
@@ -352,6 +352,26 @@ mod tests {
         let policy = LoginPolicy::locking_after(10, 900);
         assert_eq!((policy.slow_after, policy.lock_after), (5, 10));
         assert_eq!(LoginPolicy::locking_after(1, 900).slow_after, 1);
+    }
+
+    #[tokio::test]
+    async fn failures_seconds_apart_add_up_and_the_pause_counts_from_the_last() {
+        let guard = LoginGuard {
+            failures: std::sync::Arc::new(InMemoryLoginFailures::default()),
+            per_email: POLICY,
+            per_ip: POLICY,
+        };
+        let email = Subject::email(&Email::parse("ada@example.com").unwrap());
+        let ip = Subject::Ip("203.0.113.10".into());
+        // Given three failures a second apart,
+        for now_ms in [1_000_000, 1_001_000, 1_002_000] {
+            guard.failed(&email, &ip, now_ms).await;
+        }
+        // then they count as three: a pause of 1 s from the last one.
+        let failures = guard.failures.get(&email).await.unwrap().unwrap();
+        assert_eq!((failures.count, failures.last_at_ms), (3, 1_002_000));
+        assert_eq!(guard.wait_secs(&email, &ip, 1_002_200).await.unwrap(), Some(1));
+        assert_eq!(guard.wait_secs(&email, &ip, 1_003_000).await.unwrap(), None);
     }
 
     #[tokio::test]
