@@ -108,6 +108,16 @@ pub struct DynamoNotificationRepository {
     table: String,
 }
 
+/// What identifies a notification: written by its first record, never changed after.
+const IDENTITY_FIELDS: [&str; 6] = [
+    "user_id",
+    "event_id",
+    "event_type",
+    "channel",
+    "correlation_id",
+    "created_at",
+];
+
 /// The parts of an `UpdateItem` that writes `once` fields only if absent and `latest` fields always,
 /// taking their values from `item` (fields it lacks are left alone).
 struct Upsert {
@@ -153,15 +163,7 @@ impl NotificationRepository for DynamoNotificationRepository {
     async fn record_attempt(&self, draft: &Notification) -> Result<Notification, StoreError> {
         // Identity fields are written once; the rendered message and status follow the latest attempt.
         // `status` too: an attempt must not hide that an earlier one was SENT (only outcomes change it).
-        let once = [
-            "user_id",
-            "event_id",
-            "event_type",
-            "channel",
-            "correlation_id",
-            "created_at",
-            "status",
-        ];
+        let once = [IDENTITY_FIELDS.as_slice(), &["status"]].concat();
         let latest = ["recipient", "body"];
         let item = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(draft)?;
         let Upsert {
@@ -241,15 +243,7 @@ impl NotificationRepository for DynamoNotificationRepository {
             ..draft.clone()
         };
         // A retry of a notification attempted before keeps its identity fields and attempt count.
-        let once = [
-            "user_id",
-            "event_id",
-            "event_type",
-            "channel",
-            "correlation_id",
-            "created_at",
-            "attempts",
-        ];
+        let once = [IDENTITY_FIELDS.as_slice(), &["attempts"]].concat();
         let latest = ["recipient", "body", "subject", "status"];
         let item = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(&suppressed)?;
         let Upsert {
