@@ -1,12 +1,30 @@
-//! Order logic shared by the order functions (and, later, the payment worker): the client view,
-//! loading an order for a caller, and moving it through its life cycle.
+//! Order logic shared by the order functions and the payment worker: the client view, loading an
+//! order for a caller, and moving it through its life cycle.
+
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::auth::Identity;
+use crate::auth::{Identity, TokenService};
 use crate::domain::{CancelReason, Order, OrderId, OrderStatus, Transition, now_rfc3339};
 use crate::error::ApiError;
 use crate::repo::orders::OrderRepository;
+
+/// What the routes acting on one order by id need: the orders, and the token service that says who
+/// the caller is.
+pub struct OrderDeps {
+    pub orders: Arc<dyn OrderRepository>,
+    pub tokens: TokenService,
+}
+
+impl OrderDeps {
+    pub async fn from_state(state: &crate::AppState) -> Result<Self, crate::state::InitError> {
+        Ok(Self {
+            orders: state.orders(),
+            tokens: state.tokens().await?,
+        })
+    }
+}
 
 /// An order as clients see it (API.md): no payment token, no internal fields.
 #[derive(Debug, Serialize)]

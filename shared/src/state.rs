@@ -94,14 +94,13 @@ impl AppState {
     /// (see [`RateLimiter::settings_from_env`]).
     pub async fn rate_limiter(&self) -> Result<RateLimiter, InitError> {
         let (window, scope, table) = RateLimiter::settings_from_env()?;
-        let secret = self.signing_secret().await?;
         let counter = Arc::new(DynamoWindowCounter::new(self.dynamodb.clone(), table));
-        Ok(RateLimiter::new(
-            counter,
-            window,
-            scope,
-            secret.tokens(self.config.token_ttl_secs),
-        ))
+        Ok(RateLimiter::new(counter, window, scope, self.tokens().await?))
+    }
+
+    /// The token service of the deployment's signing secret and token lifetime.
+    pub async fn tokens(&self) -> Result<TokenService, InitError> {
+        Ok(self.signing_secret().await?.tokens(self.config.token_ttl_secs))
     }
 
     /// Login protection, configured from the environment (see [`LoginGuard::policies_from_env`]).

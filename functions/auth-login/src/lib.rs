@@ -26,11 +26,10 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
-        let secret = state.signing_secret().await?;
         Ok(Self {
             users: state.users(),
             hasher: PasswordHasher::default(),
-            tokens: secret.tokens(state.config.token_ttl_secs),
+            tokens: state.tokens().await?,
             guard: state.login_guard()?,
         })
     }

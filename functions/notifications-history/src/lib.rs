@@ -24,7 +24,7 @@ impl Deps {
         let secret = state.signing_secret().await?;
         Ok(Self {
             history: state.notifications(),
-            tokens: secret.tokens(state.config.token_ttl_secs),
+            tokens: state.tokens().await?,
             cursors: secret.cursors(),
         })
     }

@@ -3,32 +3,13 @@
 //! the status read, so the stock comes back exactly once; cancelling again answers 200 and changes
 //! nothing; a shipped order is 409.
 
-use std::sync::Arc;
-
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::AppState;
-use shared::auth::TokenService;
 use shared::domain::{CancelReason, Transition};
 use shared::http::{json_response, respond};
 use shared::orders::{OrderView, order_for_caller, step};
-use shared::repo::orders::OrderRepository;
-use shared::state::InitError;
 
-pub struct Deps {
-    pub orders: Arc<dyn OrderRepository>,
-    pub tokens: TokenService,
-}
-
-impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
-        let secret = state.signing_secret().await?;
-        Ok(Self {
-            orders: state.orders(),
-            tokens: secret.tokens(state.config.token_ttl_secs),
-        })
-    }
-}
+pub use shared::orders::OrderDeps as Deps;
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {

@@ -2,33 +2,15 @@
 //! Two round trips: the order, then one `BatchGetItem` across the users and products tables. A product
 //! deleted since still shows its line, without the catalogue fields.
 
-use std::sync::Arc;
-
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
-use shared::auth::TokenService;
+use shared::ApiError;
 use shared::domain::{Order, Product, User};
 use shared::http::{json_response, respond};
 use shared::orders::{OrderView, order_for_caller};
-use shared::repo::orders::OrderRepository;
-use shared::state::InitError;
-use shared::{ApiError, AppState};
 
-pub struct Deps {
-    pub orders: Arc<dyn OrderRepository>,
-    pub tokens: TokenService,
-}
-
-impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
-        let secret = state.signing_secret().await?;
-        Ok(Self {
-            orders: state.orders(),
-            tokens: secret.tokens(state.config.token_ttl_secs),
-        })
-    }
-}
+pub use shared::orders::OrderDeps as Deps;
 
 #[derive(Serialize)]
 struct UserSummary<'a> {

@@ -1,30 +1,11 @@
 //! `GET /api/orders/{order_id}`: one order, for its owner or an admin; 404 for anyone else.
 
-use std::sync::Arc;
-
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::AppState;
-use shared::auth::TokenService;
 use shared::http::{json_response, respond};
 use shared::orders::{OrderView, order_for_caller};
-use shared::repo::orders::OrderRepository;
-use shared::state::InitError;
 
-pub struct Deps {
-    pub orders: Arc<dyn OrderRepository>,
-    pub tokens: TokenService,
-}
-
-impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
-        let secret = state.signing_secret().await?;
-        Ok(Self {
-            orders: state.orders(),
-            tokens: secret.tokens(state.config.token_ttl_secs),
-        })
-    }
-}
+pub use shared::orders::OrderDeps as Deps;
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {

@@ -25,7 +25,7 @@ impl Deps {
         let secret = state.signing_secret().await?;
         Ok(Self {
             orders: state.orders(),
-            tokens: secret.tokens(state.config.token_ttl_secs),
+            tokens: state.tokens().await?,
             cursors: secret.cursors(),
         })
     }

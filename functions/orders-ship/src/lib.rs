@@ -1,32 +1,13 @@
 //! `POST /api/orders/{order_id}/ship` (admin): ships a `CONFIRMED` order; any other status is 409.
 //! The change is conditional on the status read, so a racing cancel and ship cannot both win.
 
-use std::sync::Arc;
-
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::AppState;
-use shared::auth::TokenService;
 use shared::domain::Transition;
 use shared::http::{json_response, respond};
 use shared::orders::{OrderView, order_for_caller, step};
-use shared::repo::orders::OrderRepository;
-use shared::state::InitError;
 
-pub struct Deps {
-    pub orders: Arc<dyn OrderRepository>,
-    pub tokens: TokenService,
-}
-
-impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
-        let secret = state.signing_secret().await?;
-        Ok(Self {
-            orders: state.orders(),
-            tokens: secret.tokens(state.config.token_ttl_secs),
-        })
-    }
-}
+pub use shared::orders::OrderDeps as Deps;
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {

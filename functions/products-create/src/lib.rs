@@ -19,10 +19,9 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
-        let secret = state.signing_secret().await?;
         Ok(Self {
             products: state.products(),
-            tokens: secret.tokens(state.config.token_ttl_secs),
+            tokens: state.tokens().await?,
         })
     }
 }
