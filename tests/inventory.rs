@@ -482,14 +482,19 @@ async fn the_low_stock_threshold_defaults_to_five_and_is_set_on_create_and_patch
 
 // ---------------------------------------------------------------------- low-stock alerts
 
+/// The email address of the account `token` belongs to (where its alerts go).
+async fn email_of(api: &Api, token: &str) -> String {
+    api.get("/api/users/me", Some(token)).await.expect(200)["email"]
+        .as_str()
+        .expect("email")
+        .to_owned()
+}
+
 #[tokio::test]
 async fn a_low_stock_alert_is_sent_to_the_admins_once_per_downward_crossing() {
     let api = Api::from_env();
     let admin = api.admin_token().await;
-    let admin_email = api.get("/api/users/me", Some(&admin)).await.expect(200)["email"]
-        .as_str()
-        .expect("email")
-        .to_owned();
+    let admin_email = email_of(&api, &admin).await;
     let category = unique_category();
     let item = product(&api, &admin, "E2E alert widget", &category, 8, Some(5)).await;
     let item_id = id_of(&item);
@@ -519,10 +524,7 @@ async fn a_low_stock_alert_is_sent_to_the_admins_once_per_downward_crossing() {
 async fn an_order_taking_the_stock_across_the_threshold_raises_one_alert() {
     let api = Api::from_env();
     let admin = api.admin_token().await;
-    let admin_email = api.get("/api/users/me", Some(&admin)).await.expect(200)["email"]
-        .as_str()
-        .expect("email")
-        .to_owned();
+    let admin_email = email_of(&api, &admin).await;
     let customer = api.customer().await;
     let category = unique_category();
     let item = product(&api, &admin, "E2E alert gadget", &category, 7, None).await;

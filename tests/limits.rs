@@ -83,6 +83,7 @@ async fn a_user_over_the_limit_gets_429_with_retry_after_while_another_is_served
     let first = api.get("/api/orders", Some(&alice)).await;
     first.expect(200);
     assert_eq!(first.header("ratelimit-limit"), Some(API_LIMIT));
+    assert_eq!(first.header("ratelimit-policy"), Some("5;w=2"));
     assert!(header_number(&first, "ratelimit-remaining") < 5);
     assert!((1..=2).contains(&header_number(&first, "ratelimit-reset")));
 
@@ -352,6 +353,12 @@ async fn login_failures_are_counted_forgotten_after_the_lock_and_cleared() {
         .unwrap();
     let counted = failures.get(&subject).await.unwrap().unwrap();
     assert_eq!((counted.count, counted.last_at_ms), (1, 5_000_000));
+
+    // Both subjects of a login attempt are read in one request, each getting its own
+    let never_failed = Subject::Ip(format!("e2e-{}", uuid::Uuid::new_v4()));
+    let (one, other) = failures.get_both(&subject, &never_failed).await.unwrap();
+    assert_eq!(one.map(|f| f.count), Some(1));
+    assert_eq!(other, None);
 
     // And clearing removes them
     failures.clear(&subject).await.unwrap();

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::config::{ConfigError, required_number};
 use crate::domain::Email;
 use crate::idempotency::fingerprint;
-use crate::store::{StoreError, is_condition_failure};
+use crate::store::{StoreError, batch_get, is_condition_failure};
 
 /// The longest forced pause between attempts before the lock takes over.
 const MAX_SLOWDOWN_EXPONENT: u32 = 10;
@@ -94,6 +94,14 @@ impl Subject {
 #[async_trait]
 pub trait LoginFailures: Send + Sync {
     async fn get(&self, subject: &Subject) -> Result<Option<Failures>, StoreError>;
+    /// The failures of two subjects (an email and an IP), read together.
+    async fn get_both(
+        &self,
+        first: &Subject,
+        second: &Subject,
+    ) -> Result<(Option<Failures>, Option<Failures>), StoreError> {
+        tokio::try_join!(self.get(first), self.get(second))
+    }
     /// Counts a failure at `now_ms`, forgetting failures older than `forget_before_ms` first;
     /// `expires_at` (epoch seconds) is for the table's TTL.
     async fn record(
@@ -126,7 +134,7 @@ impl LoginGuard {
 
     /// How long the caller must wait before trying to sign in as `email`; `None` when it may now.
     pub async fn wait_secs(&self, email: &Subject, ip: &Subject, now_ms: u64) -> Result<Option<u64>, StoreError> {
-        let (by_email, by_ip) = tokio::try_join!(self.failures.get(email), self.failures.get(ip))?;
+        let (by_email, by_ip) = self.failures.get_both(email, ip).await?;
         Ok(self
             .per_email
             .wait_secs(by_email, now_ms)
@@ -187,6 +195,27 @@ impl LoginFailures for DynamoLoginFailures {
             .await
             .map_err(StoreError::from_sdk)?;
         Ok(output.item.map(serde_dynamo::from_item).transpose()?)
+    }
+
+    /// One `BatchGetItem` for both.
+    async fn get_both(
+        &self,
+        first: &Subject,
+        second: &Subject,
+    ) -> Result<(Option<Failures>, Option<Failures>), StoreError> {
+        let keys = vec![Self::key(first), Self::key(second)];
+        let mut found = batch_get(&self.client, HashMap::from([(self.table.clone(), keys)])).await?;
+        let items = found.remove(&self.table).unwrap_or_default();
+        let failures_of = |subject: &Subject| -> Result<Option<Failures>, StoreError> {
+            let key = AttributeValue::S(subject.key());
+            items
+                .iter()
+                .find(|item| item.get("pk") == Some(&key))
+                .map(|item| serde_dynamo::from_item(item.clone()))
+                .transpose()
+                .map_err(StoreError::from)
+        };
+        Ok((failures_of(first)?, failures_of(second)?))
     }
 
     async fn record(

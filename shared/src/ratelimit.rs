@@ -353,15 +353,20 @@ pub struct RateLimiter {
     window: SlidingWindow,
     scope: Scope,
     tokens: TokenService,
+    /// `RateLimit-Policy`, the same on every response: built once.
+    policy: HeaderValue,
 }
 
 impl RateLimiter {
     pub fn new(counter: Arc<dyn WindowCounter>, window: SlidingWindow, scope: Scope, tokens: TokenService) -> Self {
+        let policy = HeaderValue::from_str(&format!("{};w={}", window.limit, window.window_secs))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
         Self {
             counter,
             window,
             scope,
             tokens,
+            policy,
         }
     }
 
@@ -421,11 +426,7 @@ impl RateLimiter {
             ("ratelimit-limit", verdict.limit.into()),
             ("ratelimit-remaining", verdict.remaining.into()),
             ("ratelimit-reset", verdict.reset_secs.into()),
-            (
-                "ratelimit-policy",
-                HeaderValue::from_str(&format!("{};w={}", self.window.limit, self.window.window_secs))
-                    .unwrap_or_else(|_| HeaderValue::from_static("")),
-            ),
+            ("ratelimit-policy", self.policy.clone()),
         ]
     }
 }

@@ -98,6 +98,11 @@ impl AppState {
         Ok(RateLimiter::new(counter, window, scope, self.tokens().await?))
     }
 
+    /// The pagination cursor codec of the deployment's signing secret.
+    pub async fn cursors(&self) -> Result<CursorCodec, InitError> {
+        Ok(self.signing_secret().await?.cursors())
+    }
+
     /// The token service of the deployment's signing secret and token lifetime.
     pub async fn tokens(&self) -> Result<TokenService, InitError> {
         Ok(self.signing_secret().await?.tokens(self.config.token_ttl_secs))

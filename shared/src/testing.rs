@@ -261,6 +261,14 @@ impl aws_sdk_dynamodb::config::Intercept for RoundTripCounter {
 }
 
 impl OrderWorld {
+    /// What the routes acting on one order need, on this world's orders and the test signing key.
+    pub fn order_deps(&self) -> crate::orders::OrderDeps {
+        crate::orders::OrderDeps {
+            orders: self.orders.clone(),
+            tokens: tokens(),
+        }
+    }
+
     /// Gives the sample order a payment token (the worker reads it from the stored order).
     pub async fn set_sample_payment_token(&self, token: Option<&str>) {
         self.orders.set_payment_token_for_tests(SAMPLE_ORDER_ID, token);

@@ -21,11 +21,10 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
-        let secret = state.signing_secret().await?;
         Ok(Self {
             history: state.notifications(),
             tokens: state.tokens().await?,
-            cursors: secret.cursors(),
+            cursors: state.cursors().await?,
         })
     }
 }

@@ -38,31 +38,24 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 mod tests {
     use super::*;
     use shared::domain::{OrderStatus, Role, UserId};
-    use shared::testing::{KETTLE_ID, MUG_ID, OrderWorld, as_user, json_of, request, tokens};
+    use shared::testing::{KETTLE_ID, MUG_ID, OrderWorld, as_user, json_of, request};
 
     fn event() -> Request {
         request(include_str!("../../../events/orders-cancel.json"))
-    }
-
-    fn deps(world: &OrderWorld) -> Deps {
-        Deps {
-            orders: world.orders.clone(),
-            tokens: tokens(),
-        }
     }
 
     #[tokio::test]
     async fn cancelling_releases_the_stock_once_and_repeating_changes_nothing() {
         let world = OrderWorld::with_sample_order().await;
         assert_eq!(world.stock(MUG_ID).await, 3);
-        let first = handle(&deps(&world), as_user(event(), &world.buyer, Role::Customer)).await;
+        let first = handle(&world.order_deps(), as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(first.status(), 200);
         let body = json_of(&first);
         assert_eq!(body["status"], "CANCELLED");
         assert_eq!(body["cancel_reason"], "customer_cancelled");
         assert_eq!(world.stock(MUG_ID).await, 5);
         assert_eq!(world.stock(KETTLE_ID).await, 10);
-        let again = handle(&deps(&world), as_user(event(), &world.buyer, Role::Customer)).await;
+        let again = handle(&world.order_deps(), as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(again.status(), 200);
         assert_eq!(world.stock(MUG_ID).await, 5);
     }
@@ -71,7 +64,7 @@ mod tests {
     async fn a_confirmed_order_can_be_cancelled_by_an_admin() {
         let world = OrderWorld::with_sample_order().await;
         world.set_sample_status(OrderStatus::Confirmed).await;
-        let response = handle(&deps(&world), as_user(event(), &UserId::generate(), Role::Admin)).await;
+        let response = handle(&world.order_deps(), as_user(event(), &UserId::generate(), Role::Admin)).await;
         assert_eq!(response.status(), 200);
         assert_eq!(json_of(&response)["cancel_reason"], "admin_cancelled");
         assert_eq!(world.stock(MUG_ID).await, 5);
@@ -82,7 +75,7 @@ mod tests {
         let world = OrderWorld::with_sample_order().await;
         world.set_sample_status(OrderStatus::Confirmed).await;
         world.set_sample_status(OrderStatus::Shipped).await;
-        let response = handle(&deps(&world), as_user(event(), &world.buyer, Role::Customer)).await;
+        let response = handle(&world.order_deps(), as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(response.status(), 409);
         assert_eq!(world.stock(MUG_ID).await, 3);
     }
@@ -90,7 +83,11 @@ mod tests {
     #[tokio::test]
     async fn another_customer_gets_404_and_nothing_changes() {
         let world = OrderWorld::with_sample_order().await;
-        let response = handle(&deps(&world), as_user(event(), &UserId::generate(), Role::Customer)).await;
+        let response = handle(
+            &world.order_deps(),
+            as_user(event(), &UserId::generate(), Role::Customer),
+        )
+        .await;
         assert_eq!(response.status(), 404);
         assert_eq!(world.sample_order().await.status, OrderStatus::Pending);
     }

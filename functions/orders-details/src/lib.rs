@@ -78,7 +78,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 mod tests {
     use super::*;
     use shared::domain::{Role, UserId};
-    use shared::testing::{KETTLE_ID, OrderWorld, as_user, json_of, request, tokens};
+    use shared::testing::{KETTLE_ID, OrderWorld, as_user, json_of, request};
 
     fn event() -> Request {
         request(include_str!("../../../events/orders-details.json"))
@@ -87,10 +87,7 @@ mod tests {
     #[tokio::test]
     async fn details_add_the_buyer_and_catalogue_fields() {
         let world = OrderWorld::with_sample_order().await;
-        let deps = Deps {
-            orders: world.orders.clone(),
-            tokens: tokens(),
-        };
+        let deps = world.order_deps();
         let response = handle(&deps, as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(response.status(), 200);
         let body = json_of(&response);
@@ -106,10 +103,7 @@ mod tests {
     async fn a_vanished_product_keeps_its_line_unenriched() {
         let world = OrderWorld::with_sample_order().await;
         world.products.remove_for_tests(KETTLE_ID);
-        let deps = Deps {
-            orders: world.orders.clone(),
-            tokens: tokens(),
-        };
+        let deps = world.order_deps();
         let body = json_of(&handle(&deps, as_user(event(), &world.buyer, Role::Customer)).await);
         let kettle = &body["items"][1];
         assert_eq!(kettle["product_id"], KETTLE_ID);
@@ -120,10 +114,7 @@ mod tests {
     #[tokio::test]
     async fn another_customer_gets_404() {
         let world = OrderWorld::with_sample_order().await;
-        let deps = Deps {
-            orders: world.orders.clone(),
-            tokens: tokens(),
-        };
+        let deps = world.order_deps();
         let response = handle(&deps, as_user(event(), &UserId::generate(), Role::Customer)).await;
         assert_eq!(response.status(), 404);
     }

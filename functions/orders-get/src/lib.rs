@@ -26,17 +26,10 @@ mod tests {
         request(include_str!("../../../events/orders-get.json"))
     }
 
-    async fn deps(world: &OrderWorld) -> Deps {
-        Deps {
-            orders: world.orders.clone(),
-            tokens: shared::testing::tokens(),
-        }
-    }
-
     #[tokio::test]
     async fn the_owner_and_admins_read_the_order() {
         let world = OrderWorld::with_sample_order().await;
-        let deps = deps(&world).await;
+        let deps = world.order_deps();
         let response = handle(&deps, as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(response.status(), 200);
         assert_eq!(json_of(&response)["id"], shared::testing::SAMPLE_ORDER_ID);
@@ -48,7 +41,7 @@ mod tests {
     async fn another_customer_gets_404() {
         let world = OrderWorld::with_sample_order().await;
         let response = handle(
-            &deps(&world).await,
+            &world.order_deps(),
             as_user(event(), &UserId::generate(), Role::Customer),
         )
         .await;

@@ -22,11 +22,10 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
-        let secret = state.signing_secret().await?;
         Ok(Self {
             orders: state.orders(),
             tokens: state.tokens().await?,
-            cursors: secret.cursors(),
+            cursors: state.cursors().await?,
         })
     }
 }

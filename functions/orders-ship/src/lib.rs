@@ -32,24 +32,17 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 mod tests {
     use super::*;
     use shared::domain::{OrderStatus, Role, UserId};
-    use shared::testing::{OrderWorld, as_user, json_of, request, tokens};
+    use shared::testing::{OrderWorld, as_user, json_of, request};
 
     fn event() -> Request {
         request(include_str!("../../../events/orders-ship.json"))
-    }
-
-    fn deps(world: &OrderWorld) -> Deps {
-        Deps {
-            orders: world.orders.clone(),
-            tokens: tokens(),
-        }
     }
 
     #[tokio::test]
     async fn an_admin_ships_a_confirmed_order() {
         let world = OrderWorld::with_sample_order().await;
         world.set_sample_status(OrderStatus::Confirmed).await;
-        let response = handle(&deps(&world), as_user(event(), &UserId::generate(), Role::Admin)).await;
+        let response = handle(&world.order_deps(), as_user(event(), &UserId::generate(), Role::Admin)).await;
         assert_eq!(response.status(), 200);
         assert_eq!(json_of(&response)["status"], "SHIPPED");
     }
@@ -57,7 +50,7 @@ mod tests {
     #[tokio::test]
     async fn a_pending_order_cannot_be_shipped() {
         let world = OrderWorld::with_sample_order().await;
-        let response = handle(&deps(&world), as_user(event(), &UserId::generate(), Role::Admin)).await;
+        let response = handle(&world.order_deps(), as_user(event(), &UserId::generate(), Role::Admin)).await;
         assert_eq!(response.status(), 409);
         assert_eq!(world.sample_order().await.status, OrderStatus::Pending);
     }
@@ -66,7 +59,7 @@ mod tests {
     async fn the_owner_is_forbidden() {
         let world = OrderWorld::with_sample_order().await;
         world.set_sample_status(OrderStatus::Confirmed).await;
-        let response = handle(&deps(&world), as_user(event(), &world.buyer, Role::Customer)).await;
+        let response = handle(&world.order_deps(), as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(response.status(), 403);
     }
 }

@@ -21,10 +21,9 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
-        let secret = state.signing_secret().await?;
         Ok(Self {
             products: state.products(),
-            cursors: secret.cursors(),
+            cursors: state.cursors().await?,
         })
     }
 }
