@@ -1,6 +1,8 @@
 //! The three places that name functions and routes must agree one to one: the `functions/` crates,
 //! template.yaml (functions and HttpApi routes) and the `cargo lambda watch` router in Cargo.toml.
-//! Runs without an emulator.
+//! And the library's layers stay layers: each crate under `shared/` depends only on the layers below
+//! it, no module cycle hides inside a crate, the domain links no AWS, HTTP or async crate, and no
+//! worker links the HTTP, token or password stack. Runs without an emulator.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -189,21 +191,228 @@ fn every_route_but_health_is_served_behind_the_rate_limiter() {
         let main = read(&format!("functions/{function}/src/main.rs"));
         let policies = serde_yaml::to_string(&resources[&function]["Properties"]["Policies"]).unwrap();
         if function == "health" {
-            assert!(
-                main.contains("shared::http::serve_unlimited("),
-                "health is exempt (API.md)"
-            );
+            assert!(main.contains("api::run_api_unlimited("), "health is exempt (API.md)");
             assert!(!policies.contains("GuardsTable"), "health needs no counters");
         } else {
             // One entry point does the limiting for everyone; a function cannot skip it by accident.
             assert!(
-                main.contains("state.rate_limiter().await?") && main.contains("shared::http::serve(limiter,"),
-                "{function} must serve through the rate limiter"
+                main.contains("api::run_api("),
+                "{function} must serve through the rate limiter (api::run_api)"
             );
             assert!(
                 policies.contains("GuardsTable") && policies.contains("rate#*"),
                 "{function} needs (only) its rate counters in the guards table"
             );
+        }
+    }
+}
+
+/// The library crates, bottom layer first, and the library crates each may depend on.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("domain", &[]),
+    ("store", &["domain"]),
+    ("wiring", &["store"]),
+    ("api", &["domain", "store", "wiring"]),
+    ("worker", &["domain", "store", "wiring"]),
+];
+
+/// The names of the crates `package` links in a normal build (`cargo tree`, so transitive ones too).
+fn linked_crates(package: &str) -> BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+            package,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo tree -p {package}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The crates `[dependencies]` of a manifest names directly.
+fn direct_dependencies(manifest: &str) -> BTreeSet<String> {
+    let manifest: toml::Value = toml::from_str(&read(manifest)).unwrap();
+    manifest
+        .get("dependencies")
+        .and_then(toml::Value::as_table)
+        .map(|table| table.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn each_library_crate_depends_only_on_the_layers_below_it() {
+    let library: BTreeSet<&str> = LAYERS.iter().map(|(name, _)| *name).collect();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(root().join("shared"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(on_disk, library.iter().map(|name| (*name).to_owned()).collect());
+    for (name, allowed) in LAYERS {
+        let uses: BTreeSet<String> = direct_dependencies(&format!("shared/{name}/Cargo.toml"))
+            .into_iter()
+            .filter(|dependency| library.contains(dependency.as_str()))
+            .collect();
+        let allowed: BTreeSet<String> = allowed.iter().map(|name| (*name).to_owned()).collect();
+        assert!(uses.is_subset(&allowed), "{name} uses {uses:?}, may use {allowed:?}");
+    }
+}
+
+#[test]
+fn functions_use_the_edge_of_their_kind() {
+    for (function, routes) in template_functions() {
+        let uses = direct_dependencies(&format!("functions/{function}/Cargo.toml"));
+        if routes.is_empty() {
+            assert!(!uses.contains("api"), "{function} is a worker: it has no HTTP edge");
+        } else {
+            assert!(
+                !uses.contains("worker"),
+                "{function} serves HTTP: it is no event consumer"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_domain_links_no_aws_http_or_async_crate() {
+    let linked = linked_crates("domain");
+    let forbidden = |name: &str| {
+        [
+            "aws-", "lambda", "hyper", "http", "reqwest", "tokio", "futures", "async-", "tower", "mio",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+    };
+    let offending: Vec<&String> = linked.iter().filter(|name| forbidden(name)).collect();
+    assert!(offending.is_empty(), "the domain links {offending:?}");
+}
+
+#[test]
+fn no_worker_links_the_http_token_or_password_stack() {
+    let workers: Vec<String> = template_functions()
+        .into_iter()
+        .filter(|(_, routes)| routes.is_empty())
+        .map(|(function, _)| function)
+        .collect();
+    assert!(workers.len() >= 4, "{workers:?}");
+    for worker in workers {
+        let linked = linked_crates(&worker);
+        for forbidden in ["lambda_http", "jsonwebtoken", "argon2", "aws-sdk-secretsmanager"] {
+            assert!(!linked.contains(forbidden), "{worker} links {forbidden}");
+        }
+    }
+}
+
+/// Module -> the modules of the same crate it names (`crate::module`, or an item the crate root
+/// re-exports from `module`).
+fn module_graph(krate: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let src = root().join(format!("shared/{krate}/src"));
+    let modules: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .map(|path| path.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|name| name != "lib")
+        .collect();
+    // `pub use module::{A, B};` in lib.rs: A and B come from `module`.
+    let mut reexported: BTreeMap<String, String> = BTreeMap::new();
+    let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+    for statement in lib.split(';') {
+        let Some(path) = statement.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let Some((module, items)) = path.split_once("::") else {
+            continue;
+        };
+        for item in items.trim_matches(|c| c == '{' || c == '}').split(',') {
+            reexported.insert(item.trim().to_owned(), module.to_owned());
+        }
+    }
+    let identifiers = |text: &str| -> Vec<String> {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|word| !word.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut graph = BTreeMap::new();
+    for module in &modules {
+        let text = std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
+        // Tests may reach anywhere in their crate; only the code itself must be layered.
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        let mut uses = BTreeSet::new();
+        for (index, _) in code.match_indices("crate::") {
+            let rest = &code[index + "crate::".len()..];
+            let named = if rest.starts_with('{') {
+                let end = rest.find('}').unwrap_or(rest.len());
+                identifiers(&rest[..end])
+            } else {
+                identifiers(rest).into_iter().take(1).collect()
+            };
+            for name in named {
+                if modules.contains(&name) {
+                    uses.insert(name);
+                } else if let Some(owner) = reexported.get(&name) {
+                    uses.insert(owner.clone());
+                }
+            }
+        }
+        uses.remove(module);
+        graph.insert(module.clone(), uses);
+    }
+    graph
+}
+
+#[test]
+fn no_library_crate_hides_a_module_cycle() {
+    for (krate, _) in LAYERS {
+        let graph = module_graph(krate);
+        // Depth-first search; a module met again while still on the path closes a cycle.
+        fn visit(
+            module: &str,
+            graph: &BTreeMap<String, BTreeSet<String>>,
+            path: &mut Vec<String>,
+            done: &mut BTreeSet<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(start) = path.iter().position(|on_path| on_path == module) {
+                let mut cycle = path[start..].to_vec();
+                cycle.push(module.to_owned());
+                return Some(cycle);
+            }
+            if done.contains(module) {
+                return None;
+            }
+            path.push(module.to_owned());
+            for next in graph.get(module).into_iter().flatten() {
+                if let Some(cycle) = visit(next, graph, path, done) {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            done.insert(module.to_owned());
+            None
+        }
+        let mut done = BTreeSet::new();
+        for module in graph.keys() {
+            if let Some(cycle) = visit(module, &graph, &mut Vec::new(), &mut done) {
+                panic!("{krate} has a module cycle: {}", cycle.join(" -> "));
+            }
         }
     }
 }

@@ -11,13 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::ratelimit::{RateLimiter, Scope, SlidingWindow};
+use domain::UserId;
 use e2e::{
     Api, Reply, Role, assert_problem, emulator_sdk_config, env_var, mint_token, unique_category, unique_email, unix_now,
 };
 use serde_json::json;
-use shared::domain::UserId;
-use shared::login_guard::{DynamoLoginFailures, LoginFailures, Subject};
-use shared::ratelimit::{DynamoWindowCounter, RateLimiter, Scope, SlidingWindow, WindowCounter, WindowCounts};
+use store::login_failures::{DynamoLoginFailures, LoginFailures, Subject};
+use store::rate_counter::{DynamoWindowCounter, WindowCounter, WindowCounts};
 use tokio::sync::{Mutex, MutexGuard};
 
 /// The limits stack's anonymous budgets are shared by every test here: one test at a time.
@@ -322,7 +323,7 @@ async fn the_limiter_fails_open_when_its_table_is_unreachable() {
         limit: 1,
         window_secs: 60,
     };
-    let limiter = RateLimiter::new(counter, window, Scope::Api, shared::testing::tokens());
+    let limiter = RateLimiter::new(counter, window, Scope::Api, api::testing::tokens());
     // When a request is decided, then there is no verdict: the request is served, unlimited
     let headers = lambda_http::http::HeaderMap::new();
     for _ in 0..3 {

@@ -178,7 +178,7 @@ fn user_registered_envelope(event_id: &str, user_id: &str, correlation_id: &str)
         "event_id": event_id,
         "event_type": "user.registered",
         "version": 1,
-        "occurred_at": shared::domain::now_rfc3339(),
+        "occurred_at": domain::now_rfc3339(),
         "correlation_id": correlation_id,
         "data": {"user_id": user_id},
     })

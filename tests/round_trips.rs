@@ -1,6 +1,6 @@
 //! DynamoDB round trips of order placement and order details, measured by running the handlers in
 //! process against the emulator's real tables with a client that counts every request it sends
-//! (`shared::testing::RoundTripCounter`). The customer and the products are created through the HTTP
+//! (`wiring::testing::RoundTripCounter`). The customer and the products are created through the HTTP
 //! API like any client; the in-process handlers accept tokens signed with the unit-test secret.
 //! Run with `--nocapture` to see the measured numbers.
 // Test code: a failed expectation is a failed test.
@@ -8,13 +8,14 @@
 
 use std::sync::Arc;
 
+use api::testing::{as_user, json_of, request, tokens};
+use domain::{Role, UserId};
 use e2e::{Api, Customer, ShopTables, emulator_sdk_config, unique_category};
 use lambda_http::Request;
 use serde_json::{Value, json};
-use shared::domain::{Role, UserId};
-use shared::idempotency::DynamoIdempotencyStore;
-use shared::repo::products::DynamoProductRepository;
-use shared::testing::{RoundTripCounter, as_user, json_of, request, tokens};
+use store::idempotency::DynamoIdempotencyStore;
+use store::products::DynamoProductRepository;
+use wiring::testing::RoundTripCounter;
 
 const CREATE_EVENT: &str = include_str!("../events/orders-create.json");
 const DETAILS_EVENT: &str = include_str!("../events/orders-details.json");

@@ -10,16 +10,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use api::auth::TokenService;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use domain::UserId;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
-use shared::auth::TokenService;
-use shared::domain::UserId;
 use tokio::sync::OnceCell;
 
-pub use shared::domain::Role;
+pub use domain::Role;
 
 /// The password every user registered by [`Api::customer`] gets.
 pub const PASSWORD: &str = "e2e-correct-horse-battery";
@@ -723,14 +723,14 @@ impl ShopTables {
     }
 
     /// The order repository the functions use, on `client`.
-    pub fn order_repository(&self, client: aws_sdk_dynamodb::Client) -> shared::repo::orders::DynamoOrderRepository {
-        let tables = shared::repo::orders::OrderTables {
+    pub fn order_repository(&self, client: aws_sdk_dynamodb::Client) -> store::orders::DynamoOrderRepository {
+        let tables = store::orders::OrderTables {
             orders: self.orders.clone(),
             products: self.products.clone(),
             users: self.users.clone(),
         };
-        let idempotency = shared::idempotency::DynamoIdempotencyStore::new(client.clone(), &self.idempotency);
-        shared::repo::orders::DynamoOrderRepository::new(client, tables, idempotency)
+        let idempotency = store::idempotency::DynamoIdempotencyStore::new(client.clone(), &self.idempotency);
+        store::orders::DynamoOrderRepository::new(client, tables, idempotency)
     }
 }
 

@@ -1,21 +1,22 @@
 //! `POST /api/auth/login`: exchanges email and password for a short-lived bearer token. An unknown
 //! email and a wrong password get the same 401 after the same amount of hashing work. Repeated
-//! failures for one email or from one IP are slowed down and then locked (`shared::login_guard`),
+//! failures for one email or from one IP are slowed down and then locked (`api::login_guard`),
 //! with the same 429 whether the account exists or not.
 
 use std::sync::Arc;
 
+use api::InitError;
+use api::auth::{PasswordHasher, TokenService};
+use api::http::{json_response, respond};
+use api::login_guard::LoginGuard;
+use api::{ApiError, ApiState};
+use domain::validation::FieldErrors;
+use domain::{Email, Password, unix_now_millis};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
-use shared::auth::{PasswordHasher, TokenService};
-use shared::domain::{Email, Password, unix_now_millis};
-use shared::http::{json_response, respond};
-use shared::login_guard::{LoginGuard, Subject};
-use shared::repo::users::UserRepository;
-use shared::state::InitError;
-use shared::validation::FieldErrors;
-use shared::{ApiError, AppState};
+use store::login_failures::Subject;
+use store::users::UserRepository;
 
 pub struct Deps {
     pub users: Arc<dyn UserRepository>,
@@ -25,7 +26,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             users: state.users(),
             hasher: PasswordHasher::default(),
@@ -96,10 +97,11 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{Role, User, UserId};
-    use shared::login_guard::{InMemoryLoginFailures, LoginPolicy};
-    use shared::repo::memory::InMemoryUsers;
-    use shared::testing::{json_of, request, tokens};
+    use api::login_guard::LoginPolicy;
+    use api::testing::{json_of, request, tokens};
+    use domain::{Role, User, UserId};
+    use store::login_failures::InMemoryLoginFailures;
+    use store::memory::InMemoryUsers;
 
     async fn deps_with_ada() -> (Deps, UserId) {
         let users = Arc::new(InMemoryUsers::default());
@@ -224,15 +226,15 @@ mod tests {
     struct Unreadable;
 
     #[async_trait::async_trait]
-    impl shared::login_guard::LoginFailures for Unreadable {
-        async fn get(&self, _: &Subject) -> Result<Option<shared::login_guard::Failures>, shared::store::StoreError> {
-            Err(shared::store::StoreError::Unavailable("connection refused".into()))
+    impl store::login_failures::LoginFailures for Unreadable {
+        async fn get(&self, _: &Subject) -> Result<Option<store::login_failures::Failures>, store::StoreError> {
+            Err(store::StoreError::Unavailable("connection refused".into()))
         }
-        async fn record(&self, _: &Subject, _: u64, _: u64, _: u64) -> Result<(), shared::store::StoreError> {
-            Err(shared::store::StoreError::Unavailable("connection refused".into()))
+        async fn record(&self, _: &Subject, _: u64, _: u64, _: u64) -> Result<(), store::StoreError> {
+            Err(store::StoreError::Unavailable("connection refused".into()))
         }
-        async fn clear(&self, _: &Subject) -> Result<(), shared::store::StoreError> {
-            Err(shared::store::StoreError::Unavailable("connection refused".into()))
+        async fn clear(&self, _: &Subject) -> Result<(), store::StoreError> {
+            Err(store::StoreError::Unavailable("connection refused".into()))
         }
     }
 

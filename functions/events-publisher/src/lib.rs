@@ -1,5 +1,5 @@
 //! The outbox relay: reads committed changes from the users and orders table streams, maps each state
-//! transition to its domain event (see `shared::events`), and publishes it to the events topic with an
+//! transition to its domain event (see `domain::events`), and publishes it to the events topic with an
 //! `event_type` attribute for subscription filters. A publish that fails fails the batch from that
 //! record on, so the stream delivers it again: an event is never lost, at worst published twice with
 //! the same id, which consumers drop.
@@ -10,12 +10,12 @@ use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
-use shared::config::Config;
-use shared::domain::Order;
-use shared::events::{CORRELATION_ATTRIBUTE, EVENT_TYPE_ATTRIBUTE, Envelope, low_stock_event, order_event, user_event};
-use shared::repo::products::product_from_image;
-use shared::repo::users::user_from_image;
-use shared::store::StoreError;
+use domain::Order;
+use domain::events::{CORRELATION_ATTRIBUTE, EVENT_TYPE_ATTRIBUTE, Envelope, low_stock_event, order_event, user_event};
+use store::StoreError;
+use store::products::product_from_image;
+use store::users::user_from_image;
+use wiring::config::Config;
 
 /// SNS accepts at most ten messages and 256 KiB per PublishBatch; attributes count too, hence the margin.
 const PUBLISH_BATCH: usize = 10;
@@ -90,7 +90,7 @@ impl EventSink for SnsSink {
             .set_publish_batch_request_entries(Some(entries))
             .send()
             .await
-            .map_err(|error| PublishError(shared::error::error_chain(&error)))?;
+            .map_err(|error| PublishError(wiring::telemetry::error_chain(&error)))?;
         match output.failed() {
             [] => Ok(()),
             failed => Err(PublishError(format!(
@@ -113,9 +113,9 @@ pub struct SourceTables {
 impl SourceTables {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            users: config.users_table.clone(),
-            orders: config.orders_table.clone(),
-            products: config.products_table.clone(),
+            users: config.tables.users.clone(),
+            orders: config.tables.orders.clone(),
+            products: config.tables.products.clone(),
         }
     }
 }
@@ -232,7 +232,7 @@ async fn publish_all(deps: &Deps, pending: &[(Option<String>, Envelope)]) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::events::EventType;
+    use domain::events::EventType;
     use std::sync::Mutex;
 
     #[derive(Default)]
@@ -316,7 +316,7 @@ mod tests {
         let sizes: Vec<usize> = publish_batches(&small).iter().map(|batch| batch.len()).collect();
         assert_eq!(sizes, [10, 2]);
         let mut big = sample.clone();
-        if let shared::events::EventData::Order(data) = &mut big.data {
+        if let domain::events::EventData::Order(data) = &mut big.data {
             data.items[0].product_name = "x".repeat(90 * 1024);
         }
         let large: Vec<(Option<String>, Envelope)> = (0..3).map(|i| (Some(i.to_string()), big.clone())).collect();

@@ -1,11 +1,11 @@
 //! `GET /health`: 200 when every dependency answers, 503 `degraded` when one does not.
 //! Never rate limited, never authenticated; it reveals no names, only which service is down.
 
+use api::http::{json_response, respond};
 use async_trait::async_trait;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
-use shared::http::{json_response, respond};
 
 /// Probes the dependencies the API cannot serve without.
 #[async_trait]
@@ -73,7 +73,7 @@ pub async fn handle(check: &dyn DependencyCheck, request: Request) -> Response<B
             services: Services {
                 dynamodb: if dynamodb_ok { "ok" } else { "unavailable" },
             },
-            timestamp: shared::domain::now_rfc3339(),
+            timestamp: domain::now_rfc3339(),
         };
         json_response(code, &report)
     })
@@ -94,7 +94,7 @@ mod tests {
     }
 
     fn event() -> Request {
-        shared::http::request_from_event(include_str!("../../../events/health.json")).unwrap()
+        api::http::request_from_event(include_str!("../../../events/health.json")).unwrap()
     }
 
     #[tokio::test]

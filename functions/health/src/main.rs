@@ -1,16 +1,11 @@
-use std::sync::Arc;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::telemetry::init();
-    let state = shared::AppState::from_env().await?;
-    let check = Arc::new(health::DynamoTablesCheck::new(
-        state.dynamodb.clone(),
-        vec![state.config.users_table.clone(), state.config.products_table.clone()],
-    ));
-    shared::http::serve_unlimited(move |request| {
-        let check = Arc::clone(&check);
-        async move { health::handle(check.as_ref(), request).await }
-    })
+    api::run_api_unlimited(
+        async |state| {
+            let tables = vec![state.config.tables.users.clone(), state.config.tables.products.clone()];
+            Ok(health::DynamoTablesCheck::new(state.dynamodb.clone(), tables))
+        },
+        |check, request| async move { health::handle(check.as_ref(), request).await },
+    )
     .await
 }

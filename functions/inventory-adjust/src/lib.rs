@@ -5,24 +5,24 @@
 
 use std::sync::Arc;
 
+use api::InitError;
+use api::auth::TokenService;
+use api::http::{json_response, respond};
+use api::{ApiError, ApiState};
+use domain::validation::FieldErrors;
+use domain::{ProductId, StockQuantity, now_rfc3339, parse_text};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
-use shared::auth::TokenService;
-use shared::domain::{ProductId, StockQuantity, now_rfc3339, parse_text};
-use shared::http::{json_response, respond};
-use shared::repo::products::{AdjustOutcome, Adjustment, ProductRepository};
-use shared::state::InitError;
-use shared::validation::FieldErrors;
-use shared::{ApiError, AppState};
+use store::products::{AdjustOutcome, Adjustment, Inventory};
 
 pub struct Deps {
-    pub products: Arc<dyn ProductRepository>,
+    pub products: Arc<dyn Inventory>,
     pub tokens: TokenService,
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             products: state.products(),
             tokens: state.tokens().await?,
@@ -84,8 +84,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{Role, UserId};
-    use shared::testing::{MUG_ID, OrderWorld, as_user, json_of, request, tokens};
+    use api::testing::{as_user, json_of, request, tokens};
+    use domain::{Role, UserId};
+    use store::testing::{MUG_ID, OrderWorld};
 
     fn with_body(body: serde_json::Value) -> Request {
         let mut event: serde_json::Value =

@@ -1,14 +1,7 @@
-use std::sync::Arc;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::telemetry::init();
-    let state = shared::AppState::from_env().await?;
-    let deps = Arc::new(inventory_adjust::Deps::from_state(&state).await?);
-    let limiter = state.rate_limiter().await?;
-    shared::http::serve(limiter, move |request| {
-        let deps = Arc::clone(&deps);
-        async move { inventory_adjust::handle(&deps, request).await }
+    api::run_api(inventory_adjust::Deps::from_state, |deps, request| async move {
+        inventory_adjust::handle(&deps, request).await
     })
     .await
 }

@@ -3,28 +3,31 @@
 
 use std::sync::Arc;
 
+use api::InitError;
+use api::auth::TokenService;
+use api::http::{json_response, respond};
+use api::{ApiError, ApiState};
+use domain::{ProductId, StockQuantity};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
-use shared::auth::TokenService;
-use shared::domain::{ProductId, StockQuantity};
-use shared::http::{json_response, respond};
-use shared::repo::products::{Adjustment, ProductRepository};
-use shared::state::InitError;
-use shared::{ApiError, AppState};
+use store::products::{Adjustment, Inventory, ProductCatalog};
 
 /// How many adjustments the view shows.
 pub const RECENT_ADJUSTMENTS: usize = 20;
 
 pub struct Deps {
-    pub products: Arc<dyn ProductRepository>,
+    pub products: Arc<dyn ProductCatalog>,
+    pub inventory: Arc<dyn Inventory>,
     pub tokens: TokenService,
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
+        let products = state.products();
         Ok(Self {
-            products: state.products(),
+            products: products.clone(),
+            inventory: products,
             tokens: state.tokens().await?,
         })
     }
@@ -45,7 +48,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         let id = ProductId::parse(&request.path_param("product_id")?).map_err(|_| not_found())?;
         let (product, adjustments) = tokio::join!(
             deps.products.get(&id),
-            deps.products.recent_adjustments(&id, RECENT_ADJUSTMENTS)
+            deps.inventory.recent_adjustments(&id, RECENT_ADJUSTMENTS)
         );
         let product = product?.ok_or_else(not_found)?;
         json_response(
@@ -64,8 +67,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{Role, UserId};
-    use shared::testing::{MUG_ID, OrderWorld, as_user, json_of, request, tokens};
+    use api::testing::{as_user, json_of, request, tokens};
+    use domain::{Role, UserId};
+    use store::testing::{MUG_ID, OrderWorld};
 
     fn event() -> Request {
         request(include_str!("../../../events/inventory-get.json"))
@@ -86,6 +90,7 @@ mod tests {
         }
         let deps = Deps {
             products: world.products.clone(),
+            inventory: world.products.clone(),
             tokens: tokens(),
         };
         let response = handle(&deps, as_user(event(), &UserId::generate(), Role::Admin)).await;
@@ -102,6 +107,7 @@ mod tests {
         let world = OrderWorld::new(5).await;
         let deps = Deps {
             products: world.products.clone(),
+            inventory: world.products.clone(),
             tokens: tokens(),
         };
         assert_eq!(

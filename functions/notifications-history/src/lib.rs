@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
+use api::ApiState;
+use api::InitError;
+use api::auth::TokenService;
+use api::cursor::CursorCodec;
+use api::http::{json_response, respond};
+use api::listing::{PageBody, UserListing};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::AppState;
-use shared::auth::TokenService;
-use shared::cursor::CursorCodec;
-use shared::http::{json_response, respond};
-use shared::listing::{PageBody, UserListing};
-use shared::repo::notifications::{NotificationCursor, NotificationRepository};
-use shared::state::InitError;
+use store::notifications::{NotificationCursor, NotificationRepository};
 
 pub struct Deps {
     pub history: Arc<dyn NotificationRepository>,
@@ -20,7 +20,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             history: state.notifications(),
             tokens: state.tokens().await?,
@@ -52,10 +52,11 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{Role, UserId};
-    use shared::repo::memory::InMemoryNotifications;
-    use shared::repo::notifications::{Channel, DeliveryStatus, Notification};
-    use shared::testing::{SAMPLE_BUYER_ID, as_user, json_of, request, secret, tokens};
+    use api::testing::{as_user, json_of, request, secret, tokens};
+    use domain::{Role, UserId};
+    use store::memory::InMemoryNotifications;
+    use store::notifications::{Channel, DeliveryStatus, Notification};
+    use store::testing::SAMPLE_BUYER_ID;
 
     async fn deps() -> Deps {
         let history = Arc::new(InMemoryNotifications::default());

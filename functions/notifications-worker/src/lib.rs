@@ -22,15 +22,16 @@ pub mod templates;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use domain::events::{Envelope, EventData, OrderData, UserData};
+use domain::{UserId, format_rfc3339, now_rfc3339};
 use serde::Serialize;
-use shared::breaker::{BreakerPolicy, CircuitBreaker};
-use shared::config::ConfigError;
-use shared::domain::{UserId, format_rfc3339, now_rfc3339};
-use shared::events::{Envelope, EventData, OrderData, UserData};
-use shared::idempotency::{IdempotencyStore, Once, at_most_once};
-use shared::repo::notifications::{Channel, DeliveryStatus, Notification, NotificationRepository, notification_id};
-use shared::repo::users::UserRepository;
-use shared::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
+use store::idempotency::IdempotencyStore;
+use store::notifications::{Channel, DeliveryStatus, Notification, NotificationRepository, notification_id};
+use store::users::UserRepository;
+use wiring::{ConfigError, Env};
+use worker::breaker::{BreakerPolicy, CircuitBreaker};
+use worker::once::{Once, at_most_once};
+use worker::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
 
 use crate::notifier::{Notifier, OutboundMessage, SendError};
 use crate::templates::Templates;
@@ -76,22 +77,8 @@ pub const HOURLY_CAP_VAR: &str = "NOTIFICATIONS_PER_USER_PER_HOUR";
 pub const DEFAULT_HOURLY_CAP: u32 = 20;
 
 /// `NOTIFICATIONS_PER_USER_PER_HOUR` (1..=10000, default 20), read at init.
-pub fn hourly_cap_from_env() -> Result<u32, ConfigError> {
-    hourly_cap_from(std::env::var(HOURLY_CAP_VAR).ok())
-}
-
-fn hourly_cap_from(raw: Option<String>) -> Result<u32, ConfigError> {
-    let Some(raw) = raw.filter(|raw| !raw.trim().is_empty()) else {
-        return Ok(DEFAULT_HOURLY_CAP);
-    };
-    raw.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|cap| (1..=10_000).contains(cap))
-        .ok_or_else(|| ConfigError::Invalid {
-            name: HOURLY_CAP_VAR,
-            reason: format!("{raw:?} is not a whole number between 1 and 10000"),
-        })
+pub fn hourly_cap(env: &Env) -> Result<u32, ConfigError> {
+    env.number(HOURLY_CAP_VAR, 1..=10_000, Some(DEFAULT_HOURLY_CAP))
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
@@ -345,12 +332,12 @@ async fn over_hourly_cap(deps: &Deps, draft: &Notification) -> Result<bool, Mess
 mod tests {
     use super::*;
     use crate::notifier::MockNotifier;
-    use shared::breaker::ManualClock;
-    use shared::domain::{Email, Phone, Role, User};
-    use shared::idempotency::InMemoryIdempotency;
-    use shared::repo::memory::{InMemoryNotifications, InMemoryUsers};
-    use shared::testing::RecordedDelays;
+    use domain::{Email, Phone, Role, User};
     use std::time::Duration;
+    use store::idempotency::InMemoryIdempotency;
+    use store::memory::{InMemoryNotifications, InMemoryUsers};
+    use worker::breaker::ManualClock;
+    use worker::testing::RecordedDelays;
 
     const BUYER: &str = "0190f5a4-7b3e-7c1a-9d2e-0000000000b1";
 
@@ -712,15 +699,11 @@ mod tests {
 
     #[test]
     fn the_hourly_cap_defaults_to_twenty_and_refuses_nonsense() {
-        assert_eq!(hourly_cap_from(None).unwrap(), 20);
-        assert_eq!(hourly_cap_from(Some("50".into())).unwrap(), 50);
+        let cap_of = |raw: Option<&'static str>| hourly_cap(&Env::from_lookup(move |_| raw.map(str::to_owned)));
+        assert_eq!(cap_of(None).unwrap(), 20);
+        assert_eq!(cap_of(Some("50")).unwrap(), 50);
         for bad in ["0", "-3", "lots"] {
-            assert!(
-                hourly_cap_from(Some(bad.into()))
-                    .unwrap_err()
-                    .to_string()
-                    .contains(HOURLY_CAP_VAR)
-            );
+            assert!(cap_of(Some(bad)).unwrap_err().to_string().contains(HOURLY_CAP_VAR));
         }
     }
 

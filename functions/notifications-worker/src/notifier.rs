@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
-use shared::repo::notifications::Channel;
+use store::notifications::Channel;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundMessage {
@@ -126,7 +126,7 @@ impl Notifier for SesEmail {
             .await
             .map_err(|error| SendError {
                 channel: "email",
-                reason: shared::error::error_chain(&error),
+                reason: wiring::telemetry::error_chain(&error),
                 kind: failure_kind(&error),
             })?;
         Ok(())
@@ -155,7 +155,7 @@ impl Notifier for SnsSms {
             .await
             .map_err(|error| SendError {
                 channel: "sms",
-                reason: shared::error::error_chain(&error),
+                reason: wiring::telemetry::error_chain(&error),
                 kind: failure_kind(&error),
             })?;
         Ok(())

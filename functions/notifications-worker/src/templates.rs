@@ -2,10 +2,10 @@
 //! An email template's first line is `Subject: ...`. No template for a channel means the event is not
 //! sent on that channel.
 
+use domain::events::EventType;
 use minijinja::Environment;
 use serde::Serialize;
-use shared::events::EventType;
-use shared::repo::notifications::Channel;
+use store::notifications::Channel;
 
 const TEMPLATES: &[(&str, &str)] = &[
     (

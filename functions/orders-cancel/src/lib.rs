@@ -3,13 +3,14 @@
 //! the status read, so the stock comes back exactly once; cancelling again answers 200 and changes
 //! nothing; a shipped order is 409.
 
+use api::http::{json_response, respond};
+use api::orders::{OrderView, order_for_caller};
+use domain::{CancelReason, Transition};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::domain::{CancelReason, Transition};
-use shared::http::{json_response, respond};
-use shared::orders::{OrderView, order_for_caller, step};
+use store::orders::step;
 
-pub use shared::orders::OrderDeps as Deps;
+pub use api::orders::OrderDeps as Deps;
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
@@ -37,8 +38,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{OrderStatus, Role, UserId};
-    use shared::testing::{KETTLE_ID, MUG_ID, OrderWorld, as_user, json_of, request};
+    use api::testing::{as_user, json_of, order_deps, request};
+    use domain::{OrderStatus, Role, UserId};
+    use store::testing::{KETTLE_ID, MUG_ID, OrderWorld};
 
     fn event() -> Request {
         request(include_str!("../../../events/orders-cancel.json"))
@@ -48,14 +50,14 @@ mod tests {
     async fn cancelling_releases_the_stock_once_and_repeating_changes_nothing() {
         let world = OrderWorld::with_sample_order().await;
         assert_eq!(world.stock(MUG_ID).await, 3);
-        let first = handle(&world.order_deps(), as_user(event(), &world.buyer, Role::Customer)).await;
+        let first = handle(&order_deps(&world), as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(first.status(), 200);
         let body = json_of(&first);
         assert_eq!(body["status"], "CANCELLED");
         assert_eq!(body["cancel_reason"], "customer_cancelled");
         assert_eq!(world.stock(MUG_ID).await, 5);
         assert_eq!(world.stock(KETTLE_ID).await, 10);
-        let again = handle(&world.order_deps(), as_user(event(), &world.buyer, Role::Customer)).await;
+        let again = handle(&order_deps(&world), as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(again.status(), 200);
         assert_eq!(world.stock(MUG_ID).await, 5);
     }
@@ -64,7 +66,7 @@ mod tests {
     async fn a_confirmed_order_can_be_cancelled_by_an_admin() {
         let world = OrderWorld::with_sample_order().await;
         world.set_sample_status(OrderStatus::Confirmed).await;
-        let response = handle(&world.order_deps(), as_user(event(), &UserId::generate(), Role::Admin)).await;
+        let response = handle(&order_deps(&world), as_user(event(), &UserId::generate(), Role::Admin)).await;
         assert_eq!(response.status(), 200);
         assert_eq!(json_of(&response)["cancel_reason"], "admin_cancelled");
         assert_eq!(world.stock(MUG_ID).await, 5);
@@ -75,7 +77,7 @@ mod tests {
         let world = OrderWorld::with_sample_order().await;
         world.set_sample_status(OrderStatus::Confirmed).await;
         world.set_sample_status(OrderStatus::Shipped).await;
-        let response = handle(&world.order_deps(), as_user(event(), &world.buyer, Role::Customer)).await;
+        let response = handle(&order_deps(&world), as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(response.status(), 409);
         assert_eq!(world.stock(MUG_ID).await, 3);
     }
@@ -84,7 +86,7 @@ mod tests {
     async fn another_customer_gets_404_and_nothing_changes() {
         let world = OrderWorld::with_sample_order().await;
         let response = handle(
-            &world.order_deps(),
+            &order_deps(&world),
             as_user(event(), &UserId::generate(), Role::Customer),
         )
         .await;

@@ -8,33 +8,34 @@
 
 use std::sync::Arc;
 
+use api::InitError;
+use api::auth::TokenService;
+use api::http::{ApiRequest, json_bytes_response, respond};
+use api::orders::OrderView;
+use api::{ApiError, ApiState};
+use domain::validation::FieldErrors;
+use domain::{IdempotencyKey, fingerprint};
+use domain::{NewOrder, Order, now_rfc3339};
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
-use shared::auth::TokenService;
-use shared::domain::{NewOrder, Order, now_rfc3339};
-use shared::http::{ApiRequest, json_bytes_response, respond};
-use shared::idempotency::{Claim, IdempotencyKey, IdempotencyStore, Lease, StoredResponse, fingerprint};
-use shared::orders::OrderView;
-use shared::repo::orders::{OrderRepository, PlaceOutcome};
-use shared::repo::products::ProductRepository;
-use shared::state::InitError;
-use shared::validation::FieldErrors;
-use shared::{ApiError, AppState};
+use store::idempotency::{Claim, IdempotencyStore, Lease, StoredResponse};
+use store::orders::{OrderRepository, PlaceOutcome};
+use store::products::ProductCatalog;
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 const OPERATION: &str = "orders-create";
 
 pub struct Deps {
-    pub products: Arc<dyn ProductRepository>,
+    pub products: Arc<dyn ProductCatalog>,
     pub orders: Arc<dyn OrderRepository>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub tokens: TokenService,
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             products: state.products(),
             orders: state.orders(),
@@ -125,9 +126,9 @@ async fn place(deps: &Deps, request: ApiRequest) -> Result<Response<Body>, ApiEr
 async fn place_with(
     deps: &Deps,
     request: &ApiRequest,
-    user_id: &shared::domain::UserId,
+    user_id: &domain::UserId,
     new_order: NewOrder,
-    catalogue: Vec<shared::domain::Product>,
+    catalogue: Vec<domain::Product>,
     lease: Option<&Lease>,
 ) -> Result<Response<Body>, ApiError> {
     let lines = new_order
@@ -174,7 +175,7 @@ async fn place_with(
 }
 
 /// 400 naming each missing product by the line (`ordered` is the lines' product ids, in order).
-fn unknown_products(ordered: &[shared::domain::ProductId], missing: &[shared::domain::ProductId]) -> ApiError {
+fn unknown_products(ordered: &[domain::ProductId], missing: &[domain::ProductId]) -> ApiError {
     let mut errors = FieldErrors::default();
     for id in missing {
         let index = ordered.iter().position(|ordered_id| ordered_id == id);
@@ -213,8 +214,9 @@ fn set_location(response: &mut Response<Body>, order_id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::Role;
-    use shared::testing::{KETTLE_ID, MUG_ID, OrderWorld, as_user, json_of, request, tokens};
+    use api::testing::{as_user, json_of, request, tokens};
+    use domain::Role;
+    use store::testing::{KETTLE_ID, MUG_ID, OrderWorld};
 
     fn deps(world: &OrderWorld) -> Deps {
         Deps {

@@ -2,15 +2,15 @@
 //! Two round trips: the order, then one `BatchGetItem` across the users and products tables. A product
 //! deleted since still shows its line, without the catalogue fields.
 
+use api::ApiError;
+use api::http::{json_response, respond};
+use api::orders::{OrderView, order_for_caller};
+use domain::{Order, Product, User};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
-use shared::ApiError;
-use shared::domain::{Order, Product, User};
-use shared::http::{json_response, respond};
-use shared::orders::{OrderView, order_for_caller};
 
-pub use shared::orders::OrderDeps as Deps;
+pub use api::orders::OrderDeps as Deps;
 
 #[derive(Serialize)]
 struct UserSummary<'a> {
@@ -77,8 +77,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{Role, UserId};
-    use shared::testing::{KETTLE_ID, OrderWorld, as_user, json_of, request};
+    use api::testing::{as_user, json_of, order_deps, request};
+    use domain::{Role, UserId};
+    use store::testing::{KETTLE_ID, OrderWorld};
 
     fn event() -> Request {
         request(include_str!("../../../events/orders-details.json"))
@@ -87,7 +88,7 @@ mod tests {
     #[tokio::test]
     async fn details_add_the_buyer_and_catalogue_fields() {
         let world = OrderWorld::with_sample_order().await;
-        let deps = world.order_deps();
+        let deps = order_deps(&world);
         let response = handle(&deps, as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(response.status(), 200);
         let body = json_of(&response);
@@ -103,7 +104,7 @@ mod tests {
     async fn a_vanished_product_keeps_its_line_unenriched() {
         let world = OrderWorld::with_sample_order().await;
         world.products.remove_for_tests(KETTLE_ID);
-        let deps = world.order_deps();
+        let deps = order_deps(&world);
         let body = json_of(&handle(&deps, as_user(event(), &world.buyer, Role::Customer)).await);
         let kettle = &body["items"][1];
         assert_eq!(kettle["product_id"], KETTLE_ID);
@@ -114,7 +115,7 @@ mod tests {
     #[tokio::test]
     async fn another_customer_gets_404() {
         let world = OrderWorld::with_sample_order().await;
-        let deps = world.order_deps();
+        let deps = order_deps(&world);
         let response = handle(&deps, as_user(event(), &UserId::generate(), Role::Customer)).await;
         assert_eq!(response.status(), 404);
     }

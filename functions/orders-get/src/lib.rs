@@ -1,11 +1,11 @@
 //! `GET /api/orders/{order_id}`: one order, for its owner or an admin; 404 for anyone else.
 
+use api::http::{json_response, respond};
+use api::orders::{OrderView, order_for_caller};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::http::{json_response, respond};
-use shared::orders::{OrderView, order_for_caller};
 
-pub use shared::orders::OrderDeps as Deps;
+pub use api::orders::OrderDeps as Deps;
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
@@ -19,8 +19,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{Role, UserId};
-    use shared::testing::{OrderWorld, as_user, json_of, request};
+    use api::testing::{as_user, json_of, order_deps, request};
+    use domain::{Role, UserId};
+    use store::testing::OrderWorld;
 
     fn event() -> Request {
         request(include_str!("../../../events/orders-get.json"))
@@ -29,10 +30,10 @@ mod tests {
     #[tokio::test]
     async fn the_owner_and_admins_read_the_order() {
         let world = OrderWorld::with_sample_order().await;
-        let deps = world.order_deps();
+        let deps = order_deps(&world);
         let response = handle(&deps, as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(response.status(), 200);
-        assert_eq!(json_of(&response)["id"], shared::testing::SAMPLE_ORDER_ID);
+        assert_eq!(json_of(&response)["id"], store::testing::SAMPLE_ORDER_ID);
         let response = handle(&deps, as_user(event(), &UserId::generate(), Role::Admin)).await;
         assert_eq!(response.status(), 200);
     }
@@ -41,7 +42,7 @@ mod tests {
     async fn another_customer_gets_404() {
         let world = OrderWorld::with_sample_order().await;
         let response = handle(
-            &world.order_deps(),
+            &order_deps(&world),
             as_user(event(), &UserId::generate(), Role::Customer),
         )
         .await;

@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
+use api::ApiState;
+use api::InitError;
+use api::auth::TokenService;
+use api::cursor::CursorCodec;
+use api::http::{json_response, respond};
+use api::listing::{PageBody, UserListing};
+use api::orders::OrderView;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::AppState;
-use shared::auth::TokenService;
-use shared::cursor::CursorCodec;
-use shared::http::{json_response, respond};
-use shared::listing::{PageBody, UserListing};
-use shared::orders::OrderView;
-use shared::repo::orders::{OrderCursor, OrderRepository};
-use shared::state::InitError;
+use store::orders::{OrderCursor, OrderRepository};
 
 pub struct Deps {
     pub orders: Arc<dyn OrderRepository>,
@@ -21,7 +21,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             orders: state.orders(),
             tokens: state.tokens().await?,
@@ -52,8 +52,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::Role;
-    use shared::testing::{OrderWorld, SAMPLE_ORDER_ID, as_user, json_of, request, secret, tokens};
+    use api::testing::{as_user, json_of, request, secret, tokens};
+    use domain::Role;
+    use store::testing::{OrderWorld, SAMPLE_ORDER_ID};
 
     fn deps(world: &OrderWorld) -> Deps {
         Deps {
@@ -93,7 +94,7 @@ mod tests {
     #[tokio::test]
     async fn another_customer_sees_none_of_them_and_may_not_ask_for_them() {
         let world = OrderWorld::with_sample_order().await;
-        let stranger = shared::domain::UserId::generate();
+        let stranger = domain::UserId::generate();
         let body = json_of(
             &handle(
                 &deps(&world),
@@ -111,7 +112,7 @@ mod tests {
     async fn an_admin_lists_anyones_orders() {
         let world = OrderWorld::with_sample_order().await;
         let query = format!("user_id={}", world.buyer);
-        let admin = shared::domain::UserId::generate();
+        let admin = domain::UserId::generate();
         let body = json_of(&handle(&deps(&world), as_user(with_query(&query), &admin, Role::Admin)).await);
         assert_eq!(body["items"][0]["id"], SAMPLE_ORDER_ID);
     }

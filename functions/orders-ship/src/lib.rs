@@ -1,13 +1,14 @@
 //! `POST /api/orders/{order_id}/ship` (admin): ships a `CONFIRMED` order; any other status is 409.
 //! The change is conditional on the status read, so a racing cancel and ship cannot both win.
 
+use api::http::{json_response, respond};
+use api::orders::{OrderView, order_for_caller};
+use domain::Transition;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::domain::Transition;
-use shared::http::{json_response, respond};
-use shared::orders::{OrderView, order_for_caller, step};
+use store::orders::step;
 
-pub use shared::orders::OrderDeps as Deps;
+pub use api::orders::OrderDeps as Deps;
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
@@ -31,8 +32,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{OrderStatus, Role, UserId};
-    use shared::testing::{OrderWorld, as_user, json_of, request};
+    use api::testing::{as_user, json_of, order_deps, request};
+    use domain::{OrderStatus, Role, UserId};
+    use store::testing::OrderWorld;
 
     fn event() -> Request {
         request(include_str!("../../../events/orders-ship.json"))
@@ -42,7 +44,7 @@ mod tests {
     async fn an_admin_ships_a_confirmed_order() {
         let world = OrderWorld::with_sample_order().await;
         world.set_sample_status(OrderStatus::Confirmed).await;
-        let response = handle(&world.order_deps(), as_user(event(), &UserId::generate(), Role::Admin)).await;
+        let response = handle(&order_deps(&world), as_user(event(), &UserId::generate(), Role::Admin)).await;
         assert_eq!(response.status(), 200);
         assert_eq!(json_of(&response)["status"], "SHIPPED");
     }
@@ -50,7 +52,7 @@ mod tests {
     #[tokio::test]
     async fn a_pending_order_cannot_be_shipped() {
         let world = OrderWorld::with_sample_order().await;
-        let response = handle(&world.order_deps(), as_user(event(), &UserId::generate(), Role::Admin)).await;
+        let response = handle(&order_deps(&world), as_user(event(), &UserId::generate(), Role::Admin)).await;
         assert_eq!(response.status(), 409);
         assert_eq!(world.sample_order().await.status, OrderStatus::Pending);
     }
@@ -59,7 +61,7 @@ mod tests {
     async fn the_owner_is_forbidden() {
         let world = OrderWorld::with_sample_order().await;
         world.set_sample_status(OrderStatus::Confirmed).await;
-        let response = handle(&world.order_deps(), as_user(event(), &world.buyer, Role::Customer)).await;
+        let response = handle(&order_deps(&world), as_user(event(), &world.buyer, Role::Customer)).await;
         assert_eq!(response.status(), 403);
     }
 }

@@ -24,16 +24,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use shared::breaker::{BreakerError, CircuitBreaker};
-use shared::domain::{CancelReason, Order, OrderId, OrderStatus, Transition};
-use shared::error::ApiError;
-use shared::events::{Envelope, EventData, EventType, OrderData};
-use shared::idempotency::{IdempotencyStore, Once, at_most_once};
-use shared::orders::{StepOutcome, step};
-use shared::repo::orders::OrderRepository;
-use shared::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
-use shared::store::StoreError;
+use domain::events::{Envelope, EventData, EventType, OrderData};
+use domain::{CancelReason, Order, OrderId, OrderStatus, Transition};
+use store::idempotency::IdempotencyStore;
+use store::orders::OrderRepository;
+use store::orders::{StepError, StepOutcome, step};
+use store::payments::PaymentLedger;
+use worker::breaker::{BreakerError, CircuitBreaker};
+use worker::once::{Once, at_most_once};
+use worker::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
 
 /// What a payment provider said about a charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,119 +83,6 @@ impl PaymentProvider for MockPaymentProvider {
 
     async fn refund(&self, order_id: &OrderId, amount: i64) -> Result<(), TransientPaymentError> {
         tracing::info!(order_id = %order_id, amount, "mock payment provider refund");
-        Ok(())
-    }
-}
-
-/// What the payment step keeps on each order: the charge attempts made, and a refund owed.
-#[async_trait]
-pub trait PaymentLedger: Send + Sync {
-    /// Counts one more charge attempt of `order_id`, only while it is `PENDING`; the count including
-    /// this one, or `None` when the order is no longer pending (or gone): then it must not be charged.
-    async fn record_attempt(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError>;
-    /// Notes that `amount` must be refunded for the (cancelled) order.
-    async fn owe_refund(&self, order_id: &OrderId, amount: i64) -> Result<(), StoreError>;
-    /// The refund still owed for the order, if any.
-    async fn refund_owed(&self, order_id: &OrderId) -> Result<Option<i64>, StoreError>;
-    /// Forgets the refund owed, once made.
-    async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError>;
-}
-
-/// `payment_attempts` and `refund_due` on the order item. Attempts move by a conditional `UpdateItem`
-/// (atomic, so concurrent deliveries each get their own number). Other order writes leave both alone;
-/// the event relay ignores changes that are not status changes.
-pub struct DynamoPaymentLedger {
-    client: aws_sdk_dynamodb::Client,
-    orders_table: String,
-}
-
-impl DynamoPaymentLedger {
-    pub fn new(client: aws_sdk_dynamodb::Client, orders_table: &str) -> Self {
-        Self {
-            client,
-            orders_table: orders_table.to_owned(),
-        }
-    }
-}
-
-#[async_trait]
-impl PaymentLedger for DynamoPaymentLedger {
-    async fn record_attempt(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.orders_table)
-            .key("id", AttributeValue::S(order_id.to_string()))
-            .update_expression("ADD payment_attempts :one")
-            // Also false for a missing order, so ADD never creates one.
-            .condition_expression("#status = :pending")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":pending", AttributeValue::S(OrderStatus::Pending.as_str().into()))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await;
-        let output = match result {
-            Ok(output) => output,
-            Err(error) if shared::store::is_condition_failure(&error) => return Ok(None),
-            Err(error) => return Err(StoreError::from_sdk(error)),
-        };
-        let count = output
-            .attributes
-            .as_ref()
-            .and_then(|attributes| attributes.get("payment_attempts"))
-            .and_then(|value| value.as_n().ok())
-            .and_then(|n| n.parse::<u32>().ok())
-            .ok_or_else(|| StoreError::Failed("payment_attempts missing from the update's answer".into()))?;
-        Ok(Some(count))
-    }
-
-    async fn owe_refund(&self, order_id: &OrderId, amount: i64) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.orders_table)
-            .key("id", AttributeValue::S(order_id.to_string()))
-            .update_expression("SET refund_due = :amount")
-            // Only a cancelled order is owed its money back (and ADD/SET never create an order).
-            .condition_expression("#status = :cancelled")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":amount", AttributeValue::N(amount.to_string()))
-            .expression_attribute_values(":cancelled", AttributeValue::S(OrderStatus::Cancelled.as_str().into()))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(())
-    }
-
-    async fn refund_owed(&self, order_id: &OrderId) -> Result<Option<i64>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.orders_table)
-            .key("id", AttributeValue::S(order_id.to_string()))
-            .projection_expression("refund_due")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(output
-            .item
-            .as_ref()
-            .and_then(|item| item.get("refund_due"))
-            .and_then(|value| value.as_n().ok())
-            .and_then(|n| n.parse::<i64>().ok()))
-    }
-
-    async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.orders_table)
-            .key("id", AttributeValue::S(order_id.to_string()))
-            .update_expression("REMOVE refund_due")
-            .condition_expression("attribute_exists(id)")
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
         Ok(())
     }
 }
@@ -356,7 +242,7 @@ async fn confirm(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
         Ok(_) => Ok("confirmed"),
         // Cancelled while we charged: the cancellation stands and the money goes back. Anything else
         // (the order still changing) is retried rather than refunded.
-        Err(ApiError::Conflict(_)) if order_is_cancelled(deps, &order_id).await? => {
+        Err(StepError::Refused(_) | StepError::Contended) if order_is_cancelled(deps, &order_id).await? => {
             // Noted first: if the refund fails or is deferred, the redelivered event finds the order
             // cancelled with the refund still owed, and makes it (see `pay`).
             deps.ledger.owe_refund(&order_id, amount).await.map_err(retry)?;
@@ -410,7 +296,7 @@ async fn decline(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
             Ok("declined")
         }
         // Already cancelled by the customer: the stock was released then.
-        Err(ApiError::Conflict(_)) => Ok("already cancelled"),
+        Err(StepError::Refused(_)) => Ok("already cancelled"),
         Err(error) => Err(retry(error)),
     }
 }
@@ -418,12 +304,13 @@ async fn decline(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::breaker::{BreakerPolicy, ManualClock};
-    use shared::testing::{KETTLE_ID, MUG_ID, OrderWorld, RecordedDelays, SAMPLE_ORDER_ID};
-    use std::collections::HashMap;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
+    use store::memory::InMemoryPaymentLedger;
+    use store::testing::{KETTLE_ID, MUG_ID, OrderWorld, SAMPLE_ORDER_ID};
+    use worker::breaker::{BreakerPolicy, ManualClock};
+    use worker::testing::RecordedDelays;
 
     #[derive(Default)]
     struct CountingProvider {
@@ -465,59 +352,14 @@ mod tests {
         }
     }
 
-    /// Charge attempts kept per order, counted only while the order is pending, and refunds owed, as on
-    /// the table.
-    struct OrderAttempts {
-        orders: Arc<dyn OrderRepository>,
-        counts: Mutex<HashMap<OrderId, u32>>,
-        owed: Mutex<HashMap<OrderId, i64>>,
+    /// The in-memory ledger beside the world's orders.
+    fn ledger_of(world: &OrderWorld) -> Arc<InMemoryPaymentLedger> {
+        Arc::new(InMemoryPaymentLedger::new(world.orders.clone()))
     }
 
-    impl OrderAttempts {
-        fn new(world: &OrderWorld) -> Arc<Self> {
-            Arc::new(Self {
-                orders: world.orders.clone(),
-                counts: Mutex::default(),
-                owed: Mutex::default(),
-            })
-        }
-
-        fn of_sample(&self) -> u32 {
-            let id = OrderId::parse(SAMPLE_ORDER_ID).unwrap();
-            self.counts.lock().unwrap().get(&id).copied().unwrap_or(0)
-        }
-    }
-
-    #[async_trait]
-    impl PaymentLedger for OrderAttempts {
-        async fn owe_refund(&self, order_id: &OrderId, amount: i64) -> Result<(), StoreError> {
-            self.owed.lock().unwrap().insert(order_id.clone(), amount);
-            Ok(())
-        }
-
-        async fn refund_owed(&self, order_id: &OrderId) -> Result<Option<i64>, StoreError> {
-            Ok(self.owed.lock().unwrap().get(order_id).copied())
-        }
-
-        async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError> {
-            self.owed.lock().unwrap().remove(order_id);
-            Ok(())
-        }
-
-        async fn record_attempt(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError> {
-            let pending = self
-                .orders
-                .get(order_id)
-                .await?
-                .is_some_and(|order| order.status == OrderStatus::Pending);
-            if !pending {
-                return Ok(None);
-            }
-            let mut counts = self.counts.lock().unwrap();
-            let count = counts.entry(order_id.clone()).or_default();
-            *count += 1;
-            Ok(Some(*count))
-        }
+    /// Charge attempts recorded for the sample order.
+    fn attempts_of_sample(ledger: &InMemoryPaymentLedger) -> u32 {
+        ledger.attempts(&OrderId::parse(SAMPLE_ORDER_ID).unwrap())
     }
 
     fn deps(world: &OrderWorld, provider: Arc<CountingProvider>) -> Deps {
@@ -528,7 +370,7 @@ mod tests {
             retry_delay: Arc::new(RecordedDelays::default()),
             max_attempts: 3,
             retry_base_secs: 1,
-            ledger: OrderAttempts::new(world),
+            ledger: ledger_of(world),
             breaker: CircuitBreaker::new("payment-provider", BreakerPolicy::default()),
         }
     }
@@ -541,8 +383,8 @@ mod tests {
         provider: Arc<CountingProvider>,
         threshold: u32,
         clock: &Arc<ManualClock>,
-    ) -> (Deps, Arc<OrderAttempts>, Arc<RecordedDelays>) {
-        let attempts = OrderAttempts::new(world);
+    ) -> (Deps, Arc<InMemoryPaymentLedger>, Arc<RecordedDelays>) {
+        let attempts = ledger_of(world);
         let delays = Arc::new(RecordedDelays::default());
         let policy = BreakerPolicy {
             failure_threshold: threshold,
@@ -666,7 +508,7 @@ mod tests {
             refunds_fail: AtomicBool::new(true),
             refund_calls: Mutex::default(),
         });
-        let ledger = OrderAttempts::new(&world);
+        let ledger = ledger_of(&world);
         let deps = Deps {
             provider: provider.clone(),
             ledger: ledger.clone(),
@@ -737,7 +579,7 @@ mod tests {
         for receives in 1..=2 {
             handle(&deps, message(receives)).await;
         }
-        assert_eq!((provider.charges(), attempts.of_sample()), (2, 2));
+        assert_eq!((provider.charges(), attempts_of_sample(&attempts)), (2, 2));
 
         for receives in 3..=8 {
             let response = handle(&deps, message(receives)).await;
@@ -749,7 +591,7 @@ mod tests {
         }
 
         assert_eq!(provider.charges(), 2, "an open circuit does not call the provider");
-        assert_eq!(attempts.of_sample(), 2, "a deferral is not a charge attempt");
+        assert_eq!(attempts_of_sample(&attempts), 2, "a deferral is not a charge attempt");
         assert_eq!(
             world.sample_order().await.status,
             OrderStatus::Pending,
@@ -779,7 +621,7 @@ mod tests {
 
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(world.sample_order().await.status, OrderStatus::Confirmed);
-        assert_eq!((provider.charges(), attempts.of_sample()), (3, 3));
+        assert_eq!((provider.charges(), attempts_of_sample(&attempts)), (3, 3));
         assert_eq!(deps.breaker.state().name(), "closed");
     }
 
@@ -797,7 +639,7 @@ mod tests {
 
         handle(&deps, message(5)).await;
 
-        assert_eq!((provider.charges(), attempts.of_sample()), (3, 3));
+        assert_eq!((provider.charges(), attempts_of_sample(&attempts)), (3, 3));
         let order = world.sample_order().await;
         assert_eq!(
             (order.status, order.cancel_reason),

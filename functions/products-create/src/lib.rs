@@ -2,23 +2,23 @@
 
 use std::sync::Arc;
 
+use api::ApiState;
+use api::InitError;
+use api::auth::TokenService;
+use api::http::{json_response, respond};
+use domain::{NewProduct, ProductId, now_rfc3339};
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
-use shared::AppState;
-use shared::auth::TokenService;
-use shared::domain::{NewProduct, ProductId, now_rfc3339};
-use shared::http::{json_response, respond};
-use shared::repo::products::ProductRepository;
-use shared::state::InitError;
+use store::products::ProductEditor;
 
 pub struct Deps {
-    pub products: Arc<dyn ProductRepository>,
+    pub products: Arc<dyn ProductEditor>,
     pub tokens: TokenService,
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             products: state.products(),
             tokens: state.tokens().await?,
@@ -69,15 +69,19 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{Role, UserId};
-    use shared::repo::memory::InMemoryProducts;
-    use shared::testing::{as_user, json_of, request, tokens};
+    use api::testing::{as_user, json_of, request, tokens};
+    use domain::{Role, UserId};
+    use store::memory::InMemoryProducts;
+    use store::products::ProductCatalog as _;
 
-    fn deps() -> Deps {
-        Deps {
-            products: Arc::new(InMemoryProducts::default()),
+    /// The function's dependencies, and the catalogue they write to.
+    fn deps() -> (Deps, Arc<InMemoryProducts>) {
+        let products = Arc::new(InMemoryProducts::default());
+        let deps = Deps {
+            products: products.clone(),
             tokens: tokens(),
-        }
+        };
+        (deps, products)
     }
 
     fn as_admin(event: &str) -> Request {
@@ -86,18 +90,18 @@ mod tests {
 
     #[tokio::test]
     async fn an_admin_adds_a_product_that_can_then_be_read() {
-        let deps = deps();
+        let (deps, catalogue) = deps();
         let response = handle(&deps, as_admin(include_str!("../../../events/products-create.json"))).await;
         assert_eq!(response.status(), 201);
         let product = json_of(&response);
         assert_eq!(product["currency"], "USD");
         let id = ProductId::parse(product["id"].as_str().unwrap()).unwrap();
-        assert!(deps.products.get(&id).await.unwrap().is_some());
+        assert!(catalogue.get(&id).await.unwrap().is_some());
     }
 
     #[tokio::test]
     async fn a_customer_is_forbidden_and_nothing_is_created() {
-        let deps = deps();
+        let (deps, catalogue) = deps();
         let event = as_user(
             request(include_str!("../../../events/products-create.json")),
             &UserId::generate(),
@@ -105,14 +109,14 @@ mod tests {
         );
         let response = handle(&deps, event).await;
         assert_eq!(response.status(), 403);
-        let page = deps.products.list(&Default::default(), None, 10).await.unwrap();
+        let page = catalogue.list(&Default::default(), None, 10).await.unwrap();
         assert!(page.items.is_empty());
     }
 
     #[tokio::test]
     async fn invalid_products_are_refused_field_by_field() {
         let response = handle(
-            &deps(),
+            &deps().0,
             as_admin(include_str!("../../../events/products-create.invalid.json")),
         )
         .await;

@@ -2,20 +2,20 @@
 
 use std::sync::Arc;
 
+use api::InitError;
+use api::http::{json_response, respond};
+use api::{ApiError, ApiState};
+use domain::ProductId;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::domain::ProductId;
-use shared::http::{json_response, respond};
-use shared::repo::products::ProductRepository;
-use shared::state::InitError;
-use shared::{ApiError, AppState};
+use store::products::ProductCatalog;
 
 pub struct Deps {
-    pub products: Arc<dyn ProductRepository>,
+    pub products: Arc<dyn ProductCatalog>,
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             products: state.products(),
         })
@@ -35,9 +35,10 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::NewProduct;
-    use shared::repo::memory::InMemoryProducts;
-    use shared::testing::{json_of, request};
+    use api::testing::{json_of, request};
+    use domain::NewProduct;
+    use store::memory::InMemoryProducts;
+    use store::products::ProductEditor as _;
 
     const MUG_ID: &str = "0190f5a4-7b3e-7c1a-9d2e-000000000001";
 

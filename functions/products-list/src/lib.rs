@@ -3,24 +3,24 @@
 
 use std::sync::Arc;
 
+use api::InitError;
+use api::cursor::CursorCodec;
+use api::http::{ApiRequest, json_response, respond};
+use api::listing::{PageBody, page_limit};
+use api::{ApiError, ApiState};
+use domain::validation::FieldErrors;
+use domain::{Category, Price};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::cursor::CursorCodec;
-use shared::domain::{Category, Price};
-use shared::http::{ApiRequest, json_response, respond};
-use shared::listing::{PageBody, page_limit};
-use shared::repo::products::{ProductCursor, ProductFilter, ProductRepository};
-use shared::state::InitError;
-use shared::validation::FieldErrors;
-use shared::{ApiError, AppState};
+use store::products::{ProductCatalog, ProductCursor, ProductFilter};
 
 pub struct Deps {
-    pub products: Arc<dyn ProductRepository>,
+    pub products: Arc<dyn ProductCatalog>,
     pub cursors: CursorCodec,
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             products: state.products(),
             cursors: state.cursors().await?,
@@ -86,9 +86,10 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{NewProduct, ProductId};
-    use shared::repo::memory::InMemoryProducts;
-    use shared::testing::{json_of, request, secret};
+    use api::testing::{json_of, request, secret};
+    use domain::{NewProduct, ProductId};
+    use store::memory::InMemoryProducts;
+    use store::products::ProductEditor as _;
 
     async fn deps() -> Deps {
         let products = Arc::new(InMemoryProducts::default());

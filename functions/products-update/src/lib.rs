@@ -3,23 +3,23 @@
 
 use std::sync::Arc;
 
+use api::InitError;
+use api::auth::TokenService;
+use api::http::{json_response, respond};
+use api::{ApiError, ApiState};
+use domain::{ProductId, ProductPatch, now_rfc3339};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
-use shared::auth::TokenService;
-use shared::domain::{ProductId, ProductPatch, now_rfc3339};
-use shared::http::{json_response, respond};
-use shared::repo::products::ProductRepository;
-use shared::state::InitError;
-use shared::{ApiError, AppState};
+use store::products::ProductEditor;
 
 pub struct Deps {
-    pub products: Arc<dyn ProductRepository>,
+    pub products: Arc<dyn ProductEditor>,
     pub tokens: TokenService,
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             products: state.products(),
             tokens: state.tokens().await?,
@@ -69,22 +69,29 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{NewProduct, Role, UserId};
-    use shared::repo::memory::InMemoryProducts;
-    use shared::testing::{as_user, json_of, request, tokens};
+    use api::testing::{as_user, json_of, request, tokens};
+    use domain::{NewProduct, Role, UserId};
+    use store::memory::InMemoryProducts;
+    use store::products::ProductCatalog as _;
 
     const MUG_ID: &str = "0190f5a4-7b3e-7c1a-9d2e-000000000001";
 
     async fn deps() -> Deps {
+        deps_and_catalogue().await.0
+    }
+
+    /// The function's dependencies, and the catalogue they change, holding a Mug.
+    async fn deps_and_catalogue() -> (Deps, Arc<InMemoryProducts>) {
         let products = Arc::new(InMemoryProducts::default());
         let mug = NewProduct::parse("Mug", None, "kitchen", 1299, None, 5)
             .unwrap()
             .into_product(ProductId::parse(MUG_ID).unwrap(), "2026-01-01T00:00:00Z".into());
         products.create(&mug).await.unwrap();
-        Deps {
-            products,
+        let deps = Deps {
+            products: products.clone(),
             tokens: tokens(),
-        }
+        };
+        (deps, products)
     }
 
     fn as_admin(event: &str) -> Request {
@@ -107,7 +114,7 @@ mod tests {
 
     #[tokio::test]
     async fn stock_cannot_be_changed_here() {
-        let deps = deps().await;
+        let (deps, catalogue) = deps_and_catalogue().await;
         let response = handle(
             &deps,
             as_admin(include_str!("../../../events/products-update.stock.json")),
@@ -115,8 +122,7 @@ mod tests {
         .await;
         assert_eq!(response.status(), 400);
         assert_eq!(json_of(&response)["errors"][0]["field"], "stock_quantity");
-        let mug = deps
-            .products
+        let mug = catalogue
             .get(&ProductId::parse(MUG_ID).unwrap())
             .await
             .unwrap()

@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
+use api::InitError;
+use api::auth::PasswordHasher;
+use api::http::{json_response, respond};
+use api::{ApiError, ApiState};
+use domain::{NewUser, UserId, now_rfc3339};
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
-use shared::auth::PasswordHasher;
-use shared::domain::{NewUser, UserId, now_rfc3339};
-use shared::http::{json_response, respond};
-use shared::repo::users::UserRepository;
-use shared::state::InitError;
-use shared::store::StoreError;
-use shared::{ApiError, AppState};
+use store::StoreError;
+use store::users::UserRepository;
 
 pub struct Deps {
     pub users: Arc<dyn UserRepository>,
@@ -20,7 +20,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             users: state.users(),
             hasher: PasswordHasher::default(),
@@ -64,8 +64,8 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::repo::memory::InMemoryUsers;
-    use shared::testing::{json_of, request};
+    use api::testing::{json_of, request};
+    use store::memory::InMemoryUsers;
 
     fn deps() -> Deps {
         Deps {

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
+use api::InitError;
+use api::auth::TokenService;
+use api::http::{json_response, respond};
+use api::{ApiError, ApiState};
+use domain::UserId;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::auth::TokenService;
-use shared::domain::UserId;
-use shared::http::{json_response, respond};
-use shared::repo::users::UserRepository;
-use shared::state::InitError;
-use shared::{ApiError, AppState};
+use store::users::UserRepository;
 
 pub struct Deps {
     pub users: Arc<dyn UserRepository>,
@@ -18,7 +18,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             users: state.users(),
             tokens: state.tokens().await?,
@@ -43,9 +43,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{Email, Role, User};
-    use shared::repo::memory::InMemoryUsers;
-    use shared::testing::{as_user, json_of, request, tokens};
+    use api::testing::{as_user, json_of, request, tokens};
+    use domain::{Email, Role, User};
+    use store::memory::InMemoryUsers;
 
     const ADA_ID: &str = "0190f5a4-7b3e-7c1a-9d2e-3f4a5b6c7d8e";
 

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
+use api::InitError;
+use api::auth::TokenService;
+use api::http::{json_response, respond};
+use api::{ApiError, ApiState};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::auth::TokenService;
-use shared::http::{json_response, respond};
-use shared::repo::users::UserRepository;
-use shared::state::InitError;
-use shared::{ApiError, AppState};
+use store::users::UserRepository;
 
 pub struct Deps {
     pub users: Arc<dyn UserRepository>,
@@ -16,7 +16,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub async fn from_state(state: &AppState) -> Result<Self, InitError> {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
             users: state.users(),
             tokens: state.tokens().await?,
@@ -40,9 +40,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{Email, Role, User, UserId};
-    use shared::repo::memory::InMemoryUsers;
-    use shared::testing::{anonymous, as_user, json_of, request, tokens};
+    use api::testing::{anonymous, as_user, json_of, request, tokens};
+    use domain::{Email, Role, User, UserId};
+    use store::memory::InMemoryUsers;
 
     async fn deps_with(user: &User) -> Deps {
         let users = Arc::new(InMemoryUsers::default());

@@ -2,10 +2,10 @@
 //! to invoke the function (`aws lambda invoke`, `cargo lambda invoke`) can make an admin.
 //! Input `{"email": "..."}`; output the updated user.
 
+use domain::{Email, Role, User};
 use serde::Deserialize;
-use shared::domain::{Email, Role, User};
-use shared::repo::users::UserRepository;
-use shared::store::StoreError;
+use store::StoreError;
+use store::users::UserRepository;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,8 +36,8 @@ pub async fn handle(users: &dyn UserRepository, request: PromoteRequest) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::UserId;
-    use shared::repo::memory::InMemoryUsers;
+    use domain::UserId;
+    use store::memory::InMemoryUsers;
 
     fn event() -> PromoteRequest {
         serde_json::from_str(include_str!("../../../events/users-promote.json")).unwrap()

@@ -1,0 +1,434 @@
+//! Request and response plumbing every HTTP function goes through: correlation ids, the request span,
+//! JSON bodies, path and query parameters, bearer tokens and problem responses.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use lambda_http::http::{HeaderMap, HeaderValue, StatusCode, header};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::auth::{Identity, TokenService, bearer_token};
+use crate::error::ApiError;
+use crate::ratelimit::{RateLimiter, Verdict};
+use domain::unix_now_millis;
+use domain::validation::FieldErrors;
+
+/// Bodies above this are refused with 413 before any parsing.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+const MAX_CORRELATION_ID_CHARS: usize = 128;
+
+/// An incoming API request with its correlation id.
+pub struct ApiRequest {
+    inner: Request,
+    correlation_id: String,
+}
+
+impl ApiRequest {
+    pub fn new(inner: Request) -> Self {
+        let correlation_id = inner
+            .headers()
+            .get(CORRELATION_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| is_sane_correlation_id(id))
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        Self { inner, correlation_id }
+    }
+
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.inner.headers().get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// A path parameter of the route. Its absence means the route and the handler disagree.
+    pub fn path_param(&self, name: &'static str) -> Result<String, ApiError> {
+        self.inner
+            .path_parameters_ref()
+            .and_then(|params| params.first(name))
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::internal(format!("route has no path parameter {name}")))
+    }
+
+    /// The first value of a query parameter.
+    pub fn query(&self, name: &str) -> Option<String> {
+        self.inner
+            .query_string_parameters_ref()
+            .and_then(|params| params.first(name))
+            .map(str::to_owned)
+    }
+
+    /// Refuses query parameters this route does not know, so a typo is not silently ignored.
+    pub fn only_query_params(&self, known: &[&str]) -> Result<(), ApiError> {
+        let mut errors = FieldErrors::default();
+        if let Some(params) = self.inner.query_string_parameters_ref() {
+            for (name, _) in params.iter() {
+                if !known.contains(&name) {
+                    errors.push(name, "is not a known query parameter");
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors.into()) }
+    }
+
+    /// An integer query parameter within `range`, or `default` when absent.
+    pub fn query_int(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<i64>,
+        default: Option<i64>,
+    ) -> Result<Option<i64>, ApiError> {
+        match self.query(name) {
+            None => Ok(default),
+            Some(raw) => match raw.trim().parse::<i64>() {
+                Ok(value) if range.contains(&value) => Ok(Some(value)),
+                _ => Err(ApiError::invalid_field(
+                    name,
+                    format!("must be an integer between {} and {}", range.start(), range.end()),
+                )),
+            },
+        }
+    }
+
+    /// The client's address as API Gateway saw it.
+    pub fn source_ip(&self) -> Option<String> {
+        source_ip(&self.inner).map(str::to_owned)
+    }
+
+    /// Parses the JSON body into `T`: 413 when too large, 415 when not JSON, 400 with per-field errors
+    /// when malformed, of the wrong shape, or carrying fields `T` does not accept.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let bytes = self.inner.body().as_ref();
+        if bytes.len() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge {
+                limit_bytes: MAX_BODY_BYTES,
+            });
+        }
+        if !self
+            .header(header::CONTENT_TYPE.as_str())
+            .is_some_and(is_json_media_type)
+        {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::invalid_field("body", "a JSON object is required"));
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| body_error(&error))?;
+        deserializer
+            .end()
+            .map_err(|_| ApiError::invalid_field("body", "is not well-formed JSON"))?;
+        Ok(value)
+    }
+
+    /// The caller's verified identity: 401 without a valid bearer token.
+    pub fn identity(&self, tokens: &TokenService) -> Result<Identity, ApiError> {
+        tokens.verify(bearer_token(self.inner.headers())?)
+    }
+
+    pub fn method(&self) -> &str {
+        self.inner.method().as_str()
+    }
+
+    pub fn path(&self) -> &str {
+        self.inner.uri().path()
+    }
+
+    pub fn lambda_request_id(&self) -> String {
+        self.inner
+            .lambda_context_ref()
+            .map(|context| context.request_id.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The client's address from API Gateway's request context (never from a header a client can set).
+fn source_ip(request: &Request) -> Option<&str> {
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.http.source_ip.as_deref(),
+        _ => None,
+    }
+}
+
+fn is_sane_correlation_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_CORRELATION_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Turns a serde failure into a field-level 400 that names the field but never echoes internals.
+fn body_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = error.inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::invalid_field("body", "is not well-formed JSON");
+    }
+    let message = inner.to_string();
+    // serde_json appends " at line L column C"; the field path says more.
+    let message = message.split(" at line ").next().unwrap_or(&message);
+    let path = error.path().to_string();
+    let parent = if path == "." { String::new() } else { format!("{path}.") };
+    if let Some(name) = backticked(message, "unknown field `") {
+        // The path already ends at the unknown field.
+        let field = if path == "." { name.to_owned() } else { path };
+        return ApiError::invalid_field(&field, "is not an accepted field");
+    }
+    if let Some(name) = backticked(message, "missing field `") {
+        return ApiError::invalid_field(&format!("{parent}{name}"), "is required");
+    }
+    let field = if path == "." { "body".to_string() } else { path };
+    ApiError::invalid_field(&field, message)
+}
+
+fn backticked<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message.strip_prefix(prefix)?.split('`').next()
+}
+
+/// A JSON response with the given status.
+pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Result<Response<Body>, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
+    Ok(json_bytes_response(status, bytes))
+}
+
+/// A response whose body is already JSON (e.g. a stored idempotent response).
+pub fn json_bytes_response(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Runs one request through `handler` inside a span that carries the correlation id; turns errors into
+/// problem responses and echoes the correlation id on every response.
+pub async fn respond<F, Fut>(request: Request, handler: F) -> Response<Body>
+where
+    F: FnOnce(ApiRequest) -> Fut,
+    Fut: Future<Output = Result<Response<Body>, ApiError>>,
+{
+    let request = ApiRequest::new(request);
+    let correlation_id = request.correlation_id().to_owned();
+    let span = tracing::info_span!(
+        "request",
+        correlation_id = %correlation_id,
+        request_id = %request.lambda_request_id(),
+        method = %request.method(),
+        path = %request.path(),
+        status = tracing::field::Empty,
+    );
+    async move {
+        let mut response = match handler(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                error.log();
+                error.to_response(&correlation_id)
+            }
+        };
+        if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+            response.headers_mut().insert(CORRELATION_HEADER, value);
+        }
+        tracing::Span::current().record("status", response.status().as_u16());
+        tracing::info!("request handled");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Serves `handler` as the Lambda function's HTTP entry point, behind the per-client rate limiter:
+/// a client over its limit gets a 429 problem without the handler running, and every decided
+/// response carries the `RateLimit-*` headers. Every API route but `/health` is served this way.
+pub async fn serve<F, Fut>(limiter: RateLimiter, handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    let limiter = Arc::new(limiter);
+    let handler = Arc::new(handler);
+    serve_unlimited(move |request: Request| {
+        let limiter = Arc::clone(&limiter);
+        let handler = Arc::clone(&handler);
+        async move { limited(&limiter, request, |request| handler(request)).await }
+    })
+    .await
+}
+
+/// Runs `handler` if `limiter` lets the request through; adds the limiter's headers either way.
+pub async fn limited<F, Fut>(limiter: &RateLimiter, request: Request, handler: F) -> Response<Body>
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
+    let verdict = limiter
+        .check(request.headers(), source_ip(&request), unix_now_millis())
+        .await;
+    let mut response = match verdict {
+        Some(Verdict {
+            retry_after_secs: Some(retry_after_secs),
+            ..
+        }) => {
+            respond(
+                request,
+                |_| async move { Err(ApiError::RateLimited { retry_after_secs }) },
+            )
+            .await
+        }
+        _ => handler(request).await,
+    };
+    if let Some(verdict) = verdict {
+        for (name, value) in limiter.headers(&verdict) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// Serves `handler` without the rate limiter: only for `/health`, which API.md exempts.
+pub async fn serve_unlimited<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Request) -> Fut,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    lambda_http::run(lambda_http::service_fn(move |request: Request| {
+        let response = handler(request);
+        async move { Ok::<_, std::convert::Infallible>(response.await) }
+    }))
+    .await
+}
+
+/// Builds a request from an API Gateway HTTP API (payload 2.0) event, as the unit tests do with `events/`.
+pub fn request_from_event(event_json: &str) -> Result<Request, lambda_http::Error> {
+    Ok(lambda_http::request::from_str(event_json)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: &str, content_type: Option<&str>) -> ApiRequest {
+        let mut builder = lambda_http::http::Request::builder().method("POST").uri("/x");
+        if let Some(content_type) = content_type {
+            builder = builder.header("content-type", content_type);
+        }
+        ApiRequest::new(builder.body(Body::from(body.to_string())).unwrap())
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Login {
+        email: String,
+        count: i64,
+    }
+
+    fn field_of(error: ApiError) -> (String, String) {
+        match error {
+            ApiError::Validation(errors) => {
+                let first = errors.into_vec().remove(0);
+                (first.field, first.message)
+            }
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_body_parses() {
+        let login: Login = request(
+            r#"{"email":"a@b.co","count":1}"#,
+            Some("application/json; charset=utf-8"),
+        )
+        .json()
+        .unwrap();
+        assert_eq!(login.count, 1);
+    }
+
+    #[test]
+    fn malformed_json_is_a_400_on_the_body() {
+        let error = request(r#"{"email":"#, Some("application/json"))
+            .json::<Login>()
+            .unwrap_err();
+        assert_eq!(field_of(error).0, "body");
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        let error = request(r#"{"email":"a","count":1} x"#, Some("application/json"))
+            .json::<Login>()
+            .unwrap_err();
+        assert_eq!(error.status(), 400);
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let error = request(r#"{"email":"a","count":1,"role":"admin"}"#, Some("application/json"))
+            .json::<Login>()
+            .unwrap_err();
+        assert_eq!(field_of(error), ("role".into(), "is not an accepted field".into()));
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let error = request(r#"{"email":"a"}"#, Some("application/json"))
+            .json::<Login>()
+            .unwrap_err();
+        assert_eq!(field_of(error), ("count".into(), "is required".into()));
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let error = request(r#"{"email":"a","count":"1"}"#, Some("application/json"))
+            .json::<Login>()
+            .unwrap_err();
+        let (field, message) = field_of(error);
+        assert_eq!(field, "count");
+        assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn non_json_content_is_415() {
+        let error = request("email=a", Some("application/x-www-form-urlencoded"))
+            .json::<Login>()
+            .unwrap_err();
+        assert_eq!(error.status(), 415);
+        assert_eq!(request("{}", None).json::<Login>().unwrap_err().status(), 415);
+    }
+
+    #[test]
+    fn oversized_bodies_are_413() {
+        let body = format!(r#"{{"email":"{}","count":1}}"#, "a".repeat(MAX_BODY_BYTES));
+        assert_eq!(
+            request(&body, Some("application/json"))
+                .json::<Login>()
+                .unwrap_err()
+                .status(),
+            413
+        );
+    }
+
+    #[test]
+    fn sane_correlation_ids_are_kept_and_others_replaced() {
+        let with = |id: &str| {
+            let request = lambda_http::http::Request::builder()
+                .header(CORRELATION_HEADER, id)
+                .body(Body::Empty)
+                .unwrap();
+            ApiRequest::new(request).correlation_id().to_owned()
+        };
+        assert_eq!(with("abc-123_x.y"), "abc-123_x.y");
+        assert_ne!(with("bad id!"), "bad id!");
+        assert_ne!(with(&"a".repeat(129)), "a".repeat(129));
+    }
+}

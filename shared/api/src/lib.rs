@@ -1,0 +1,57 @@
+//! The HTTP edge of the shop: requests in, RFC 9457 problems and JSON out. Tokens and passwords,
+//! pagination cursors and listings, the per-client rate limiter and the login guard, and
+//! [`run_api`], the entry point every API function's `main.rs` calls.
+
+pub mod auth;
+pub mod cursor;
+pub mod error;
+pub mod http;
+pub mod listing;
+pub mod login_guard;
+pub mod orders;
+pub mod ratelimit;
+pub mod state;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use lambda_http::{Body, Request, Response};
+
+pub use error::ApiError;
+pub use state::{ApiState, InitError};
+
+/// Runs an API function: JSON logs, settings and clients built once, the function's dependencies
+/// built once by `build`, then every request through the per-client rate limiter into `handler`.
+pub async fn run_api<D, H, Fut>(
+    build: impl AsyncFnOnce(&ApiState) -> Result<D, InitError>,
+    handler: H,
+) -> Result<(), lambda_http::Error>
+where
+    D: Send + Sync + 'static,
+    H: Fn(Arc<D>, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    wiring::telemetry::init();
+    let state = ApiState::from_env().await?;
+    let deps = Arc::new(build(&state).await?);
+    let limiter = state.rate_limiter().await?;
+    http::serve(limiter, move |request| handler(Arc::clone(&deps), request)).await
+}
+
+/// [`run_api`] without the rate limiter: only for `/health`, which API.md exempts.
+pub async fn run_api_unlimited<D, H, Fut>(
+    build: impl AsyncFnOnce(&ApiState) -> Result<D, InitError>,
+    handler: H,
+) -> Result<(), lambda_http::Error>
+where
+    D: Send + Sync + 'static,
+    H: Fn(Arc<D>, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    wiring::telemetry::init();
+    let state = ApiState::from_env().await?;
+    let deps = Arc::new(build(&state).await?);
+    http::serve_unlimited(move |request| handler(Arc::clone(&deps), request)).await
+}

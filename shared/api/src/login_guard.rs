@@ -1,0 +1,211 @@
+//! Login protection: failed sign-ins are counted per email and per client IP. Past a first threshold
+//! each further attempt must wait longer after the last failure (1 s, 2 s, 4 s, …); past a second,
+//! the subject is locked for a while. Unknown emails are counted exactly like known ones, so the
+//! answers never reveal whether an account exists. A success clears the email's count (not the IP's:
+//! an attacker's own account must not reset the budget of the address it attacks from).
+//!
+//! The counters live in the guards table (keys `login#email#<sha256>` and `login#ip#<address>`; the
+//! email is hashed so the table holds no addresses). If they cannot be read, sign-in fails closed
+//! with 503: this guard protects credentials, and sign-in needs the same database anyway.
+
+use store::StoreError;
+use store::login_failures::{Failures, LoginFailures, Subject};
+use wiring::telemetry::error_chain;
+use wiring::{ConfigError, Env};
+
+/// The longest forced pause between attempts before the lock takes over.
+const MAX_SLOWDOWN_EXPONENT: u32 = 10;
+
+/// When failures slow a subject down and when they lock it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginPolicy {
+    /// Failures after which each attempt must wait 2^(failures - slow_after) seconds after the last one.
+    pub slow_after: u32,
+    /// Failures after which the subject is locked for `lock_secs` after the last one.
+    pub lock_after: u32,
+    /// Also how long failures are remembered: a subject quiet for this long starts afresh.
+    pub lock_secs: u64,
+}
+
+impl LoginPolicy {
+    /// Slow down from half the lock threshold on.
+    pub fn locking_after(lock_after: u32, lock_secs: u64) -> Self {
+        Self {
+            slow_after: (lock_after / 2).max(1),
+            lock_after: lock_after.max(1),
+            lock_secs,
+        }
+    }
+
+    /// Whole seconds (rounded up) the subject must still wait at `now_ms` before its next attempt is
+    /// considered; `None` when it may try now.
+    pub fn wait_secs(&self, failures: Option<Failures>, now_ms: u64) -> Option<u64> {
+        let remembered_ms = self.lock_secs.saturating_mul(1000);
+        let failures = failures.filter(|failures| now_ms < failures.last_at_ms.saturating_add(remembered_ms))?;
+        let pause_secs = if failures.count >= self.lock_after {
+            self.lock_secs
+        } else if failures.count >= self.slow_after {
+            let exponent = (failures.count - self.slow_after).min(MAX_SLOWDOWN_EXPONENT);
+            (1u64 << exponent).min(self.lock_secs)
+        } else {
+            return None;
+        };
+        let free_at_ms = failures.last_at_ms.saturating_add(pause_secs.saturating_mul(1000));
+        (now_ms < free_at_ms).then(|| (free_at_ms - now_ms).div_ceil(1000))
+    }
+}
+
+/// The policies for emails and IPs, and where their failures are counted.
+pub struct LoginGuard {
+    pub failures: std::sync::Arc<dyn LoginFailures>,
+    pub per_email: LoginPolicy,
+    pub per_ip: LoginPolicy,
+}
+
+impl LoginGuard {
+    /// Thresholds from `LOGIN_EMAIL_LOCK_AFTER_FAILURES`, `LOGIN_IP_LOCK_AFTER_FAILURES` and
+    /// `LOGIN_LOCK_SECONDS`.
+    pub fn policies_from_env(env: &Env) -> Result<(LoginPolicy, LoginPolicy), ConfigError> {
+        let lock_secs: u64 = env.number("LOGIN_LOCK_SECONDS", 1..=86_400, None)?;
+        let lock_after = |name| env.number(name, 1..=1_000_000, None);
+        Ok((
+            LoginPolicy::locking_after(lock_after("LOGIN_EMAIL_LOCK_AFTER_FAILURES")?, lock_secs),
+            LoginPolicy::locking_after(lock_after("LOGIN_IP_LOCK_AFTER_FAILURES")?, lock_secs),
+        ))
+    }
+
+    /// How long the caller must wait before trying to sign in as `email`; `None` when it may now.
+    pub async fn wait_secs(&self, email: &Subject, ip: &Subject, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        let (by_email, by_ip) = self.failures.get_both(email, ip).await?;
+        Ok(self
+            .per_email
+            .wait_secs(by_email, now_ms)
+            .max(self.per_ip.wait_secs(by_ip, now_ms)))
+    }
+
+    /// Counts a failed attempt against both subjects. Best effort: a counter that cannot be written
+    /// is logged, and the caller still gets its 401.
+    pub async fn failed(&self, email: &Subject, ip: &Subject, now_ms: u64) {
+        let record = |subject, policy: LoginPolicy| {
+            let forget_before_ms = now_ms.saturating_sub(policy.lock_secs.saturating_mul(1000));
+            let expires_at = now_ms / 1000 + policy.lock_secs + 60;
+            self.failures.record(subject, now_ms, forget_before_ms, expires_at)
+        };
+        let (by_email, by_ip) = tokio::join!(record(email, self.per_email), record(ip, self.per_ip));
+        for error in [by_email.err(), by_ip.err()].into_iter().flatten() {
+            tracing::error!(error = %error_chain(&error), "could not count a failed login");
+        }
+    }
+
+    /// Forgets the email's failures after a successful sign-in.
+    pub async fn succeeded(&self, email: &Subject) {
+        if let Err(error) = self.failures.clear(email).await {
+            tracing::error!(error = %error_chain(&error), "could not clear failed logins");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::Email;
+    use std::time::Duration;
+    use store::login_failures::InMemoryLoginFailures;
+
+    const POLICY: LoginPolicy = LoginPolicy {
+        slow_after: 3,
+        lock_after: 6,
+        lock_secs: 600,
+    };
+
+    /// The pause after each failure, from the first to the locking one.
+    fn pauses(policy: &LoginPolicy) -> Vec<Duration> {
+        (1..=policy.lock_after)
+            .map(|count| {
+                let failures = Failures { count, last_at_ms: 0 };
+                Duration::from_secs(policy.wait_secs(Some(failures), 0).unwrap_or(0))
+            })
+            .collect()
+    }
+
+    fn failed(count: u32, last_at_ms: u64) -> Option<Failures> {
+        Some(Failures { count, last_at_ms })
+    }
+
+    #[test]
+    fn a_few_failures_cost_nothing() {
+        assert_eq!(POLICY.wait_secs(None, 1_000_000), None);
+        assert_eq!(POLICY.wait_secs(failed(2, 1_000_000), 1_000_000), None);
+    }
+
+    #[test]
+    fn further_failures_double_the_pause_then_lock() {
+        let secs: Vec<u64> = pauses(&POLICY).iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [0, 0, 1, 2, 4, 600]);
+    }
+
+    #[test]
+    fn the_pause_counts_from_the_last_failure() {
+        // Two seconds after the 4th failure; asked at once, or a moment later, it is still 2 s.
+        assert_eq!(POLICY.wait_secs(failed(4, 1_000_000), 1_000_000), Some(2));
+        assert_eq!(POLICY.wait_secs(failed(4, 1_000_000), 1_000_300), Some(2));
+        assert_eq!(POLICY.wait_secs(failed(4, 1_000_000), 1_001_000), Some(1));
+        assert_eq!(POLICY.wait_secs(failed(4, 1_000_000), 1_002_000), None);
+        assert_eq!(POLICY.wait_secs(failed(6, 1_000_000), 1_500_000), Some(100));
+    }
+
+    #[test]
+    fn failures_older_than_the_lock_are_forgotten() {
+        assert_eq!(POLICY.wait_secs(failed(50, 1_000_000), 1_600_000), None);
+    }
+
+    #[test]
+    fn the_slowdown_starts_at_half_the_lock_threshold() {
+        let policy = LoginPolicy::locking_after(10, 900);
+        assert_eq!((policy.slow_after, policy.lock_after), (5, 10));
+        assert_eq!(LoginPolicy::locking_after(1, 900).slow_after, 1);
+    }
+
+    #[tokio::test]
+    async fn failures_seconds_apart_add_up_and_the_pause_counts_from_the_last() {
+        let guard = LoginGuard {
+            failures: std::sync::Arc::new(InMemoryLoginFailures::default()),
+            per_email: POLICY,
+            per_ip: POLICY,
+        };
+        let email = Subject::email(&Email::parse("ada@example.com").unwrap());
+        let ip = Subject::Ip("203.0.113.10".into());
+        // Given three failures a second apart,
+        for now_ms in [1_000_000, 1_001_000, 1_002_000] {
+            guard.failed(&email, &ip, now_ms).await;
+        }
+        // then they count as three: a pause of 1 s from the last one.
+        let failures = guard.failures.get(&email).await.unwrap().unwrap();
+        assert_eq!((failures.count, failures.last_at_ms), (3, 1_002_000));
+        assert_eq!(guard.wait_secs(&email, &ip, 1_002_200).await.unwrap(), Some(1));
+        assert_eq!(guard.wait_secs(&email, &ip, 1_003_000).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_guard_takes_the_longer_wait_of_email_and_ip_and_a_success_clears_the_email() {
+        let guard = LoginGuard {
+            failures: std::sync::Arc::new(InMemoryLoginFailures::default()),
+            per_email: POLICY,
+            per_ip: LoginPolicy {
+                slow_after: 100,
+                lock_after: 200,
+                lock_secs: 600,
+            },
+        };
+        let email = Subject::email(&Email::parse("ada@example.com").unwrap());
+        let ip = Subject::Ip("203.0.113.10".into());
+        for _ in 0..6 {
+            guard.failed(&email, &ip, 1_000_000).await;
+        }
+        assert_eq!(guard.wait_secs(&email, &ip, 1_000_000).await.unwrap(), Some(600));
+        let other_email = Subject::email(&Email::parse("bob@example.com").unwrap());
+        assert_eq!(guard.wait_secs(&other_email, &ip, 1_000_000).await.unwrap(), None);
+        guard.succeeded(&email).await;
+        assert_eq!(guard.wait_secs(&email, &ip, 1_000_000).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,93 @@
+//! What the routes acting on orders share: the client view, and loading an order for a caller.
+//! (Moving an order through its life cycle is `store::orders::step`, shared with the payment worker.)
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use domain::{CancelReason, Order, OrderId, OrderStatus};
+use store::orders::OrderRepository;
+
+use crate::auth::{Identity, TokenService};
+use crate::error::ApiError;
+use crate::state::{ApiState, InitError};
+
+/// What the routes acting on one order by id need: the orders, and the token service that says who
+/// the caller is.
+pub struct OrderDeps {
+    pub orders: Arc<dyn OrderRepository>,
+    pub tokens: TokenService,
+}
+
+impl OrderDeps {
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
+        Ok(Self {
+            orders: state.orders(),
+            tokens: state.tokens().await?,
+        })
+    }
+}
+
+/// An order as clients see it (API.md): no payment token, no internal fields.
+#[derive(Debug, Serialize)]
+pub struct OrderView<'a> {
+    pub id: &'a OrderId,
+    pub user_id: String,
+    /// Never empty for a real order; skipped when a richer view (details) replaces the lines.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<LineView>,
+    pub total_amount: i64,
+    pub currency: &'static str,
+    pub status: OrderStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<CancelReason>,
+    pub created_at: &'a str,
+    pub updated_at: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LineView {
+    pub product_id: String,
+    pub quantity: i64,
+    pub price: i64,
+}
+
+impl<'a> From<&'a Order> for OrderView<'a> {
+    fn from(order: &'a Order) -> Self {
+        Self {
+            id: &order.id,
+            user_id: order.user_id.to_string(),
+            items: order
+                .items
+                .iter()
+                .map(|line| LineView {
+                    product_id: line.product_id.to_string(),
+                    quantity: line.quantity.units(),
+                    price: line.price.minor_units(),
+                })
+                .collect(),
+            total_amount: order.total_amount,
+            currency: order.currency.code(),
+            status: order.status,
+            cancel_reason: order.cancel_reason,
+            created_at: &order.created_at,
+            updated_at: &order.updated_at,
+        }
+    }
+}
+
+/// The order with this id if the caller may see it; 404 when it does not exist *or* is someone else's.
+pub async fn order_for_caller(
+    orders: &dyn OrderRepository,
+    identity: &Identity,
+    raw_id: &str,
+) -> Result<Order, ApiError> {
+    let not_found = || ApiError::NotFound("order");
+    let id = OrderId::parse(raw_id).map_err(|_| not_found())?;
+    let order = orders.get(&id).await?.ok_or_else(not_found)?;
+    if identity.may_access(&order.user_id) {
+        Ok(order)
+    } else {
+        Err(not_found())
+    }
+}

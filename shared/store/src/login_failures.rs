@@ -1,0 +1,228 @@
+//! Failed sign-in counters per subject (an email, hashed, or a client IP) in the guards table
+//! (keys `login#email#<sha256>` and `login#ip#<address>`).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use domain::{Email, fingerprint};
+use serde::Deserialize;
+
+use crate::{StoreError, batch_get, is_condition_failure};
+
+/// Failed attempts of one subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Failures {
+    pub count: u32,
+    /// Epoch milliseconds of the most recent failure (whole seconds would make a pause of 1 s end
+    /// anywhere between 0 and 1 s after it).
+    pub last_at_ms: u64,
+}
+
+/// Whose failures are counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Email(String),
+    Ip(String),
+}
+
+impl Subject {
+    pub fn email(email: &Email) -> Self {
+        Self::Email(fingerprint(email.as_str().as_bytes()))
+    }
+
+    pub fn key(&self) -> String {
+        match self {
+            Self::Email(hash) => format!("login#email#{hash}"),
+            Self::Ip(ip) => format!("login#ip#{ip}"),
+        }
+    }
+}
+
+/// Failure counters, per subject.
+#[async_trait]
+pub trait LoginFailures: Send + Sync {
+    async fn get(&self, subject: &Subject) -> Result<Option<Failures>, StoreError>;
+    /// The failures of two subjects (an email and an IP), read together.
+    async fn get_both(
+        &self,
+        first: &Subject,
+        second: &Subject,
+    ) -> Result<(Option<Failures>, Option<Failures>), StoreError> {
+        tokio::try_join!(self.get(first), self.get(second))
+    }
+    /// Counts a failure at `now_ms`, forgetting failures older than `forget_before_ms` first;
+    /// `expires_at` (epoch seconds) is for the table's TTL.
+    async fn record(
+        &self,
+        subject: &Subject,
+        now_ms: u64,
+        forget_before_ms: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError>;
+    async fn clear(&self, subject: &Subject) -> Result<(), StoreError>;
+}
+
+/// Counters in the guards table: `{pk, count, last_at_ms, expires_at}`.
+pub struct DynamoLoginFailures {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoLoginFailures {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key(subject: &Subject) -> HashMap<String, AttributeValue> {
+        HashMap::from([("pk".to_owned(), AttributeValue::S(subject.key()))])
+    }
+}
+
+#[async_trait]
+impl LoginFailures for DynamoLoginFailures {
+    async fn get(&self, subject: &Subject) -> Result<Option<Failures>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(subject)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(output.item.map(serde_dynamo::from_item).transpose()?)
+    }
+
+    /// One `BatchGetItem` for both.
+    async fn get_both(
+        &self,
+        first: &Subject,
+        second: &Subject,
+    ) -> Result<(Option<Failures>, Option<Failures>), StoreError> {
+        let keys = vec![Self::key(first), Self::key(second)];
+        let mut found = batch_get(&self.client, HashMap::from([(self.table.clone(), keys)])).await?;
+        let items = found.remove(&self.table).unwrap_or_default();
+        let failures_of = |subject: &Subject| -> Result<Option<Failures>, StoreError> {
+            let key = AttributeValue::S(subject.key());
+            items
+                .iter()
+                .find(|item| item.get("pk") == Some(&key))
+                .map(|item| serde_dynamo::from_item(item.clone()))
+                .transpose()
+                .map_err(StoreError::from)
+        };
+        Ok((failures_of(first)?, failures_of(second)?))
+    }
+
+    async fn record(
+        &self,
+        subject: &Subject,
+        now_ms: u64,
+        forget_before_ms: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let number = |value: u64| AttributeValue::N(value.to_string());
+        let values = HashMap::from([
+            (":one".to_owned(), number(1)),
+            (":now".to_owned(), number(now_ms)),
+            (":forget".to_owned(), number(forget_before_ms)),
+            (":exp".to_owned(), number(expires_at)),
+        ]);
+        // A recent failure: count on. Otherwise (new, or forgotten): start again at one.
+        let attempts = [
+            (
+                "ADD #count :one SET last_at_ms = :now, expires_at = :exp",
+                "last_at_ms >= :forget",
+            ),
+            (
+                "SET #count = :one, last_at_ms = :now, expires_at = :exp",
+                "attribute_not_exists(last_at_ms) OR last_at_ms < :forget",
+            ),
+        ];
+        // Two concurrent failures may race on a fresh key; the loser counts on the winner's item.
+        for _ in 0..2 {
+            for (update, condition) in attempts {
+                let result = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(subject)))
+                    .update_expression(update)
+                    .condition_expression(condition)
+                    .expression_attribute_names("#count", "count")
+                    .set_expression_attribute_values(Some(values.clone()))
+                    .return_values(ReturnValue::None)
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => return Ok(()),
+                    Err(error) if is_condition_failure(&error) => continue,
+                    Err(error) => return Err(StoreError::from_sdk(error)),
+                }
+            }
+        }
+        Err(StoreError::Failed("the login failure counter kept changing".into()))
+    }
+
+    async fn clear(&self, subject: &Subject) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(subject)))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+}
+
+/// In-process counters for unit tests.
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Default)]
+pub struct InMemoryLoginFailures {
+    subjects: std::sync::Mutex<HashMap<String, Failures>>,
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl InMemoryLoginFailures {
+    fn subjects(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failures>> {
+        self.subjects.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+#[async_trait]
+impl LoginFailures for InMemoryLoginFailures {
+    async fn get(&self, subject: &Subject) -> Result<Option<Failures>, StoreError> {
+        Ok(self.subjects().get(&subject.key()).copied())
+    }
+
+    async fn record(
+        &self,
+        subject: &Subject,
+        now_ms: u64,
+        forget_before_ms: u64,
+        _expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let mut subjects = self.subjects();
+        let failures = subjects.entry(subject.key()).or_insert(Failures {
+            count: 0,
+            last_at_ms: now_ms,
+        });
+        if failures.last_at_ms < forget_before_ms {
+            failures.count = 0;
+        }
+        failures.count += 1;
+        failures.last_at_ms = now_ms;
+        Ok(())
+    }
+
+    async fn clear(&self, subject: &Subject) -> Result<(), StoreError> {
+        self.subjects().remove(&subject.key());
+        Ok(())
+    }
+}

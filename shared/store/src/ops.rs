@@ -1,0 +1,92 @@
+//! The DynamoDB calls every adapter shares: batch reads and transactions.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, KeysAndAttributes};
+
+use crate::{StoreError, cancellation_reasons};
+
+/// Reads many items, possibly from several tables, in one `BatchGetItem` (plus retries of any keys
+/// DynamoDB leaves unprocessed under load). At most 100 keys.
+pub async fn batch_get(
+    client: &aws_sdk_dynamodb::Client,
+    keys_by_table: HashMap<String, Vec<HashMap<String, AttributeValue>>>,
+) -> Result<HashMap<String, Vec<HashMap<String, AttributeValue>>>, StoreError> {
+    const MAX_ATTEMPTS: u32 = 5;
+    let mut request: HashMap<String, KeysAndAttributes> = HashMap::new();
+    for (table, keys) in keys_by_table {
+        if keys.is_empty() {
+            continue;
+        }
+        let keys_and_attributes = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|error| StoreError::Failed(Box::new(error)))?;
+        request.insert(table, keys_and_attributes);
+    }
+    let mut found: HashMap<String, Vec<HashMap<String, AttributeValue>>> = HashMap::new();
+    for attempt in 0..MAX_ATTEMPTS {
+        if request.is_empty() {
+            return Ok(found);
+        }
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+        }
+        let output = client
+            .batch_get_item()
+            .set_request_items(Some(request))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        for (table, items) in output.responses.unwrap_or_default() {
+            found.entry(table).or_default().extend(items);
+        }
+        request = output.unprocessed_keys.unwrap_or_default();
+    }
+    if request.is_empty() {
+        Ok(found)
+    } else {
+        Err(StoreError::Unavailable(
+            "BatchGetItem left keys unprocessed after retries".into(),
+        ))
+    }
+}
+
+/// Runs a transaction: `Ok(Err(reasons))` when it was cancelled by a condition (one reason per item,
+/// in order). A cancellation caused only by another transaction on the same items says nothing about
+/// the conditions, so it is retried with full-jitter backoff; hot items see many of them.
+pub async fn transact(
+    client: &aws_sdk_dynamodb::Client,
+    items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+) -> Result<Result<(), Vec<CancellationReason>>, StoreError> {
+    const MAX_ATTEMPTS: u32 = 8;
+    let mut attempt = 0;
+    loop {
+        let result = client
+            .transact_write_items()
+            .set_transact_items(Some(items.clone()))
+            .send()
+            .await;
+        let error = match result {
+            Ok(_) => return Ok(Ok(())),
+            Err(error) => error,
+        };
+        let Some(reasons) = cancellation_reasons(&error) else {
+            return Err(StoreError::from_sdk(error));
+        };
+        let codes: Vec<&str> = reasons.iter().filter_map(CancellationReason::code).collect();
+        let conflict_only = codes.contains(&"TransactionConflict") && !codes.contains(&"ConditionalCheckFailed");
+        attempt += 1;
+        if !conflict_only {
+            return Ok(Err(reasons));
+        }
+        if attempt >= MAX_ATTEMPTS {
+            return Err(StoreError::Unavailable(Box::new(error)));
+        }
+        let ceiling = (20_u64 << attempt).min(500);
+        let random = uuid::Uuid::new_v4();
+        let jitter = u64::from(u16::from_le_bytes([random.as_bytes()[0], random.as_bytes()[1]]));
+        tokio::time::sleep(std::time::Duration::from_millis(5 + jitter % ceiling)).await;
+    }
+}

@@ -1,0 +1,412 @@
+//! Orders table (`id` key, `by_user` index on user id + creation time). Every write that must happen
+//! together is one DynamoDB transaction: placement reserves the stock of every line, stores the order
+//! and completes the idempotency record; a cancellation changes the status and releases the stock.
+//! Status changes are conditional on the status they start from, so racing transitions cannot both win.
+//! Each order item carries everything its events need (status, user, lines, totals, correlation id).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+
+use domain::{
+    CancelReason, DomainError, Order, OrderId, OrderLine, OrderStatus, Product, ProductId, Step, Transition, User,
+    UserId, now_rfc3339,
+};
+
+use crate::idempotency::{DynamoIdempotencyStore, Lease, StoredResponse};
+use crate::products::{id_key as product_key, products_from_items};
+use crate::users::{UserItem, user_key};
+use crate::{NewestFirstCursor, Page, StoreError, batch_get, condition_failed, newest_for_user, transact};
+
+/// How a placement ended when nothing went wrong with storage itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaceOutcome {
+    Placed,
+    /// Not enough stock of this product; nothing was changed.
+    OutOfStock(ProductId),
+    /// The product disappeared between reading and reserving; nothing was changed.
+    ProductGone(ProductId),
+    /// The idempotency claim expired and was taken over; nothing was changed.
+    LeaseLost,
+}
+
+/// Where a listing of a user's orders resumes (newest first).
+pub type OrderCursor = NewestFirstCursor;
+
+/// The listing position of `order`.
+pub fn order_position(order: &Order) -> OrderCursor {
+    NewestFirstCursor {
+        created_at: order.created_at.clone(),
+        id: order.id.to_string(),
+    }
+}
+
+#[async_trait]
+pub trait OrderRepository: Send + Sync {
+    /// Reserves every line's stock, stores the order and (when given) completes the idempotency
+    /// record, all in one transaction.
+    async fn place(
+        &self,
+        order: &Order,
+        completion: Option<(&Lease, &StoredResponse)>,
+    ) -> Result<PlaceOutcome, StoreError>;
+    async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
+    /// A user's orders, newest first.
+    async fn list_for_user(
+        &self,
+        user_id: &UserId,
+        after: Option<&OrderCursor>,
+        limit: usize,
+    ) -> Result<Page<Order, OrderCursor>, StoreError>;
+    /// Moves `order` from the status it was read with to `to`, releasing its stock in the same
+    /// transaction when `to` gives it up. `None` when the order's status changed in the meantime.
+    /// `correlation_id` (the request or event that caused the change) goes on the order, and so into
+    /// the change's event.
+    async fn transition(
+        &self,
+        order: &Order,
+        to: OrderStatus,
+        reason: Option<CancelReason>,
+        now: &str,
+        correlation_id: &str,
+    ) -> Result<Option<Order>, StoreError>;
+    /// The order's user and its products as they are now, in one round trip.
+    async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError>;
+}
+
+/// The order after a transition, as the transition writes it.
+pub fn transitioned(
+    order: &Order,
+    to: OrderStatus,
+    reason: Option<CancelReason>,
+    now: &str,
+    correlation_id: &str,
+) -> Order {
+    Order {
+        status: to,
+        cancel_reason: reason.or(order.cancel_reason),
+        updated_at: now.to_owned(),
+        correlation_id: correlation_id.to_owned(),
+        ..order.clone()
+    }
+}
+
+/// Whether moving from `from` to `to` hands the order's stock back.
+pub fn releases_stock(from: OrderStatus, to: OrderStatus) -> bool {
+    from.holds_stock() && !to.holds_stock()
+}
+
+/// What a life-cycle step did.
+#[derive(Debug)]
+pub enum StepOutcome {
+    /// The order moved to its new status (and released its stock if that status gives it up).
+    Moved(Order),
+    /// The order already was where the step leads (a repeated cancel): nothing changed.
+    AlreadyThere(Order),
+}
+
+impl StepOutcome {
+    pub fn into_order(self) -> Order {
+        match self {
+            Self::Moved(order) | Self::AlreadyThere(order) => order,
+        }
+    }
+}
+
+/// Why a life-cycle step did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The life cycle does not allow it from the order's current status.
+    #[error(transparent)]
+    Refused(#[from] DomainError),
+    /// The order disappeared while the step was retried.
+    #[error("the order no longer exists")]
+    Gone,
+    /// Other writers kept changing the order; the caller may try again.
+    #[error("the order is changing concurrently")]
+    Contended,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Applies `transition` to `order` (the rule is `OrderStatus::step`), re-reading and re-deciding if
+/// another writer changed its status first, since every status write is conditional on the status
+/// it starts from.
+pub async fn step(
+    orders: &dyn OrderRepository,
+    mut order: Order,
+    transition: Transition,
+    reason: Option<CancelReason>,
+    correlation_id: &str,
+) -> Result<StepOutcome, StepError> {
+    const MAX_ATTEMPTS: usize = 5;
+    for _ in 0..MAX_ATTEMPTS {
+        let to = match order.status.step(transition)? {
+            Step::AlreadyThere => return Ok(StepOutcome::AlreadyThere(order)),
+            Step::To(to) => to,
+        };
+        if let Some(moved) = orders
+            .transition(&order, to, reason, &now_rfc3339(), correlation_id)
+            .await?
+        {
+            tracing::info!(order_id = %moved.id, from = order.status.as_str(), to = to.as_str(), "order status changed");
+            return Ok(StepOutcome::Moved(moved));
+        }
+        // Someone else changed the order first: decide again from what it is now.
+        order = orders.get(&order.id).await?.ok_or(StepError::Gone)?;
+    }
+    Err(StepError::Contended)
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderTables {
+    pub orders: String,
+    pub products: String,
+    pub users: String,
+}
+
+pub struct DynamoOrderRepository {
+    client: Client,
+    tables: OrderTables,
+    idempotency: DynamoIdempotencyStore,
+}
+
+impl DynamoOrderRepository {
+    pub fn new(client: Client, tables: OrderTables, idempotency: DynamoIdempotencyStore) -> Self {
+        Self {
+            client,
+            tables,
+            idempotency,
+        }
+    }
+
+    fn stock_change(
+        &self,
+        line: &OrderLine,
+        reserve: bool,
+        correlation_id: &str,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let quantity = AttributeValue::N(line.quantity.units().to_string());
+        let builder = Update::builder()
+            .table_name(&self.tables.products)
+            .set_key(Some(product_key(&line.product_id)))
+            .expression_attribute_values(":quantity", quantity)
+            .expression_attribute_values(":correlation_id", AttributeValue::S(correlation_id.to_owned()));
+        let builder = if reserve {
+            builder
+                .update_expression(
+                    "SET stock_quantity = stock_quantity - :quantity, last_correlation_id = :correlation_id",
+                )
+                .condition_expression("attribute_exists(id) AND stock_quantity >= :quantity")
+                // A refusal then shows whether the product is gone or just short.
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        } else {
+            builder
+                .update_expression(
+                    "SET stock_quantity = stock_quantity + :quantity, last_correlation_id = :correlation_id",
+                )
+                .condition_expression("attribute_exists(id)")
+        };
+        let update = builder.build().map_err(|error| StoreError::Failed(Box::new(error)))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    fn status_change(
+        &self,
+        order: &Order,
+        to: OrderStatus,
+        reason: Option<CancelReason>,
+        now: &str,
+        correlation_id: &str,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut expression = "SET #status = :to, updated_at = :now, correlation_id = :correlation_id".to_string();
+        let mut values = HashMap::from([
+            (":to".to_string(), serde_dynamo::to_attribute_value(to)?),
+            (":from".to_string(), serde_dynamo::to_attribute_value(order.status)?),
+            (":now".to_string(), AttributeValue::S(now.to_owned())),
+            (
+                ":correlation_id".to_string(),
+                AttributeValue::S(correlation_id.to_owned()),
+            ),
+        ]);
+        if let Some(reason) = reason {
+            expression.push_str(", cancel_reason = :reason");
+            values.insert(":reason".into(), serde_dynamo::to_attribute_value(reason)?);
+        }
+        let update = Update::builder()
+            .table_name(&self.tables.orders)
+            .key("id", AttributeValue::S(order.id.to_string()))
+            .update_expression(expression)
+            .condition_expression("#status = :from")
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|error| StoreError::Failed(Box::new(error)))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+fn order_from_item(item: HashMap<String, AttributeValue>) -> Result<Order, StoreError> {
+    Ok(serde_dynamo::from_item(item)?)
+}
+
+#[async_trait]
+impl OrderRepository for DynamoOrderRepository {
+    async fn place(
+        &self,
+        order: &Order,
+        completion: Option<(&Lease, &StoredResponse)>,
+    ) -> Result<PlaceOutcome, StoreError> {
+        let mut items = order
+            .items
+            .iter()
+            .map(|line| self.stock_change(line, true, &order.correlation_id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let put = Put::builder()
+            .table_name(&self.tables.orders)
+            .set_item(Some(serde_dynamo::to_item(order)?))
+            .condition_expression("attribute_not_exists(id)")
+            .build()
+            .map_err(|error| StoreError::Failed(Box::new(error)))?;
+        items.push(TransactWriteItem::builder().put(put).build());
+        if let Some((lease, response)) = completion {
+            items.push(self.idempotency.completion_item(lease, response)?);
+        }
+        let reasons = match transact(&self.client, items).await? {
+            Ok(()) => return Ok(PlaceOutcome::Placed),
+            Err(reasons) => reasons,
+        };
+        for (line, reason) in order.items.iter().zip(&reasons) {
+            if condition_failed(reason) {
+                return Ok(if reason.item().is_some() {
+                    PlaceOutcome::OutOfStock(line.product_id.clone())
+                } else {
+                    PlaceOutcome::ProductGone(line.product_id.clone())
+                });
+            }
+        }
+        if completion.is_some() && reasons.last().is_some_and(condition_failed) {
+            return Ok(PlaceOutcome::LeaseLost);
+        }
+        Err(StoreError::Failed(
+            format!("order transaction cancelled: {reasons:?}").into(),
+        ))
+    }
+
+    async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.orders)
+            .key("id", AttributeValue::S(id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        output.item.map(order_from_item).transpose()
+    }
+
+    async fn list_for_user(
+        &self,
+        user_id: &UserId,
+        after: Option<&OrderCursor>,
+        limit: usize,
+    ) -> Result<Page<Order, OrderCursor>, StoreError> {
+        newest_for_user(
+            &self.client,
+            &self.tables.orders,
+            &user_id.to_string(),
+            after,
+            limit,
+            order_position,
+        )
+        .await
+    }
+
+    async fn transition(
+        &self,
+        order: &Order,
+        to: OrderStatus,
+        reason: Option<CancelReason>,
+        now: &str,
+        correlation_id: &str,
+    ) -> Result<Option<Order>, StoreError> {
+        let mut items = vec![self.status_change(order, to, reason, now, correlation_id)?];
+        if releases_stock(order.status, to) {
+            for line in &order.items {
+                items.push(self.stock_change(line, false, correlation_id)?);
+            }
+        }
+        match transact(&self.client, items).await? {
+            Ok(()) => Ok(Some(transitioned(order, to, reason, now, correlation_id))),
+            Err(reasons) if reasons.first().is_some_and(condition_failed) => Ok(None),
+            Err(reasons) => Err(StoreError::Failed(format!("transition cancelled: {reasons:?}").into())),
+        }
+    }
+
+    async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError> {
+        let user_key = HashMap::from([("pk".to_string(), AttributeValue::S(user_key(&order.user_id)))]);
+        let product_keys = order.items.iter().map(|line| product_key(&line.product_id)).collect();
+        let mut found = batch_get(
+            &self.client,
+            HashMap::from([
+                (self.tables.users.clone(), vec![user_key]),
+                (self.tables.products.clone(), product_keys),
+            ]),
+        )
+        .await?;
+        let user = match found.remove(&self.tables.users).unwrap_or_default().into_iter().next() {
+            Some(item) => Some(serde_dynamo::from_item::<_, UserItem>(item)?.user),
+            None => None,
+        };
+        let products = products_from_items(found.remove(&self.tables.products).unwrap_or_default())?;
+        Ok((user, products))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::Transition;
+
+    /// Every path through the life cycle (up to four steps, illegal steps refused as the API refuses
+    /// them): the order's stock is released at most once, and exactly when the order ends cancelled.
+    /// Stock + what live orders hold therefore stays constant.
+    #[test]
+    fn stock_is_released_exactly_once_on_every_path_to_cancelled() {
+        fn walk(status: OrderStatus, released: u32, depth: u32) {
+            assert!(released <= 1, "released twice");
+            assert_eq!(
+                released == 1,
+                status == OrderStatus::Cancelled,
+                "an order {status:?} has released its stock {released} times"
+            );
+            if depth == 0 {
+                return;
+            }
+            for transition in Transition::ALL {
+                if let Some(next) = status.apply(transition) {
+                    walk(next, released + u32::from(releases_stock(status, next)), depth - 1);
+                }
+            }
+        }
+        walk(OrderStatus::Pending, 0, 4);
+    }
+
+    #[test]
+    fn a_transition_records_the_request_that_caused_it() {
+        let order = crate::testing::sample_order();
+        let moved = transitioned(
+            &order,
+            OrderStatus::Cancelled,
+            Some(CancelReason::CustomerCancelled),
+            "t1",
+            "cid-cancel",
+        );
+        assert_eq!(moved.correlation_id, "cid-cancel");
+        assert_eq!(moved.cancel_reason, Some(CancelReason::CustomerCancelled));
+        assert_eq!(moved.items, order.items);
+    }
+}

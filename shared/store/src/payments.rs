@@ -1,0 +1,133 @@
+//! The payment step's ledger on the order item: the charge attempts made (`payment_attempts`) and a
+//! refund owed (`refund_due`). Both live on the orders table's items, mapped through `serde_dynamo`
+//! like the rest of the order; other order writes leave them alone, and the event relay ignores
+//! changes that are not status changes.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use domain::{OrderId, OrderStatus};
+use serde::Deserialize;
+
+use crate::{StoreError, is_condition_failure};
+
+/// What the payment step keeps on each order: the charge attempts made, and a refund owed.
+#[async_trait]
+pub trait PaymentLedger: Send + Sync {
+    /// Counts one more charge attempt of `order_id`, only while it is `PENDING`; the count including
+    /// this one, or `None` when the order is no longer pending (or gone): then it must not be charged.
+    async fn record_attempt(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError>;
+    /// Notes that `amount` must be refunded for the (cancelled) order.
+    async fn owe_refund(&self, order_id: &OrderId, amount: i64) -> Result<(), StoreError>;
+    /// The refund still owed for the order, if any.
+    async fn refund_owed(&self, order_id: &OrderId) -> Result<Option<i64>, StoreError>;
+    /// Forgets the refund owed, once made.
+    async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError>;
+}
+
+/// The payment fields of an order item.
+#[derive(Debug, Default, Deserialize)]
+struct PaymentFields {
+    #[serde(default)]
+    payment_attempts: Option<u32>,
+    #[serde(default)]
+    refund_due: Option<i64>,
+}
+
+/// The ledger on the orders table. Attempts move by a conditional `UpdateItem` (atomic, so concurrent
+/// deliveries each get their own number).
+pub struct DynamoPaymentLedger {
+    client: aws_sdk_dynamodb::Client,
+    orders_table: String,
+}
+
+impl DynamoPaymentLedger {
+    pub fn new(client: aws_sdk_dynamodb::Client, orders_table: &str) -> Self {
+        Self {
+            client,
+            orders_table: orders_table.to_owned(),
+        }
+    }
+
+    fn status_value(status: OrderStatus) -> Result<AttributeValue, StoreError> {
+        Ok(serde_dynamo::to_attribute_value(status)?)
+    }
+}
+
+#[async_trait]
+impl PaymentLedger for DynamoPaymentLedger {
+    async fn record_attempt(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.orders_table)
+            .key("id", serde_dynamo::to_attribute_value(order_id)?)
+            .update_expression("ADD payment_attempts :one")
+            // Also false for a missing order, so ADD never creates one.
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":one", serde_dynamo::to_attribute_value(1_u32)?)
+            .expression_attribute_values(":pending", Self::status_value(OrderStatus::Pending)?)
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        let output = match result {
+            Ok(output) => output,
+            Err(error) if is_condition_failure(&error) => return Ok(None),
+            Err(error) => return Err(StoreError::from_sdk(error)),
+        };
+        let fields: PaymentFields = output
+            .attributes
+            .map(serde_dynamo::from_item)
+            .transpose()?
+            .unwrap_or_default();
+        fields
+            .payment_attempts
+            .map(Some)
+            .ok_or_else(|| StoreError::Failed("payment_attempts missing from the update's answer".into()))
+    }
+
+    async fn owe_refund(&self, order_id: &OrderId, amount: i64) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.orders_table)
+            .key("id", serde_dynamo::to_attribute_value(order_id)?)
+            .update_expression("SET refund_due = :amount")
+            // Only a cancelled order is owed its money back (and ADD/SET never create an order).
+            .condition_expression("#status = :cancelled")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":amount", serde_dynamo::to_attribute_value(amount)?)
+            .expression_attribute_values(":cancelled", Self::status_value(OrderStatus::Cancelled)?)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    async fn refund_owed(&self, order_id: &OrderId) -> Result<Option<i64>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.orders_table)
+            .key("id", serde_dynamo::to_attribute_value(order_id)?)
+            .projection_expression("refund_due")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let fields: Option<PaymentFields> = output.item.map(serde_dynamo::from_item).transpose()?;
+        Ok(fields.and_then(|fields| fields.refund_due))
+    }
+
+    async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.orders_table)
+            .key("id", serde_dynamo::to_attribute_value(order_id)?)
+            .update_expression("REMOVE refund_due")
+            .condition_expression("attribute_exists(id)")
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+}
