@@ -535,6 +535,7 @@ def cmd_e2e(args) -> int:
             SHOP_IDEMPOTENCY_TABLE=info["outputs"]["IdempotencyTableName"],
             SHOP_INVENTORY_ADJUSTMENTS_TABLE=info["outputs"]["InventoryAdjustmentsTableName"],
             SHOP_GUARDS_TABLE=info["outputs"]["GuardsTableName"],
+            SHOP_NOTIFICATIONS_TABLE=info["outputs"]["NotificationsTableName"],
             SHOP_NOTIFICATIONS_QUEUE_URL=info["outputs"]["NotificationsQueueUrl"],
             SHOP_NOTIFICATIONS_DLQ_URL=info["outputs"]["NotificationsDeadLetterQueueUrl"],
             SHOP_PAYMENTS_QUEUE_URL=info["outputs"]["PaymentsQueueUrl"],

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use lambda_http::http::{HeaderMap, HeaderValue, StatusCode, header};
+use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;

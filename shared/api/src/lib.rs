@@ -33,9 +33,7 @@ where
     H: Fn(Arc<D>, Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send,
 {
-    wiring::telemetry::init();
-    let state = ApiState::from_env().await?;
-    let deps = Arc::new(build(&state).await?);
+    let (state, deps) = init(build).await?;
     let limiter = state.rate_limiter().await?;
     http::serve(limiter, move |request| handler(Arc::clone(&deps), request)).await
 }
@@ -50,8 +48,14 @@ where
     H: Fn(Arc<D>, Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send,
 {
+    let (_, deps) = init(build).await?;
+    http::serve_unlimited(move |request| handler(Arc::clone(&deps), request)).await
+}
+
+/// Cold start: logs, then the wiring, then the function's own dependencies.
+async fn init<D>(build: impl AsyncFnOnce(&ApiState) -> Result<D, InitError>) -> Result<(ApiState, Arc<D>), InitError> {
     wiring::telemetry::init();
     let state = ApiState::from_env().await?;
     let deps = Arc::new(build(&state).await?);
-    http::serve_unlimited(move |request| handler(Arc::clone(&deps), request)).await
+    Ok((state, deps))
 }

@@ -18,6 +18,8 @@ pub mod rate_counter;
 pub mod users;
 
 #[cfg(any(test, feature = "test-util"))]
+pub mod contract;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

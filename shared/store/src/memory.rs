@@ -1,6 +1,6 @@
 //! In-memory fakes of the storage traits, for handler unit tests. They keep the same invariants as
 //! the DynamoDB adapters (unique emails, conditional updates); the storage contract suite
-//! (`crate::contract`) runs the same assertions against both.
+//! (`store::contract`) runs the same assertions against both.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
