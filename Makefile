@@ -23,6 +23,7 @@ LOCAL_STACK := $(SAM_VENV)/bin/python scripts/local_stack.py
 
 help:
 	@echo "make dev    - install tools, start the local emulator, deploy, seed, serve the API (Ctrl-C stops)"
+	@echo "             PARAMS=\"Name=Value ...\" overrides template parameters (e.g. FaultInjection)"
 	@echo "make test   - lint, unit tests, template checks and the end-to-end suite on a private emulator"
 	@echo "make url    - print the running local API's base URL"
 	@echo "make watch  - hot-reload the functions with cargo lambda watch against the make-dev emulator"
@@ -44,8 +45,9 @@ $(MINISTACK_VENV)/.installed:
 		ministack==$(MINISTACK_VERSION) aws-sam-translator==$(SAM_TRANSLATOR_VERSION)
 	touch $@
 
+# PARAMS="Name=Value ..." overrides template parameters of the local stack (a changed set redeploys).
 dev: tools
-	$(LOCAL_STACK) up --serve
+	$(LOCAL_STACK) up --serve --params "$(PARAMS)"
 
 url:
 	@$(LOCAL_STACK) url

@@ -432,13 +432,31 @@ def deploy(args, emulator: Emulator, overrides: list[str] | None = None) -> dict
     return info
 
 
+def parameter_overrides(raw: str) -> list[str]:
+    """`Name=Value Name2=Value2` (API.md "Local stack and deployment parameters"), checked against the
+    template's parameters so that a typo stops here instead of being ignored."""
+    known = set(load_template().get("Parameters", {}))
+    overrides = []
+    for pair in raw.split():
+        name, sep, _ = pair.partition("=")
+        if not sep or not name:
+            sys.exit(f"PARAMS: {pair!r} is not Name=Value")
+        if name not in known:
+            sys.exit(f"PARAMS: {name} is not a parameter of template.yaml (known: {', '.join(sorted(known))})")
+        overrides.append(pair)
+    return overrides
+
+
 def cmd_up(args) -> int:
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or f"http://127.0.0.1:{args.port}"
     state_dir = None if args.ephemeral else LOCAL_DIR / f"state-{args.port}"
+    overrides = parameter_overrides(args.params)
+    if overrides:
+        log(f"parameter overrides: {' '.join(overrides)}")
     started = time.monotonic()
     emulator = Emulator(endpoint, args.port, state_dir)
     try:
-        info = deploy(args, emulator)
+        info = deploy(args, emulator, overrides)
         log(f"ready in {time.monotonic() - started:.1f}s")
         print(
             f"""
@@ -561,6 +579,10 @@ def main() -> int:
     common(up, "shop-local", 4566)
     up.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C, then stop the emulator")
     up.add_argument("--ephemeral", action="store_true", help="no persisted state; stop the emulator on exit")
+    up.add_argument(
+        "--params", default=os.environ.get("PARAMS", ""),
+        help="template parameter overrides, 'Name=Value Name2=Value2' (default: $PARAMS); a changed set redeploys",
+    )
     up.set_defaults(func=cmd_up)
 
     url = sub.add_parser("url", help="print the local API's base URL")
