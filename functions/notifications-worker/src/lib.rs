@@ -33,7 +33,7 @@ use worker::breaker::{BreakerPolicy, CircuitBreaker};
 use worker::once::{Once, at_most_once};
 use worker::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
 
-use crate::notifier::{Notifier, OutboundMessage, SendError};
+use crate::notifier::{FailureKind, Notifier, OutboundMessage, SendError};
 use crate::templates::Templates;
 
 pub struct Deps {
@@ -198,6 +198,10 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), Message
             .await
             .map_err(|e| MessageError::Retry(e.to_string()))?,
     };
+    // Each (recipient, channel) succeeds or fails on its own: one bad address or one provider down
+    // withholds nothing from the others. Delivered ones are claimed, so a redelivery of the message
+    // retries only what failed.
+    let mut retry: Option<MessageError> = None;
     for user in recipients {
         let context = context_for(&user.name, &envelope.data);
         let addresses = [
@@ -206,12 +210,18 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), Message
         ];
         for (channel, address) in addresses {
             let Some(address) = address else { continue };
-            if deps.templates.has(envelope.event_type, channel) {
-                deliver(deps, &envelope, &user.id, channel, address, &context).await?;
+            if !deps.templates.has(envelope.event_type, channel) {
+                continue;
+            }
+            if let Err(error) = deliver(deps, &envelope, &user.id, channel, address, &context).await {
+                retry = Some(match retry {
+                    Some(earlier) => earlier.or_later(error),
+                    None => error,
+                });
             }
         }
     }
-    Ok(())
+    retry.map_or(Ok(()), Err)
 }
 
 async fn deliver(
@@ -310,7 +320,12 @@ async fn send_and_record(
                 .record_outcome(&draft.id, DeliveryStatus::Failed, Some(&reason), &now_rfc3339())
                 .await
                 .map_err(|e| retry(&e))?;
-            Err(MessageError::Retry(reason))
+            match error.kind {
+                // A permanent rejection (a bad address) fails the same way every time: recorded as
+                // failed, not retried.
+                FailureKind::Rejected => Ok(()),
+                FailureKind::Unavailable => Err(MessageError::Retry(reason)),
+            }
         }
     }
 }
@@ -504,9 +519,9 @@ mod tests {
         assert!(world.delays.recorded().contains(&10));
     }
 
-    #[tokio::test]
-    async fn a_low_stock_alert_goes_to_every_admin_once() {
-        let world = world(MockNotifier::default()).await;
+    /// Two admins and the low-stock alert for them (one message).
+    async fn admins_and_an_alert(notifier: MockNotifier) -> (World, SqsEvent) {
+        let world = world(notifier).await;
         for (id, email) in [
             ("0190f5a4-7b3e-7c1a-9d2e-0000000000c1", "ops1@example.com"),
             ("0190f5a4-7b3e-7c1a-9d2e-0000000000c2", "ops2@example.com"),
@@ -534,6 +549,12 @@ mod tests {
             })
             .to_string(),
         );
+        (world, event)
+    }
+
+    #[tokio::test]
+    async fn a_low_stock_alert_goes_to_every_admin_once() {
+        let (world, event) = admins_and_an_alert(MockNotifier::default()).await;
         handle(&world.deps, event.clone()).await;
         handle(&world.deps, event).await;
         let mut recipients: Vec<String> = world.notifier.sent().into_iter().map(|m| m.recipient).collect();
@@ -546,17 +567,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn given_one_admin_address_failing_then_the_others_still_get_the_alert_and_only_it_is_retried() {
+        let (world, event) = admins_and_an_alert(MockNotifier::failing_for(&["ops1@example.com"])).await;
+
+        let first = handle(&world.deps, event.clone()).await;
+
+        assert_eq!(
+            failed_ids(&first).len(),
+            1,
+            "the message comes back for the failed delivery"
+        );
+        let sent: Vec<String> = world.notifier.sent().into_iter().map(|m| m.recipient).collect();
+        assert_eq!(
+            sent,
+            ["ops2@example.com"],
+            "the failure withholds nothing from the next admin"
+        );
+        handle(&world.deps, event).await;
+        assert_eq!(world.notifier.sent().len(), 1, "the delivered one is not sent again");
+    }
+
+    #[tokio::test]
     async fn given_a_failing_provider_when_failures_reach_the_threshold_then_messages_are_deferred_without_calling_it()
     {
         let clock = Arc::new(ManualClock::default());
         let mut world = world(MockNotifier::default()).await;
         world.deps.breakers = breakers(2, &clock);
         world.notifier.set_down(true);
-        // Two real attempts fail (the email, first in line), and the email circuit opens.
+        // Two real attempts per channel fail (each channel on its own), and both circuits open.
         for _ in 0..2 {
             handle(&world.deps, batch()).await;
         }
-        assert_eq!(world.notifier.calls(), 2);
+        assert_eq!(world.notifier.calls(), 4);
         let email = history_of(&world, Channel::Email).await.unwrap();
         assert_eq!((email.status, email.attempts), (DeliveryStatus::Failed, 2));
 
@@ -564,7 +606,7 @@ mod tests {
 
         let response = handle(&world.deps, batch()).await;
 
-        assert_eq!(world.notifier.calls(), 2, "an open circuit does not call the provider");
+        assert_eq!(world.notifier.calls(), 4, "an open circuit does not call the provider");
         assert_eq!(
             failed_ids(&response),
             ["order-created-1", "poison-1"],
@@ -592,7 +634,11 @@ mod tests {
         for _ in 0..3 {
             handle(&world.deps, batch()).await;
         }
-        assert_eq!(world.notifier.calls(), 2);
+        assert_eq!(
+            world.notifier.calls(),
+            4,
+            "two failures per channel, then both circuits are open"
+        );
         world.notifier.set_down(false);
         clock.advance(OPEN_FOR);
 
@@ -636,11 +682,12 @@ mod tests {
         }
         assert_eq!(
             world.notifier.calls(),
-            5,
-            "one email, and every SMS retry reaches the provider"
+            2,
+            "one email, and one SMS: a permanent rejection is not retried"
         );
         assert_eq!(world.deps.breakers.sms.state().name(), "closed");
-        assert_eq!(history_of(&world, Channel::Sms).await.unwrap().attempts, 4);
+        let sms = history_of(&world, Channel::Sms).await.unwrap();
+        assert_eq!((sms.status, sms.attempts), (DeliveryStatus::Failed, 1));
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use notifications_worker::notifier::{ByChannel, MockNotifier, Notifier, SesEmail, SnsSms};
+use notifications_worker::notifier::{ByChannel, Guarded, MockNotifier, Notifier, SesEmail, SnsSms};
 use notifications_worker::templates::Templates;
 use notifications_worker::{ChannelBreakers, Deps, hourly_cap};
 use worker::breaker::BreakerPolicy;
@@ -17,10 +17,10 @@ enum Mode {
 async fn main() -> Result<(), lambda_runtime::Error> {
     worker::run_worker(
         async |state, env| {
-            let notifier: Arc<dyn Notifier> =
+            let notifier: Box<dyn Notifier> =
                 match env.choice("NOTIFIER", &[("aws", Mode::Aws), ("mock", Mode::Mock)])? {
-                    Mode::Mock => Arc::new(MockNotifier::default()),
-                    Mode::Aws => Arc::new(ByChannel {
+                    Mode::Mock => Box::new(MockNotifier::default()),
+                    Mode::Aws => Box::new(ByChannel {
                         email: Box::new(SesEmail::new(
                             aws_sdk_sesv2::Client::new(&state.sdk),
                             env.required("EMAIL_SENDER")?,
@@ -32,7 +32,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 users: state.users(),
                 history: state.notifications(),
                 idempotency: state.idempotency(),
-                notifier,
+                notifier: Arc::new(Guarded {
+                    inner: notifier,
+                    faults: state.faults.clone(),
+                }),
                 retry_delay: Arc::new(SqsRetryDelay {
                     client: aws_sdk_sqs::Client::new(&state.sdk),
                     queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,

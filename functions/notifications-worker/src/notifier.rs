@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use store::notifications::Channel;
+use worker::provider::{CallFailure, PROVIDER_TIMEOUT};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundMessage {
@@ -180,6 +181,33 @@ impl Notifier for ByChannel {
 
 /// The mock provider: records (and logs) every message instead of sending it. Never used in
 /// production configuration; `NOTIFIER=mock` selects it (the local stack does).
+/// A notifier's calls with a timeout and the deployment's fault injection (targets `email`, `sms`):
+/// what every notifier is wrapped in. No answer in time, or an injected fault, is an unavailable
+/// provider: retried, and counted by the channel's breaker.
+pub struct Guarded {
+    pub inner: Box<dyn Notifier>,
+    pub faults: wiring::FaultPlan,
+}
+
+#[async_trait]
+impl Notifier for Guarded {
+    async fn send(&self, message: &OutboundMessage) -> Result<(), SendError> {
+        let channel = message.channel.as_str();
+        worker::provider::guarded(&self.faults, channel, "send", PROVIDER_TIMEOUT, || {
+            self.inner.send(message)
+        })
+        .await
+        .map_err(|failure| match failure {
+            CallFailure::Failed(error) => error,
+            other => SendError {
+                channel,
+                reason: other.to_string(),
+                kind: FailureKind::Unavailable,
+            },
+        })
+    }
+}
+
 #[derive(Default)]
 pub struct MockNotifier {
     sent: Mutex<Vec<OutboundMessage>>,

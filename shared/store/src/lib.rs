@@ -25,5 +25,5 @@ pub mod memory;
 pub mod testing;
 
 pub use error::{BoxError, StoreError, cancellation_reasons, condition_failed, is_condition_failure};
-pub use ops::{batch_get, transact};
+pub use ops::{batch_get, request_token, transact};
 pub use paging::{MAX_QUERY_READS, NewestFirstCursor, Page, newest_for_user, query_page};

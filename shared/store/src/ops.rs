@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, KeysAndAttributes};
 
 use crate::{StoreError, cancellation_reasons};
@@ -53,19 +54,35 @@ pub async fn batch_get(
     }
 }
 
-/// Runs a transaction: `Ok(Err(reasons))` when it was cancelled by a condition (one reason per item,
-/// in order). A cancellation caused only by another transaction on the same items says nothing about
-/// the conditions, so it is retried with full-jitter backoff; hot items see many of them.
+/// The `ClientRequestToken` of one logical write: the first 36 characters of a digest of what
+/// identifies it (an order id, an adjustment's record id, a transition with its time and cause).
+/// Every retry of that write (the SDK's, after a lost response; ours, below) sends the same token, so
+/// DynamoDB applies it once and answers the replay with the first success.
+pub fn request_token(parts: &[&str]) -> String {
+    let mut token = domain::fingerprint(parts.join("\u{1f}").as_bytes());
+    token.truncate(36);
+    token
+}
+
+/// Runs a transaction, idempotently under `token` (see [`request_token`]): `Ok(Err(reasons))` when
+/// it was cancelled by a condition (one reason per item, in order). A cancellation caused only by
+/// another transaction on the same items says nothing about the conditions, so it is retried with
+/// full-jitter backoff; hot items see many of them. A failure that leaves the outcome unknown (a
+/// timeout or a lost answer, after the SDK's own retries) is retried with the same token as well,
+/// so "done but not told" becomes a success instead of an error the caller would act on twice.
 pub async fn transact(
     client: &aws_sdk_dynamodb::Client,
     items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+    token: &str,
 ) -> Result<Result<(), Vec<CancellationReason>>, StoreError> {
     const MAX_ATTEMPTS: u32 = 8;
-    let mut attempt = 0;
+    const MAX_UNKNOWN_OUTCOMES: u32 = 4;
+    let (mut attempt, mut unknown) = (0, 0);
     loop {
         let result = client
             .transact_write_items()
             .set_transact_items(Some(items.clone()))
+            .client_request_token(token)
             .send()
             .await;
         let error = match result {
@@ -73,6 +90,19 @@ pub async fn transact(
             Err(error) => error,
         };
         let Some(reasons) = cancellation_reasons(&error) else {
+            let outcome_unknown = matches!(
+                error,
+                SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+            );
+            unknown += 1;
+            if outcome_unknown && unknown < MAX_UNKNOWN_OUTCOMES {
+                tracing::warn!(
+                    token,
+                    attempt = unknown,
+                    "transaction outcome unknown; retrying with its token"
+                );
+                continue;
+            }
             return Err(StoreError::from_sdk(error));
         };
         let codes: Vec<&str> = reasons.iter().filter_map(CancellationReason::code).collect();

@@ -18,7 +18,9 @@ use domain::{
 use crate::idempotency::{DynamoIdempotencyStore, Lease, StoredResponse};
 use crate::products::{id_key as product_key, products_from_items};
 use crate::users::{UserItem, user_key};
-use crate::{NewestFirstCursor, Page, StoreError, batch_get, condition_failed, newest_for_user, transact};
+use crate::{
+    NewestFirstCursor, Page, StoreError, batch_get, condition_failed, newest_for_user, request_token, transact,
+};
 
 /// How a placement ended when nothing went wrong with storage itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,7 +276,7 @@ impl OrderRepository for DynamoOrderRepository {
         if let Some((lease, response)) = completion {
             items.push(self.idempotency.completion_item(lease, response)?);
         }
-        let reasons = match transact(&self.client, items).await? {
+        let reasons = match transact(&self.client, items, &request_token(&["place", &order.id.to_string()])).await? {
             Ok(()) => return Ok(PlaceOutcome::Placed),
             Err(reasons) => reasons,
         };
@@ -339,7 +341,15 @@ impl OrderRepository for DynamoOrderRepository {
                 items.push(self.stock_change(line, false, correlation_id)?);
             }
         }
-        match transact(&self.client, items).await? {
+        let token = request_token(&[
+            "transition",
+            &order.id.to_string(),
+            order.status.as_str(),
+            to.as_str(),
+            now,
+            correlation_id,
+        ]);
+        match transact(&self.client, items, &token).await? {
             Ok(()) => Ok(Some(transitioned(order, to, reason, now, correlation_id))),
             Err(reasons) if reasons.first().is_some_and(condition_failed) => Ok(None),
             Err(reasons) => Err(StoreError::Failed(format!("transition cancelled: {reasons:?}").into())),

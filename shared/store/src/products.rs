@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use domain::{Category, Price, Product, ProductId, ProductPatch, StockQuantity};
 
-use crate::{Page, StoreError, batch_get, condition_failed, is_condition_failure, query_page, transact};
+use crate::{Page, StoreError, batch_get, condition_failed, is_condition_failure, query_page, request_token, transact};
 
 pub const BY_PRICE_INDEX: &str = "by_price";
 pub const BY_CATEGORY_INDEX: &str = "by_category";
@@ -355,6 +355,8 @@ impl Inventory for DynamoProductRepository {
             at_id: format!("{}#{}", adjustment.at, uuid::Uuid::new_v4()),
             adjustment: adjustment.clone(),
         };
+        // One adjustment, one record id: retries of this call apply it once.
+        let token = request_token(&["adjust", &record.product_id, &record.at_id]);
         let put = Put::builder()
             .table_name(&self.adjustments_table)
             .set_item(Some(serde_dynamo::to_item(record)?))
@@ -364,7 +366,7 @@ impl Inventory for DynamoProductRepository {
             TransactWriteItem::builder().update(update).build(),
             TransactWriteItem::builder().put(put).build(),
         ];
-        if let Err(reasons) = transact(&self.client, items).await? {
+        if let Err(reasons) = transact(&self.client, items, &token).await? {
             let Some(refused) = reasons.first().filter(|reason| condition_failed(reason)) else {
                 return Err(StoreError::Failed(format!("adjustment cancelled: {reasons:?}").into()));
             };

@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 use serde::{Deserialize, Serialize};
 
-use crate::{StoreError, condition_failed, is_condition_failure, transact};
+use crate::{StoreError, condition_failed, is_condition_failure, request_token, transact};
 use domain::{Email, Role, User, UserId};
 
 /// What login needs to check a password and issue a token.
@@ -146,7 +146,7 @@ impl UserRepository for DynamoUserRepository {
             put_if_absent(&self.table, user_item)?,
             put_if_absent(&self.table, claim)?,
         ];
-        match transact(&self.client, items).await? {
+        match transact(&self.client, items, &request_token(&["register", &user.id.to_string()])).await? {
             Ok(()) => Ok(()),
             // The user id is new, so only the email claim's condition can refuse.
             Err(reasons) if reasons.iter().any(condition_failed) => Err(StoreError::AlreadyExists),

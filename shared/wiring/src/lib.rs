@@ -3,10 +3,12 @@
 //! the deployment's tables. Used by API functions (through `api::run_api`) and workers alike.
 
 pub mod config;
+pub mod faults;
 pub mod state;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
 pub use config::{ConfigError, Env};
+pub use faults::{FaultKind, FaultPlan};
 pub use state::AppState;

@@ -2,8 +2,11 @@
 //! AWS SDK configuration and the storage adapters of the deployment's tables.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+use aws_smithy_http_client::tls;
 use store::idempotency::DynamoIdempotencyStore;
 use store::notifications::DynamoNotificationRepository;
 use store::orders::{DynamoOrderRepository, OrderTables};
@@ -12,14 +15,25 @@ use store::products::DynamoProductRepository;
 use store::users::DynamoUserRepository;
 
 use crate::config::{Config, ConfigError, Env};
+use crate::faults::FaultPlan;
+
+/// How long one attempt of an AWS call may take, and the call with the SDK's retries: well inside
+/// the functions' 10 s timeout, so a hanging dependency fails the request (503) or the message
+/// (retried) instead of getting the invocation killed mid-way.
+pub const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
+pub const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
+const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Settings and AWS clients, all built from one SDK configuration, so `AWS_ENDPOINT_URL` (an
-/// emulator) redirects every client at once.
+/// emulator) redirects every client at once, and every client has the same timeouts and the same
+/// fault injection (`FaultInjection`).
 #[derive(Clone)]
 pub struct AppState {
     pub config: Config,
     pub sdk: aws_config::SdkConfig,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The deployment's fault injection rules (empty: none), for the provider adapters.
+    pub faults: FaultPlan,
 }
 
 impl AppState {
@@ -27,9 +41,31 @@ impl AppState {
     pub async fn from_env() -> Result<(Self, Env), ConfigError> {
         let env = Env::process();
         let config = Config::from_env(&env)?;
-        let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        let faults = FaultPlan::from_env(&env)?;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(AWS_CONNECT_TIMEOUT)
+            .operation_attempt_timeout(AWS_ATTEMPT_TIMEOUT)
+            .operation_timeout(AWS_OPERATION_TIMEOUT)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
+        if !faults.is_empty() {
+            tracing::warn!("fault injection is on (FAULT_INJECTION)");
+            let https = aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+                .build_https();
+            loader = loader.http_client(faults.http_client(https));
+        }
+        let sdk = loader.load().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-        Ok((Self { config, sdk, dynamodb }, env))
+        Ok((
+            Self {
+                config,
+                sdk,
+                dynamodb,
+                faults,
+            },
+            env,
+        ))
     }
 
     pub fn users(&self) -> Arc<DynamoUserRepository> {

@@ -38,6 +38,25 @@ impl MessageError {
     }
 }
 
+impl MessageError {
+    /// Of two reasons to see a message again, the one that asks for the later retry (a deferral over a
+    /// plain retry, the longer of two deferrals); poison wins, since nothing can fix it.
+    pub fn or_later(self, other: Self) -> Self {
+        match (self, other) {
+            (poison @ Self::Poison(_), _) | (_, poison @ Self::Poison(_)) => poison,
+            (Self::RetryAfter { secs: a, reason: ra }, Self::RetryAfter { secs: b, reason: rb }) => {
+                if a >= b {
+                    Self::RetryAfter { secs: a, reason: ra }
+                } else {
+                    Self::RetryAfter { secs: b, reason: rb }
+                }
+            }
+            (deferred @ Self::RetryAfter { .. }, _) | (_, deferred @ Self::RetryAfter { .. }) => deferred,
+            (retry, _) => retry,
+        }
+    }
+}
+
 /// The longest visibility timeout SQS accepts (12 hours).
 pub const MAX_VISIBILITY_SECS: i32 = 43_200;
 
