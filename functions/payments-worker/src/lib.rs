@@ -1,98 +1,49 @@
-//! The payment step of the order saga. For each `order.created` event: charge the order once (the
-//! provider is told the order id as its idempotency key, and a claim per order guards redeliveries),
-//! then move the order on:
-//! - approved: `PENDING -> CONFIRMED` (conditional); if the customer cancelled meanwhile, the charge is
-//!   refunded instead, so no order is both paid for and cancelled. The refund is first noted on the
-//!   order (`refund_due`), so a refund that fails is retried by the redelivered event (which otherwise
-//!   finds the order cancelled and would do nothing), and a dead-lettered one stays visible;
-//! - declined: `PENDING -> CANCELLED` with `payment_declined`, releasing every line's stock in the same
-//!   transaction (the compensation);
-//! - failed transiently: retried with growing delays; once the attempts run out the order is declined
-//!   and compensated rather than left pending forever.
+//! The payment step of the order saga, and the keeper of money safety (API.md "Payment status and
+//! money safety"). For each `order.created` event: charge the order (the provider's idempotency key
+//! is the order id, and a claim per order guards redeliveries), then move the order on:
+//! - approved: `PENDING -> CONFIRMED` and `paid` (one conditional write); if the customer cancelled
+//!   meanwhile, the charge is refunded instead: noted on the order first (`refund_pending`), so a
+//!   refund that fails is retried by the redelivered event, then made, then `refunded`;
+//! - declined: `PENDING -> CANCELLED` with `payment_declined` and `declined`, releasing every line's
+//!   stock in the same transaction (the compensation);
+//! - no answer (a timeout, a lost response, an outage): the provider is asked what it holds for the
+//!   order. A charge it holds is a payment (the order is confirmed); none is retried later, and only
+//!   once the attempts run out *and* the provider confirms it holds no charge is the order declined.
+//!   An unknown outcome is never taken for a decline.
 //!
-//! And for each `order.cancelled` of an order that had been `CONFIRMED` (paid): refund it, once.
+//! And for every cancelled order (its `order.cancelled`, or a redelivered `order.created` that finds
+//! it cancelled): reconcile with the provider, so that every charge of an order that ends `CANCELLED`
+//! is refunded, whatever crashed in between: a `refund_pending` order is refunded; a `pending` one is
+//! looked up at the provider and refunded if a charge is found.
 //!
-//! The provider sits behind a circuit breaker (in-process, per warm instance). While it is open the
-//! provider is not called: the message goes back to the queue for at least the breaker's `retry_after`.
-//! Attempts are counted on the order itself (`payment_attempts`, incremented just before each real
-//! charge), not from the SQS receive count, so a deferral never uses one up and an outage of the
-//! provider never declines a good order. A deferral does use one of the queue's receives: an outage
-//! longer than they last sends the message to the dead-letter queue (alarmed, redrivable), with the
-//! order still `PENDING`: not lost, and the attempts counted so far still count after a redrive.
+//! The provider sits behind a circuit breaker (in-process, per warm instance), a timeout and the
+//! deployment's fault injection. While the circuit is open the provider is not called: the message
+//! goes back to the queue for at least the breaker's `retry_after`. Attempts are counted on the order
+//! itself (`payment_attempts`, incremented just before each real charge), not from the SQS receive
+//! count, so a deferral never uses one up and an outage of the provider never declines a good order.
+
+pub mod provider;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use domain::events::{Envelope, EventData, EventType, OrderData};
-use domain::{CancelReason, Order, OrderId, OrderStatus, Transition};
+use domain::events::{Envelope, EventData, EventType};
+use domain::{CancelReason, Order, OrderId, OrderStatus, PaymentStatus, Transition};
 use store::idempotency::IdempotencyStore;
-use store::orders::OrderRepository;
-use store::orders::{StepError, StepOutcome, step};
+use store::orders::{OrderRepository, StepError, StepOutcome, step};
 use store::payments::PaymentLedger;
 use worker::breaker::{BreakerError, CircuitBreaker};
 use worker::once::{Once, at_most_once};
 use worker::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
 
-/// What a payment provider said about a charge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChargeOutcome {
-    Approved,
-    Declined,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("payment provider unavailable: {0}")]
-pub struct TransientPaymentError(pub String);
-
-#[async_trait]
-pub trait PaymentProvider: Send + Sync {
-    /// Charges `amount` (minor units) for `order_id`; the order id is the provider's idempotency key,
-    /// so a repeated call never charges twice.
-    async fn charge(
-        &self,
-        order_id: &OrderId,
-        amount: i64,
-        token: Option<&str>,
-    ) -> Result<ChargeOutcome, TransientPaymentError>;
-    /// Refunds `amount` of the order's charge; idempotent per order id like `charge`.
-    async fn refund(&self, order_id: &OrderId, amount: i64) -> Result<(), TransientPaymentError>;
-}
-
-/// The mock provider of API.md: `tok_decline` declines, `tok_error` fails transiently, anything else
-/// (or no token) is approved. Named as a mock; a real provider implements the same trait.
-#[derive(Debug, Default)]
-pub struct MockPaymentProvider;
-
-#[async_trait]
-impl PaymentProvider for MockPaymentProvider {
-    async fn charge(
-        &self,
-        order_id: &OrderId,
-        amount: i64,
-        token: Option<&str>,
-    ) -> Result<ChargeOutcome, TransientPaymentError> {
-        let outcome = match token {
-            Some("tok_decline") => Ok(ChargeOutcome::Declined),
-            Some("tok_error") => Err(TransientPaymentError("mock provider: simulated outage".into())),
-            _ => Ok(ChargeOutcome::Approved),
-        };
-        tracing::info!(order_id = %order_id, amount, outcome = ?outcome, "mock payment provider charge");
-        outcome
-    }
-
-    async fn refund(&self, order_id: &OrderId, amount: i64) -> Result<(), TransientPaymentError> {
-        tracing::info!(order_id = %order_id, amount, "mock payment provider refund");
-        Ok(())
-    }
-}
+pub use crate::provider::{ChargeOutcome, ChargeRecord, PaymentProvider, TransientPaymentError};
 
 pub struct Deps {
     pub orders: Arc<dyn OrderRepository>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub provider: Arc<dyn PaymentProvider>,
     pub retry_delay: Arc<dyn RetryDelay>,
-    /// Charge attempts of one order before a transient failure counts as a decline.
+    /// Charge attempts of one order before a failure with no charge found counts as a decline.
     pub max_attempts: u32,
     pub retry_base_secs: i32,
     pub ledger: Arc<dyn PaymentLedger>,
@@ -105,15 +56,15 @@ pub struct Deps {
 pub enum Decision {
     Confirm,
     Decline,
-    RetryLater,
+    /// No answer: ask the provider what it holds, then decide.
+    LookUp,
 }
 
-pub fn decide(charge: &Result<ChargeOutcome, TransientPaymentError>, attempt: u32, max_attempts: u32) -> Decision {
+pub fn decide(charge: &Result<ChargeOutcome, TransientPaymentError>) -> Decision {
     match charge {
         Ok(ChargeOutcome::Approved) => Decision::Confirm,
         Ok(ChargeOutcome::Declined) => Decision::Decline,
-        Err(_) if attempt >= max_attempts => Decision::Decline,
-        Err(_) => Decision::RetryLater,
+        Err(_) => Decision::LookUp,
     }
 }
 
@@ -146,39 +97,27 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), Message
     let EventData::Order(data) = &envelope.data else {
         return Err(MessageError::Poison("not an order event".into()));
     };
-    match envelope.event_type {
-        EventType::OrderCreated => {}
-        EventType::OrderCancelled => return refund_if_paid(deps, &envelope, data).await,
+    let record_key = match envelope.event_type {
+        EventType::OrderCreated => "payment",
+        EventType::OrderCancelled if data.cancel_reason == Some(CancelReason::PaymentDeclined) => return Ok(()),
+        EventType::OrderCancelled => "refund",
         other => {
             tracing::info!(event_type = other.as_str(), "not a payment trigger; ignored");
             return Ok(());
         }
-    }
+    };
     let order_id = OrderId::parse(&data.order_id).map_err(|_| MessageError::Poison("invalid order id".into()))?;
-    let record_key = format!("payment#{order_id}");
-    let work = || pay(deps, &order_id, &envelope.correlation_id);
+    let record_key = format!("{record_key}#{order_id}");
+    let correlation_id = envelope.correlation_id.as_str();
+    let work = || async {
+        match envelope.event_type {
+            EventType::OrderCreated => pay(deps, &order_id, correlation_id).await,
+            _ => reconcile(deps, &order_id).await,
+        }
+    };
     match at_most_once(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? {
         Once::Ran(outcome) => tracing::info!(order_id = %order_id, outcome, "payment step done"),
-        Once::AlreadyDone => tracing::info!(order_id = %order_id, "payment already handled; duplicate dropped"),
-    }
-    Ok(())
-}
-
-/// An order cancelled after its payment was confirmed was paid for: give the money back, once.
-async fn refund_if_paid(deps: &Deps, envelope: &Envelope, data: &OrderData) -> Result<(), MessageError> {
-    let paid = data.previous_status == Some(OrderStatus::Confirmed);
-    if !paid || data.cancel_reason == Some(CancelReason::PaymentDeclined) {
-        return Ok(());
-    }
-    let order_id = OrderId::parse(&data.order_id).map_err(|_| MessageError::Poison("invalid order id".into()))?;
-    let record_key = format!("refund#{order_id}");
-    // Deferred while the circuit is open: the claim is released and the redelivered event refunds.
-    let work = || provider_refund(deps, &order_id, data.total_amount);
-    match at_most_once(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? {
-        Once::Ran(_) => {
-            tracing::info!(order_id = %order_id, amount = data.total_amount, "cancelled paid order refunded")
-        }
-        Once::AlreadyDone => tracing::info!(order_id = %order_id, "refund already made; duplicate dropped"),
+        Once::AlreadyDone => tracing::info!(order_id = %order_id, "already handled; duplicate dropped"),
     }
     Ok(())
 }
@@ -190,45 +129,59 @@ async fn pay(deps: &Deps, order_id: &OrderId, correlation_id: &str) -> Result<&'
         return Ok("order missing");
     };
     if order.status != OrderStatus::Pending {
-        // A charge approved as the order was cancelled, whose refund has not been made yet.
-        if order.status == OrderStatus::Cancelled
-            && let Some(amount) = deps.ledger.refund_owed(order_id).await.map_err(retry)?
-        {
-            return settle_refund(deps, order_id, amount).await;
-        }
-        tracing::info!(order_id = %order_id, status = order.status.as_str(), "order no longer pending; not charged");
-        return Ok("not pending");
+        // Cancelled (maybe while an earlier delivery charged it and crashed): keep no charge.
+        return reconcile_order(deps, &order).await;
     }
     // Asked before the attempt is counted: a deferral is not an attempt. Dropping `permit` unreported
     // (no charge after all) frees the breaker's probe slot.
     let permit = deps.breaker.try_acquire().map_err(|open| deferred(open.retry_after))?;
     let Some(attempt) = deps.ledger.record_attempt(&order.id).await.map_err(retry)? else {
-        tracing::info!(order_id = %order_id, "order no longer pending; not charged");
-        return Ok("not pending");
+        drop(permit);
+        return reconcile(deps, order_id).await;
     };
-    let charge = deps
-        .provider
-        .charge(&order.id, order.total_amount, order.payment_token.as_deref())
-        .await;
-    // Only a provider failure counts against it; a declined card is an answer.
-    permit.report(&charge, |_| true);
-    match decide(&charge, attempt, deps.max_attempts) {
+    let charge = if attempt > deps.max_attempts {
+        // The attempts ran out with the outcome unknown: only the lookup below decides now.
+        drop(permit);
+        Err(TransientPaymentError("attempts exhausted".into()))
+    } else {
+        let charge = deps
+            .provider
+            .charge(&order.id, order.total_amount, order.payment_token.as_deref())
+            .await;
+        // Only a provider failure counts against it; a declined card is an answer.
+        permit.report(&charge, |_| true);
+        charge
+    };
+    match decide(&charge) {
         Decision::Confirm => confirm(deps, order, correlation_id).await,
-        Decision::Decline => {
+        Decision::Decline => decline(deps, order, correlation_id).await,
+        Decision::LookUp => {
             if let Err(error) = &charge {
-                tracing::warn!(order_id = %order.id, error = %error, attempt, "payment attempts exhausted; declining");
+                tracing::warn!(order_id = %order.id, error = %error, attempt, "no answer to the charge; asking the provider");
             }
-            decline(deps, order, correlation_id).await
+            match deps.provider.find_charge(&order.id).await {
+                Ok(Some(found)) if !found.refunded => {
+                    tracing::info!(order_id = %order.id, "the charge went through after all");
+                    confirm(deps, order, correlation_id).await
+                }
+                Ok(_) if attempt >= deps.max_attempts => {
+                    tracing::warn!(order_id = %order.id, attempt, "payment attempts exhausted and no charge held; declining");
+                    decline(deps, order, correlation_id).await
+                }
+                Ok(_) => Err(MessageError::Retry(format!(
+                    "payment attempt {attempt} of {} failed; no charge held",
+                    deps.max_attempts
+                ))),
+                // Never assumed declined: the next delivery asks again.
+                Err(error) => Err(MessageError::Retry(format!(
+                    "payment attempt {attempt}: outcome unknown ({error})"
+                ))),
+            }
         }
-        Decision::RetryLater => Err(MessageError::Retry(format!(
-            "payment attempt {attempt} of {} failed transiently",
-            deps.max_attempts
-        ))),
     }
 }
 
 async fn confirm(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'static str, MessageError> {
-    let amount = order.total_amount;
     let order_id = order.id.clone();
     match step(
         deps.orders.as_ref(),
@@ -240,53 +193,20 @@ async fn confirm(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
     .await
     {
         Ok(_) => Ok("confirmed"),
-        // Cancelled while we charged: the cancellation stands and the money goes back. Anything else
-        // (the order still changing) is retried rather than refunded.
-        Err(StepError::Refused(_) | StepError::Contended) if order_is_cancelled(deps, &order_id).await? => {
-            // Noted first: if the refund fails or is deferred, the redelivered event finds the order
-            // cancelled with the refund still owed, and makes it (see `pay`).
-            deps.ledger.owe_refund(&order_id, amount).await.map_err(retry)?;
-            tracing::info!(order_id = %order_id, "order cancelled during payment; refunding the charge");
-            settle_refund(deps, &order_id, amount).await
-        }
+        // Cancelled while we charged: the cancellation stands and the money goes back.
+        Err(StepError::Refused(_) | StepError::Contended) => reconcile(deps, &order_id).await,
         Err(error) => Err(retry(error)),
     }
 }
 
-/// One refund through the breaker: deferred (back to the queue) while it is open.
-async fn provider_refund(deps: &Deps, order_id: &OrderId, amount: i64) -> Result<&'static str, MessageError> {
-    deps.breaker
-        .call(|_| true, || deps.provider.refund(order_id, amount))
-        .await
-        .map_err(|error| match error {
-            BreakerError::Open { retry_after } => deferred(retry_after),
-            BreakerError::Failed(error) => retry(error),
-        })?;
-    Ok("refunded")
-}
-
-/// Makes the refund owed for a cancelled order (through the breaker: deferred while it is open) and
-/// forgets it. The provider's refund is idempotent per order, so a repeat after a lost `refund_made`
-/// gives nothing back twice.
-async fn settle_refund(deps: &Deps, order_id: &OrderId, amount: i64) -> Result<&'static str, MessageError> {
-    provider_refund(deps, order_id, amount).await?;
-    deps.ledger.refund_made(order_id).await.map_err(retry)?;
-    tracing::info!(order_id = %order_id, amount, "charge of a cancelled order refunded");
-    Ok("refunded")
-}
-
-async fn order_is_cancelled(deps: &Deps, order_id: &OrderId) -> Result<bool, MessageError> {
-    let order = deps.orders.get(order_id).await.map_err(retry)?;
-    Ok(order.is_some_and(|order| order.status == OrderStatus::Cancelled))
-}
-
 async fn decline(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'static str, MessageError> {
     let order_id = order.id.clone();
+    let reason = Some(CancelReason::PaymentDeclined);
     match step(
         deps.orders.as_ref(),
         order,
         Transition::DeclinePayment,
-        Some(CancelReason::PaymentDeclined),
+        reason,
         correlation_id,
     )
     .await
@@ -296,14 +216,78 @@ async fn decline(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
             Ok("declined")
         }
         // Already cancelled by the customer: the stock was released then.
-        Err(StepError::Refused(_)) => Ok("already cancelled"),
+        Err(StepError::Refused(_)) => reconcile(deps, &order_id).await,
         Err(error) => Err(retry(error)),
     }
+}
+
+/// Makes sure a cancelled order keeps none of the customer's money.
+async fn reconcile(deps: &Deps, order_id: &OrderId) -> Result<&'static str, MessageError> {
+    match deps.orders.get(order_id).await.map_err(retry)? {
+        Some(order) => reconcile_order(deps, &order).await,
+        None => Ok("order missing"),
+    }
+}
+
+async fn reconcile_order(deps: &Deps, order: &Order) -> Result<&'static str, MessageError> {
+    if order.status != OrderStatus::Cancelled {
+        tracing::info!(order_id = %order.id, status = order.status.as_str(), "not pending and not cancelled; nothing to do");
+        return Ok("not pending");
+    }
+    match order.payment_status {
+        PaymentStatus::Declined | PaymentStatus::Refunded => Ok("settled"),
+        PaymentStatus::RefundPending | PaymentStatus::Paid => {
+            let amount = deps.ledger.refund_owed(&order.id).await.map_err(retry)?;
+            settle_refund(deps, &order.id, amount.unwrap_or(order.total_amount)).await
+        }
+        // Cancelled before any charge was known: ask the provider, in case one went through.
+        PaymentStatus::Pending => {
+            let found = deps
+                .breaker
+                .call(|_| true, || deps.provider.find_charge(&order.id))
+                .await;
+            match found.map_err(breaker_failure)? {
+                None => Ok("never charged"),
+                Some(charge) if charge.refunded => {
+                    deps.ledger.refund_made(&order.id).await.map_err(retry)?;
+                    Ok("refunded")
+                }
+                Some(charge) => {
+                    // Noted first: if the refund fails or is deferred, a redelivery finds it owed.
+                    deps.ledger.owe_refund(&order.id, charge.amount).await.map_err(retry)?;
+                    tracing::info!(order_id = %order.id, "a cancelled order was charged; refunding");
+                    settle_refund(deps, &order.id, charge.amount).await
+                }
+            }
+        }
+    }
+}
+
+fn breaker_failure(error: BreakerError<TransientPaymentError>) -> MessageError {
+    match error {
+        BreakerError::Open { retry_after } => deferred(retry_after),
+        BreakerError::Failed(error) => retry(error),
+    }
+}
+
+/// Makes the refund owed for a cancelled order (through the breaker: deferred while it is open) and
+/// marks it made. The provider's refund is idempotent per order, so a repeat after a lost
+/// `refund_made` gives nothing back twice.
+async fn settle_refund(deps: &Deps, order_id: &OrderId, amount: i64) -> Result<&'static str, MessageError> {
+    deps.breaker
+        .call(|_| true, || deps.provider.refund(order_id, amount))
+        .await
+        .map_err(breaker_failure)?;
+    deps.ledger.refund_made(order_id).await.map_err(retry)?;
+    tracing::info!(order_id = %order_id, amount, "charge of a cancelled order refunded");
+    Ok("refunded")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::{InMemoryChargeBook, MockPaymentProvider};
+    use async_trait::async_trait;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
@@ -312,12 +296,26 @@ mod tests {
     use worker::breaker::{BreakerPolicy, ManualClock};
     use worker::testing::RecordedDelays;
 
-    #[derive(Default)]
+    /// The mock provider (on in-memory books), counting the calls made to it.
     struct CountingProvider {
+        mock: MockPaymentProvider,
         charges: Mutex<u32>,
         refunds: Mutex<u32>,
         /// While set, every call fails as an outage would.
         down: AtomicBool,
+    }
+
+    impl Default for CountingProvider {
+        fn default() -> Self {
+            Self {
+                mock: MockPaymentProvider {
+                    book: Arc::new(InMemoryChargeBook::default()),
+                },
+                charges: Mutex::default(),
+                refunds: Mutex::default(),
+                down: AtomicBool::default(),
+            }
+        }
     }
 
     impl CountingProvider {
@@ -344,11 +342,16 @@ mod tests {
         ) -> Result<ChargeOutcome, TransientPaymentError> {
             *self.charges.lock().unwrap() += 1;
             self.outage()?;
-            MockPaymentProvider.charge(order_id, amount, token).await
+            self.mock.charge(order_id, amount, token).await
         }
-        async fn refund(&self, _order_id: &OrderId, _amount: i64) -> Result<(), TransientPaymentError> {
+        async fn refund(&self, order_id: &OrderId, amount: i64) -> Result<(), TransientPaymentError> {
             *self.refunds.lock().unwrap() += 1;
-            self.outage()
+            self.outage()?;
+            self.mock.refund(order_id, amount).await
+        }
+        async fn find_charge(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError> {
+            self.outage()?;
+            self.mock.find_charge(order_id).await
         }
     }
 
@@ -419,7 +422,11 @@ mod tests {
         let world = world_with_token(Some("tok_visa")).await;
         let response = handle(&deps(&world, Arc::default()), message(1)).await;
         assert!(response.batch_item_failures.is_empty());
-        assert_eq!(world.sample_order().await.status, OrderStatus::Confirmed);
+        let order = world.sample_order().await;
+        assert_eq!(
+            (order.status, order.payment_status),
+            (OrderStatus::Confirmed, PaymentStatus::Paid)
+        );
         assert_eq!(world.stock(MUG_ID).await, 3);
     }
 
@@ -430,6 +437,7 @@ mod tests {
         let order = world.sample_order().await;
         assert_eq!(order.status, OrderStatus::Cancelled);
         assert_eq!(order.cancel_reason, Some(CancelReason::PaymentDeclined));
+        assert_eq!(order.payment_status, PaymentStatus::Declined);
         assert_eq!((world.stock(MUG_ID).await, world.stock(KETTLE_ID).await), (5, 10));
     }
 
@@ -481,13 +489,21 @@ mod tests {
         world: Arc<OrderWorld>,
         refunds_fail: AtomicBool,
         refund_calls: Mutex<u32>,
+        charged: AtomicBool,
     }
 
     #[async_trait]
     impl PaymentProvider for CancelledDuringCharge {
         async fn charge(&self, _: &OrderId, _: i64, _: Option<&str>) -> Result<ChargeOutcome, TransientPaymentError> {
             self.world.set_sample_status(OrderStatus::Cancelled).await;
+            self.charged.store(true, Ordering::SeqCst);
             Ok(ChargeOutcome::Approved)
+        }
+        async fn find_charge(&self, _: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError> {
+            Ok(self.charged.load(Ordering::SeqCst).then_some(ChargeRecord {
+                amount: 7197,
+                refunded: false,
+            }))
         }
         async fn refund(&self, _: &OrderId, _: i64) -> Result<(), TransientPaymentError> {
             *self.refund_calls.lock().unwrap() += 1;
@@ -507,6 +523,7 @@ mod tests {
             world: world.clone(),
             refunds_fail: AtomicBool::new(true),
             refund_calls: Mutex::default(),
+            charged: AtomicBool::default(),
         });
         let ledger = ledger_of(&world);
         let deps = Deps {
@@ -527,6 +544,7 @@ mod tests {
         assert!(second.batch_item_failures.is_empty());
         assert_eq!(*provider.refund_calls.lock().unwrap(), 2, "one failed, one made");
         assert_eq!(ledger.refund_owed(&order_id).await.unwrap(), None);
+        assert_eq!(world.sample_order().await.payment_status, PaymentStatus::Refunded);
 
         // and a further duplicate refunds nothing more.
         handle(&deps, message(3)).await;
@@ -552,9 +570,65 @@ mod tests {
         let world = world_with_token(None).await;
         let provider = Arc::new(CountingProvider::default());
         let deps = deps(&world, provider.clone());
+        handle(&deps, message(1)).await;
+        world.set_sample_status(OrderStatus::Cancelled).await;
+        assert_eq!(world.sample_order().await.payment_status, PaymentStatus::RefundPending);
         handle(&deps, cancelled_message(OrderStatus::Confirmed, "customer_cancelled")).await;
         handle(&deps, cancelled_message(OrderStatus::Confirmed, "customer_cancelled")).await;
         assert_eq!(*provider.refunds.lock().unwrap(), 1);
+        assert_eq!(world.sample_order().await.payment_status, PaymentStatus::Refunded);
+        let held = provider
+            .find_charge(&OrderId::parse(SAMPLE_ORDER_ID).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            held.map(|charge| charge.refunded),
+            Some(true),
+            "the provider's books agree"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_charge_made_before_a_crash_is_found_and_refunded_when_the_order_was_cancelled() {
+        // Given a charge went through, and the order was cancelled before the worker could confirm it
+        let world = world_with_token(None).await;
+        let provider = Arc::new(CountingProvider::default());
+        let deps = deps(&world, provider.clone());
+        let order_id = OrderId::parse(SAMPLE_ORDER_ID).unwrap();
+        provider.charge(&order_id, 7197, None).await.unwrap();
+        world.set_sample_status(OrderStatus::Cancelled).await;
+        // When the order.created event is delivered again
+        let response = handle(&deps, message(2)).await;
+        // Then the provider is asked, the charge is found and refunded, once
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(*provider.refunds.lock().unwrap(), 1);
+        assert_eq!(world.sample_order().await.payment_status, PaymentStatus::Refunded);
+    }
+
+    #[tokio::test]
+    async fn a_lost_charge_answer_is_looked_up_not_taken_for_a_decline() {
+        // Given every charge answer is lost (the provider charges, the worker hears nothing)
+        let world = world_with_token(None).await;
+        let mock = MockPaymentProvider {
+            book: Arc::new(InMemoryChargeBook::default()),
+        };
+        let provider = Arc::new(provider::GuardedProvider {
+            inner: Arc::new(mock),
+            faults: wiring::FaultPlan::parse("payment.charge=lost-response:1").unwrap(),
+        });
+        let deps = Deps {
+            provider,
+            ..deps(&world, Arc::default())
+        };
+        // When the order is paid for
+        let response = handle(&deps, message(1)).await;
+        // Then the lookup finds the charge and the order is confirmed, not retried or declined
+        assert!(response.batch_item_failures.is_empty());
+        let order = world.sample_order().await;
+        assert_eq!(
+            (order.status, order.payment_status),
+            (OrderStatus::Confirmed, PaymentStatus::Paid)
+        );
     }
 
     #[tokio::test]
@@ -562,9 +636,15 @@ mod tests {
         let world = world_with_token(None).await;
         let provider = Arc::new(CountingProvider::default());
         let deps = deps(&world, provider.clone());
+        world.set_sample_status(OrderStatus::Cancelled).await;
         handle(&deps, cancelled_message(OrderStatus::Pending, "customer_cancelled")).await;
         handle(&deps, cancelled_message(OrderStatus::Pending, "payment_declined")).await;
         assert_eq!(*provider.refunds.lock().unwrap(), 0);
+        assert_eq!(
+            world.sample_order().await.payment_status,
+            PaymentStatus::Pending,
+            "never charged"
+        );
     }
 
     #[tokio::test]
@@ -626,7 +706,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn given_a_failed_probe_then_it_is_a_real_attempt_and_the_last_one_declines() {
+    async fn given_a_failed_probe_then_it_is_a_real_attempt_and_the_last_one_declines_once_the_provider_says_no_charge()
+    {
         let world = world_with_token(Some("tok_visa")).await;
         let provider = Arc::new(CountingProvider::default());
         provider.down.store(true, Ordering::SeqCst);
@@ -640,6 +721,15 @@ mod tests {
         handle(&deps, message(5)).await;
 
         assert_eq!((provider.charges(), attempts_of_sample(&attempts)), (3, 3));
+        assert_eq!(
+            world.sample_order().await.status,
+            OrderStatus::Pending,
+            "the outcome is unknown while the provider is down: never assumed declined"
+        );
+        provider.down.store(false, Ordering::SeqCst);
+        clock.advance(OPEN_FOR);
+        handle(&deps, message(6)).await;
+        assert_eq!(provider.charges(), 3, "no charge past the attempts: only a lookup");
         let order = world.sample_order().await;
         assert_eq!(
             (order.status, order.cancel_reason),
@@ -666,6 +756,8 @@ mod tests {
     async fn given_an_open_circuit_then_a_refund_is_deferred_and_made_once_it_closes() {
         let world = world_with_token(None).await;
         let provider = Arc::new(CountingProvider::default());
+        handle(&deps(&world, provider.clone()), message(1)).await;
+        world.set_sample_status(OrderStatus::Cancelled).await;
         provider.down.store(true, Ordering::SeqCst);
         let clock = Arc::new(ManualClock::default());
         let (deps, _, _) = deps_with_breaker(&world, provider.clone(), 1, &clock);
@@ -685,16 +777,13 @@ mod tests {
     }
 
     #[test]
-    fn the_saga_decides_from_the_charge_and_the_attempt() {
+    fn the_saga_decides_from_the_charge() {
         let approved = Ok(ChargeOutcome::Approved);
         let declined = Ok(ChargeOutcome::Declined);
         let failed = Err(TransientPaymentError("down".into()));
-        assert_eq!(decide(&approved, 1, 3), Decision::Confirm);
-        assert_eq!(decide(&approved, 3, 3), Decision::Confirm);
-        assert_eq!(decide(&declined, 1, 3), Decision::Decline);
-        assert_eq!(decide(&failed, 1, 3), Decision::RetryLater);
-        assert_eq!(decide(&failed, 2, 3), Decision::RetryLater);
-        assert_eq!(decide(&failed, 3, 3), Decision::Decline);
+        assert_eq!(decide(&approved), Decision::Confirm);
+        assert_eq!(decide(&declined), Decision::Decline);
+        assert_eq!(decide(&failed), Decision::LookUp, "no answer is never a decline");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use payments_worker::{Deps, MockPaymentProvider, PaymentProvider};
+use payments_worker::Deps;
+use payments_worker::provider::{DynamoChargeBook, GuardedProvider, MockPaymentProvider};
 use worker::breaker::{BreakerPolicy, CircuitBreaker};
 use worker::sqs::SqsRetryDelay;
 
@@ -11,7 +12,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         async |state, env| {
             // Only the mock provider exists yet; a real one is another choice behind the same trait.
             env.choice("PAYMENT_PROVIDER", &[("mock", ())])?;
-            let provider: Arc<dyn PaymentProvider> = Arc::new(MockPaymentProvider);
+            let book = DynamoChargeBook::new(state.dynamodb.clone(), env.required("MOCK_PAYMENTS_LEDGER_TABLE")?);
+            let provider = Arc::new(GuardedProvider {
+                inner: Arc::new(MockPaymentProvider { book: Arc::new(book) }),
+                faults: state.faults.clone(),
+            });
             Ok(Deps {
                 orders: state.orders(),
                 idempotency: state.idempotency(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use domain::{CancelReason, Order, OrderId, OrderStatus};
+use domain::{CancelReason, Order, OrderId, OrderStatus, PaymentStatus};
 use store::orders::OrderRepository;
 
 use crate::auth::{Identity, TokenService};
@@ -39,6 +39,7 @@ pub struct OrderView<'a> {
     pub total_amount: i64,
     pub currency: &'static str,
     pub status: OrderStatus,
+    pub payment_status: PaymentStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<CancelReason>,
     pub created_at: &'a str,
@@ -69,6 +70,7 @@ impl<'a> From<&'a Order> for OrderView<'a> {
             total_amount: order.total_amount,
             currency: order.currency.code(),
             status: order.status,
+            payment_status: order.payment_status,
             cancel_reason: order.cancel_reason,
             created_at: &order.created_at,
             updated_at: &order.updated_at,

@@ -232,6 +232,45 @@ pub enum Step {
     AlreadyThere,
 }
 
+/// Where the money of an order stands (API.md "Payment status and money safety"). Once the system is
+/// quiet: `CONFIRMED`/`SHIPPED` orders are `paid`; `CANCELLED` ones `pending` (never charged),
+/// `declined` or `refunded`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// No charge has succeeded yet.
+    #[default]
+    Pending,
+    Paid,
+    Declined,
+    /// Charged, and cancelled: the money is owed back.
+    RefundPending,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Paid => "paid",
+            Self::Declined => "declined",
+            Self::RefundPending => "refund_pending",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    /// Where an order's move from `from` to `to` takes its payment: confirming is being paid, a
+    /// payment decline is declined, and cancelling a paid order owes the money back.
+    pub fn after_move(self, from: OrderStatus, to: OrderStatus, reason: Option<CancelReason>) -> Self {
+        match (from, to) {
+            (OrderStatus::Pending, OrderStatus::Confirmed) => Self::Paid,
+            (_, OrderStatus::Cancelled) if reason == Some(CancelReason::PaymentDeclined) => Self::Declined,
+            (_, OrderStatus::Cancelled) if self == Self::Paid => Self::RefundPending,
+            _ => self,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
@@ -251,6 +290,9 @@ pub struct Order {
     pub status: OrderStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<CancelReason>,
+    /// Orders stored before payment status existed read as `pending`.
+    #[serde(default)]
+    pub payment_status: PaymentStatus,
     pub created_at: String,
     pub updated_at: String,
     /// The request that placed the order, carried into its events.
@@ -275,6 +317,7 @@ impl Order {
             currency: Currency::Usd,
             status: OrderStatus::Pending,
             cancel_reason: None,
+            payment_status: PaymentStatus::Pending,
             created_at: now.clone(),
             updated_at: now,
             correlation_id: correlation_id.to_owned(),

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use domain::{
-    CancelReason, Email, NewOrder, NewProduct, Order, OrderStatus, Product, ProductId, Role, Transition, User, UserId,
-    now_rfc3339,
+    CancelReason, Email, NewOrder, NewProduct, Order, OrderStatus, PaymentStatus, Product, ProductId, Role, Transition,
+    User, UserId, now_rfc3339,
 };
 
 use crate::StoreError;
@@ -91,6 +91,7 @@ macro_rules! storage_contract {
             rate_counters_roll_their_windows,
             login_failures_are_counted_forgotten_and_cleared,
             the_payment_ledger_counts_attempts_only_while_pending,
+            payment_status_follows_the_life_cycle,
         );
     };
     (@each $stores:expr; $($check:ident,)*) => {
@@ -467,6 +468,42 @@ pub async fn login_failures_are_counted_forgotten_and_cleared(stores: &Stores) {
     );
 }
 
+async fn payment_of(stores: &Stores, order: &Order) -> PaymentStatus {
+    stores.orders.get(&order.id).await.unwrap().unwrap().payment_status
+}
+
+pub async fn payment_status_follows_the_life_cycle(stores: &Stores) {
+    let buyer = fresh_user(stores).await;
+    let product = fresh_product(stores, 1000, 5).await;
+    let paid = placed(stores, &buyer, &[(&product, 1)]).await;
+    assert_eq!(payment_of(stores, &paid).await, PaymentStatus::Pending);
+    let confirmed = step(stores.orders.as_ref(), paid, Transition::ConfirmPayment, None, "c")
+        .await
+        .unwrap();
+    let confirmed = confirmed.into_order();
+    assert_eq!(payment_of(stores, &confirmed).await, PaymentStatus::Paid);
+    // Cancelling a paid order owes its money back, in the same write as the cancellation
+    let cancelled = step(stores.orders.as_ref(), confirmed, Transition::Cancel, None, "c")
+        .await
+        .unwrap();
+    assert_eq!(
+        payment_of(stores, &cancelled.into_order()).await,
+        PaymentStatus::RefundPending
+    );
+    let declined = placed(stores, &buyer, &[(&product, 1)]).await;
+    let reason = Some(CancelReason::PaymentDeclined);
+    step(
+        stores.orders.as_ref(),
+        declined.clone(),
+        Transition::DeclinePayment,
+        reason,
+        "c",
+    )
+    .await
+    .unwrap();
+    assert_eq!(payment_of(stores, &declined).await, PaymentStatus::Declined);
+}
+
 pub async fn the_payment_ledger_counts_attempts_only_while_pending(stores: &Stores) {
     let buyer = fresh_user(stores).await;
     let product = fresh_product(stores, 1000, 5).await;
@@ -489,8 +526,10 @@ pub async fn the_payment_ledger_counts_attempts_only_while_pending(stores: &Stor
     );
     ledger.owe_refund(&order.id, 1000).await.unwrap();
     assert_eq!(ledger.refund_owed(&order.id).await.unwrap(), Some(1000));
+    assert_eq!(payment_of(stores, &order).await, PaymentStatus::RefundPending);
     ledger.refund_made(&order.id).await.unwrap();
     assert_eq!(ledger.refund_owed(&order.id).await.unwrap(), None);
+    assert_eq!(payment_of(stores, &order).await, PaymentStatus::Refunded);
     let unknown = domain::OrderId::generate();
     assert_eq!(
         ledger.record_attempt(&unknown).await.unwrap(),

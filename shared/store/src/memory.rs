@@ -18,8 +18,8 @@ use crate::products::{
 use crate::users::{LoginRecord, UserRepository};
 use crate::{Page, StoreError};
 use domain::{
-    CancelReason, Email, Order, OrderId, OrderStatus, Product, ProductId, ProductPatch, Role, StockQuantity, User,
-    UserId,
+    CancelReason, Email, Order, OrderId, OrderStatus, PaymentStatus, Product, ProductId, ProductPatch, Role,
+    StockQuantity, User, UserId,
 };
 
 fn poisoned() -> StoreError {
@@ -230,6 +230,15 @@ impl InMemoryOrders {
             users,
             idempotency,
         }
+    }
+
+    /// What the payment ledger writes on the order besides status changes.
+    fn set_payment_status(&self, id: &OrderId, status: PaymentStatus) -> Result<(), StoreError> {
+        let mut orders = self.orders.lock().map_err(|_| poisoned())?;
+        if let Some(order) = orders.get_mut(id) {
+            order.payment_status = status;
+        }
+        Ok(())
     }
 
     pub fn set_payment_token_for_tests(&self, id: &str, token: Option<&str>) {
@@ -482,6 +491,7 @@ impl PaymentLedger for InMemoryPaymentLedger {
         if self.status(order_id).await? != Some(OrderStatus::Cancelled) {
             return Err(condition_failed_in_memory());
         }
+        self.orders.set_payment_status(order_id, PaymentStatus::RefundPending)?;
         self.owed
             .lock()
             .map_err(|_| poisoned())?
@@ -494,9 +504,10 @@ impl PaymentLedger for InMemoryPaymentLedger {
     }
 
     async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError> {
-        if self.status(order_id).await?.is_none() {
+        if self.status(order_id).await? != Some(OrderStatus::Cancelled) {
             return Err(condition_failed_in_memory());
         }
+        self.orders.set_payment_status(order_id, PaymentStatus::Refunded)?;
         self.owed.lock().map_err(|_| poisoned())?.remove(order_id);
         Ok(())
     }

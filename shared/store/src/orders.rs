@@ -89,6 +89,7 @@ pub fn transitioned(
     Order {
         status: to,
         cancel_reason: reason.or(order.cancel_reason),
+        payment_status: order.payment_status.after_move(order.status, to, reason),
         updated_at: now.to_owned(),
         correlation_id: correlation_id.to_owned(),
         ..order.clone()
@@ -223,9 +224,13 @@ impl DynamoOrderRepository {
         now: &str,
         correlation_id: &str,
     ) -> Result<TransactWriteItem, StoreError> {
-        let mut expression = "SET #status = :to, updated_at = :now, correlation_id = :correlation_id".to_string();
+        let payment = order.payment_status.after_move(order.status, to, reason);
+        let mut expression =
+            "SET #status = :to, payment_status = :payment, updated_at = :now, correlation_id = :correlation_id"
+                .to_string();
         let mut values = HashMap::from([
             (":to".to_string(), serde_dynamo::to_attribute_value(to)?),
+            (":payment".to_string(), serde_dynamo::to_attribute_value(payment)?),
             (":from".to_string(), serde_dynamo::to_attribute_value(order.status)?),
             (":now".to_string(), AttributeValue::S(now.to_owned())),
             (

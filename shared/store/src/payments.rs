@@ -1,11 +1,12 @@
-//! The payment step's ledger on the order item: the charge attempts made (`payment_attempts`) and a
-//! refund owed (`refund_due`). Both live on the orders table's items, mapped through `serde_dynamo`
-//! like the rest of the order; other order writes leave them alone, and the event relay ignores
-//! changes that are not status changes.
+//! The payment step's ledger on the order item: the charge attempts made (`payment_attempts`), a
+//! refund owed (`refund_due`) and the order's `payment_status` outside status changes (a refund owed
+//! and made on a cancelled order). They live on the orders table's items, mapped through
+//! `serde_dynamo` like the rest of the order; other order writes leave them alone, and the event
+//! relay ignores changes that are not status changes.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use domain::{OrderId, OrderStatus};
+use domain::{OrderId, OrderStatus, PaymentStatus};
 use serde::Deserialize;
 
 use crate::{StoreError, is_condition_failure};
@@ -16,11 +17,12 @@ pub trait PaymentLedger: Send + Sync {
     /// Counts one more charge attempt of `order_id`, only while it is `PENDING`; the count including
     /// this one, or `None` when the order is no longer pending (or gone): then it must not be charged.
     async fn record_attempt(&self, order_id: &OrderId) -> Result<Option<u32>, StoreError>;
-    /// Notes that `amount` must be refunded for the (cancelled) order.
+    /// Notes that `amount` must be refunded for the (cancelled) order: `payment_status` becomes
+    /// `refund_pending`.
     async fn owe_refund(&self, order_id: &OrderId, amount: i64) -> Result<(), StoreError>;
     /// The refund still owed for the order, if any.
     async fn refund_owed(&self, order_id: &OrderId) -> Result<Option<i64>, StoreError>;
-    /// Forgets the refund owed, once made.
+    /// Forgets the refund owed, once made: the (cancelled) order's `payment_status` becomes `refunded`.
     async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError>;
 }
 
@@ -91,11 +93,15 @@ impl PaymentLedger for DynamoPaymentLedger {
             .update_item()
             .table_name(&self.orders_table)
             .key("id", serde_dynamo::to_attribute_value(order_id)?)
-            .update_expression("SET refund_due = :amount")
+            .update_expression("SET refund_due = :amount, payment_status = :refund_pending")
             // Only a cancelled order is owed its money back (and ADD/SET never create an order).
             .condition_expression("#status = :cancelled")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":amount", serde_dynamo::to_attribute_value(amount)?)
+            .expression_attribute_values(
+                ":refund_pending",
+                serde_dynamo::to_attribute_value(PaymentStatus::RefundPending)?,
+            )
             .expression_attribute_values(":cancelled", Self::status_value(OrderStatus::Cancelled)?)
             .send()
             .await
@@ -123,8 +129,11 @@ impl PaymentLedger for DynamoPaymentLedger {
             .update_item()
             .table_name(&self.orders_table)
             .key("id", serde_dynamo::to_attribute_value(order_id)?)
-            .update_expression("REMOVE refund_due")
-            .condition_expression("attribute_exists(id)")
+            .update_expression("SET payment_status = :refunded REMOVE refund_due")
+            .condition_expression("#status = :cancelled")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":refunded", serde_dynamo::to_attribute_value(PaymentStatus::Refunded)?)
+            .expression_attribute_values(":cancelled", Self::status_value(OrderStatus::Cancelled)?)
             .send()
             .await
             .map_err(StoreError::from_sdk)?;

@@ -1,0 +1,285 @@
+//! The payment provider: the trait a real adapter implements, the mock provider of API.md with a
+//! durable ledger of its charges and refunds (so reconciliation can be checked), and the guard every
+//! provider is called through (timeout and fault injection).
+//!
+//! The provider's idempotency key is the order id: a repeated charge of an order never charges twice,
+//! a repeated refund never refunds twice, and [`PaymentProvider::find_charge`] tells what the provider
+//! holds for an order when an answer was lost.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use domain::{OrderId, now_rfc3339};
+use serde::{Deserialize, Serialize};
+use store::{StoreError, is_condition_failure};
+use wiring::FaultPlan;
+use worker::provider::{CallFailure, PROVIDER_TIMEOUT, guarded};
+
+/// What a payment provider said about a charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Approved,
+    Declined,
+}
+
+/// No answer, or an error worth retrying: the charge may or may not have happened.
+#[derive(Debug, thiserror::Error)]
+#[error("payment provider unavailable: {0}")]
+pub struct TransientPaymentError(pub String);
+
+/// What the provider holds for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChargeRecord {
+    pub amount: i64,
+    pub refunded: bool,
+}
+
+#[async_trait]
+pub trait PaymentProvider: Send + Sync {
+    /// Charges `amount` (minor units) for `order_id`; the order id is the provider's idempotency key,
+    /// so a repeated call never charges twice.
+    async fn charge(
+        &self,
+        order_id: &OrderId,
+        amount: i64,
+        token: Option<&str>,
+    ) -> Result<ChargeOutcome, TransientPaymentError>;
+    /// Refunds `amount` of the order's charge; idempotent per order id like `charge`.
+    async fn refund(&self, order_id: &OrderId, amount: i64) -> Result<(), TransientPaymentError>;
+    /// The charge the provider holds for the order, looked up by its idempotency key.
+    async fn find_charge(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError>;
+}
+
+/// The mock provider's own books: one entry per charged order.
+#[async_trait]
+pub trait ChargeBook: Send + Sync {
+    /// Records the charge unless the order already has one; whether this call recorded it.
+    async fn charge_once(&self, order_id: &OrderId, amount: i64) -> Result<bool, StoreError>;
+    /// Marks the order's charge refunded, once; `false` when there is no unrefunded charge.
+    async fn refund_once(&self, order_id: &OrderId, amount: i64) -> Result<bool, StoreError>;
+    async fn get(&self, order_id: &OrderId) -> Result<Option<ChargeEntry>, StoreError>;
+}
+
+/// An entry of the mock provider's ledger table (`order_id` key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeEntry {
+    pub order_id: String,
+    pub amount: i64,
+    pub charged_at: String,
+    #[serde(default)]
+    pub refunded_amount: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunded_at: Option<String>,
+}
+
+/// The mock provider's ledger table.
+pub struct DynamoChargeBook {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoChargeBook {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
+        Self { client, table }
+    }
+}
+
+#[async_trait]
+impl ChargeBook for DynamoChargeBook {
+    async fn charge_once(&self, order_id: &OrderId, amount: i64) -> Result<bool, StoreError> {
+        let entry = ChargeEntry {
+            order_id: order_id.to_string(),
+            amount,
+            charged_at: now_rfc3339(),
+            refunded_amount: 0,
+            refunded_at: None,
+        };
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(serde_dynamo::to_item(entry)?))
+            .condition_expression("attribute_not_exists(order_id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failure(&error) => Ok(false),
+            Err(error) => Err(StoreError::from_sdk(error)),
+        }
+    }
+
+    async fn refund_once(&self, order_id: &OrderId, amount: i64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("order_id", AttributeValue::S(order_id.to_string()))
+            .update_expression("SET refunded_amount = :amount, refunded_at = :now")
+            .condition_expression("attribute_exists(order_id) AND refunded_amount = :zero")
+            .expression_attribute_values(":amount", serde_dynamo::to_attribute_value(amount)?)
+            .expression_attribute_values(":zero", serde_dynamo::to_attribute_value(0_i64)?)
+            .expression_attribute_values(":now", AttributeValue::S(now_rfc3339()))
+            .return_values(ReturnValue::None)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failure(&error) => Ok(false),
+            Err(error) => Err(StoreError::from_sdk(error)),
+        }
+    }
+
+    async fn get(&self, order_id: &OrderId) -> Result<Option<ChargeEntry>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("order_id", AttributeValue::S(order_id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(output.item.map(serde_dynamo::from_item).transpose()?)
+    }
+}
+
+/// The mock provider of API.md: `tok_decline` declines, `tok_error` fails transiently, anything else
+/// (or no token) is approved and written to its books, once per order. Named as a mock; a real
+/// provider implements the same trait.
+pub struct MockPaymentProvider {
+    pub book: Arc<dyn ChargeBook>,
+}
+
+fn unavailable(error: StoreError) -> TransientPaymentError {
+    TransientPaymentError(format!(
+        "mock provider books: {}",
+        wiring::telemetry::error_chain(&error)
+    ))
+}
+
+#[async_trait]
+impl PaymentProvider for MockPaymentProvider {
+    async fn charge(
+        &self,
+        order_id: &OrderId,
+        amount: i64,
+        token: Option<&str>,
+    ) -> Result<ChargeOutcome, TransientPaymentError> {
+        let outcome = match token {
+            Some("tok_decline") => ChargeOutcome::Declined,
+            Some("tok_error") => return Err(TransientPaymentError("mock provider: simulated outage".into())),
+            _ => {
+                let new = self.book.charge_once(order_id, amount).await.map_err(unavailable)?;
+                tracing::info!(order_id = %order_id, amount, replayed = !new, "mock payment provider charge");
+                ChargeOutcome::Approved
+            }
+        };
+        Ok(outcome)
+    }
+
+    async fn refund(&self, order_id: &OrderId, amount: i64) -> Result<(), TransientPaymentError> {
+        let new = self.book.refund_once(order_id, amount).await.map_err(unavailable)?;
+        tracing::info!(order_id = %order_id, amount, replayed = !new, "mock payment provider refund");
+        Ok(())
+    }
+
+    async fn find_charge(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError> {
+        let entry = self.book.get(order_id).await.map_err(unavailable)?;
+        Ok(entry.map(|entry| ChargeRecord {
+            amount: entry.amount,
+            refunded: entry.refunded_amount > 0,
+        }))
+    }
+}
+
+/// Every provider call through a timeout and the deployment's fault injection (target `payment`):
+/// no answer in time, or an injected fault, is a transient failure whose outcome is unknown.
+pub struct GuardedProvider {
+    pub inner: Arc<dyn PaymentProvider>,
+    pub faults: FaultPlan,
+}
+
+fn transient(failure: CallFailure<TransientPaymentError>) -> TransientPaymentError {
+    match failure {
+        CallFailure::Failed(error) => error,
+        other => TransientPaymentError(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl PaymentProvider for GuardedProvider {
+    async fn charge(
+        &self,
+        order_id: &OrderId,
+        amount: i64,
+        token: Option<&str>,
+    ) -> Result<ChargeOutcome, TransientPaymentError> {
+        guarded(&self.faults, "payment", "charge", PROVIDER_TIMEOUT, || {
+            self.inner.charge(order_id, amount, token)
+        })
+        .await
+        .map_err(transient)
+    }
+
+    async fn refund(&self, order_id: &OrderId, amount: i64) -> Result<(), TransientPaymentError> {
+        guarded(&self.faults, "payment", "refund", PROVIDER_TIMEOUT, || {
+            self.inner.refund(order_id, amount)
+        })
+        .await
+        .map_err(transient)
+    }
+
+    async fn find_charge(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError> {
+        guarded(&self.faults, "payment", "find_charge", PROVIDER_TIMEOUT, || {
+            self.inner.find_charge(order_id)
+        })
+        .await
+        .map_err(transient)
+    }
+}
+
+/// The mock provider's books in memory, for unit tests.
+#[cfg(test)]
+#[derive(Default)]
+pub struct InMemoryChargeBook {
+    entries: std::sync::Mutex<std::collections::HashMap<OrderId, ChargeEntry>>,
+}
+
+#[cfg(test)]
+#[async_trait]
+impl ChargeBook for InMemoryChargeBook {
+    async fn charge_once(&self, order_id: &OrderId, amount: i64) -> Result<bool, StoreError> {
+        let mut entries = self.entries.lock().map_err(|_| StoreError::Failed("poisoned".into()))?;
+        if entries.contains_key(order_id) {
+            return Ok(false);
+        }
+        let entry = ChargeEntry {
+            order_id: order_id.to_string(),
+            amount,
+            charged_at: now_rfc3339(),
+            refunded_amount: 0,
+            refunded_at: None,
+        };
+        entries.insert(order_id.clone(), entry);
+        Ok(true)
+    }
+
+    async fn refund_once(&self, order_id: &OrderId, amount: i64) -> Result<bool, StoreError> {
+        let mut entries = self.entries.lock().map_err(|_| StoreError::Failed("poisoned".into()))?;
+        match entries.get_mut(order_id) {
+            Some(entry) if entry.refunded_amount == 0 => {
+                entry.refunded_amount = amount;
+                entry.refunded_at = Some(now_rfc3339());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn get(&self, order_id: &OrderId) -> Result<Option<ChargeEntry>, StoreError> {
+        let entries = self.entries.lock().map_err(|_| StoreError::Failed("poisoned".into()))?;
+        Ok(entries.get(order_id).cloned())
+    }
+}
