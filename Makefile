@@ -19,7 +19,7 @@ export SAM_CLI_TELEMETRY := 0
 TOOLS_PATH := $(abspath $(SAM_VENV))/bin:$(PATH)
 LOCAL_STACK := $(SAM_VENV)/bin/python scripts/local_stack.py
 
-.PHONY: help tools dev url watch test test-unit test-template test-e2e bench lint fmt build-aws clean
+.PHONY: help tools dev url watch test test-unit test-template test-e2e bench lint fmt build-aws clean redrive-outbox
 
 help:
 	@echo "make dev    - install tools, start the local emulator, deploy, seed, serve the API (Ctrl-C stops)"
@@ -29,6 +29,7 @@ help:
 	@echo "make watch  - hot-reload the functions with cargo lambda watch against the make-dev emulator"
 	@echo "make bench  - DynamoDB round trips of placement and details, order-to-notification latency"
 	@echo "make build-aws - release arm64 build of every function, as sam build does"
+	@echo "make redrive-outbox - feed the outbox's failed records to the publisher again (STACK=..., AWS=1)"
 
 tools: $(SAM_VENV)/.installed $(MINISTACK_VENV)/.installed
 
@@ -82,6 +83,13 @@ test-e2e: tools
 bench: tools
 	$(LOCAL_STACK) e2e --port 4578 --stack shop-bench --without-limits-stack -- --nocapture --test-threads 1 \
 		takes_two take_two arrive_promptly
+
+# Feeds the outbox's failed records (failed-records queue) to the events publisher again (README
+# "Failure handling"). Local stack by default; STACK=shop-dev AWS=1 for a stack on AWS.
+STACK ?= shop-local
+redrive-outbox: tools
+	$(SAM_VENV)/bin/python scripts/redrive_outbox.py --stack $(STACK) \
+		$(if $(AWS),,--endpoint $$($(LOCAL_STACK) endpoint --stack $(STACK)))
 
 build-aws: tools
 	PATH="$(TOOLS_PATH)" $(SAM_VENV)/bin/sam build

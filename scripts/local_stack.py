@@ -493,6 +493,15 @@ def cmd_up(args) -> int:
             emulator.stop()
 
 
+def cmd_endpoint(args) -> int:
+    path = info_path(args.stack)
+    if not path.exists():
+        print(f"no local stack {args.stack} has been deployed: run `make dev`", file=sys.stderr)
+        return 1
+    print(json.loads(path.read_text())["endpoint"])
+    return 0
+
+
 def cmd_url(args) -> int:
     path = info_path(args.stack)
     if not path.exists():
@@ -557,6 +566,11 @@ def cmd_e2e(args) -> int:
             SHOP_NOTIFICATIONS_QUEUE_URL=info["outputs"]["NotificationsQueueUrl"],
             SHOP_NOTIFICATIONS_DLQ_URL=info["outputs"]["NotificationsDeadLetterQueueUrl"],
             SHOP_PAYMENTS_QUEUE_URL=info["outputs"]["PaymentsQueueUrl"],
+            SHOP_FAILED_RECORDS_QUEUE_URL=info["outputs"]["PublisherFailedRecordsQueueUrl"],
+            SHOP_PAYMENTS_LEDGER_TABLE=info["outputs"]["MockPaymentsLedgerTableName"],
+            # How the outbox test redrives failed records, as an operator would.
+            SHOP_REDRIVE_COMMAND=f"{VENV / 'sam' / 'bin' / 'python'} {ROOT / 'scripts' / 'redrive_outbox.py'} "
+            f"--stack {args.stack} --endpoint {endpoint}",
         )
         log(f"running the end-to-end suite against {info['api_url']}")
         return subprocess.run(["cargo", "test", "--locked", "-p", "e2e", "--tests", "--", *args.test_args], cwd=ROOT, env=env).returncode
@@ -584,6 +598,10 @@ def main() -> int:
         help="template parameter overrides, 'Name=Value Name2=Value2' (default: $PARAMS); a changed set redeploys",
     )
     up.set_defaults(func=cmd_up)
+
+    endpoint = sub.add_parser("endpoint", help="print the emulator endpoint of a deployed local stack")
+    endpoint.add_argument("--stack", default="shop-local")
+    endpoint.set_defaults(func=cmd_endpoint)
 
     url = sub.add_parser("url", help="print the local API's base URL")
     url.add_argument("--stack", default="shop-local")

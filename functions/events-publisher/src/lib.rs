@@ -2,7 +2,12 @@
 //! transition to its domain event (see `domain::events`), and publishes it to the events topic with an
 //! `event_type` attribute for subscription filters. A publish that fails fails the batch from that
 //! record on, so the stream delivers it again: an event is never lost, at worst published twice with
-//! the same id, which consumers drop.
+//! the same id, which consumers drop. Those retries are bounded (`OutboxMaxRetryAttempts`); past them
+//! the stream service sends the failed range to the failed-records queue.
+//!
+//! A record that can never be read (an image this code cannot map) is not retried at all: it is
+//! parked, whole, on the failed-records queue, and the records behind it flow on. Nothing stalls the
+//! outbox; everything parked is alarmed and can be redriven (`make redrive-outbox`) once fixed.
 
 use std::sync::Arc;
 
@@ -123,6 +128,51 @@ impl SourceTables {
 pub struct Deps {
     pub sink: Arc<dyn EventSink>,
     pub tables: SourceTables,
+    pub parking: Arc<dyn RecordParking>,
+}
+
+/// The `eventSource` of records fed back by `scripts/redrive_outbox.py`: one still unreadable is
+/// reported failed (the redrive keeps its message) instead of being parked again.
+pub const REDRIVE_SOURCE: &str = "shop:redrive";
+
+/// Where unreadable stream records go, whole, to be looked at and redriven.
+#[async_trait]
+pub trait RecordParking: Send + Sync {
+    async fn park(&self, record: &EventRecord, reason: &str) -> Result<(), PublishError>;
+}
+
+/// A parked record as it sits on the failed-records queue (`scripts/redrive_outbox.py` reads it).
+#[derive(serde::Serialize)]
+struct ParkedRecord<'a> {
+    source: &'static str,
+    reason: &'a str,
+    record: &'a EventRecord,
+}
+
+/// The failed-records queue.
+pub struct SqsParking {
+    pub client: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+#[async_trait]
+impl RecordParking for SqsParking {
+    async fn park(&self, record: &EventRecord, reason: &str) -> Result<(), PublishError> {
+        let body = serde_json::to_string(&ParkedRecord {
+            source: "events-publisher",
+            reason,
+            record,
+        })
+        .map_err(|error| PublishError(error.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|error| PublishError(wiring::telemetry::error_chain(&error)))?;
+        Ok(())
+    }
 }
 
 fn image(item: &serde_dynamo::Item) -> Option<serde_dynamo::Item> {
@@ -192,12 +242,20 @@ pub async fn handle(deps: &Deps, event: Event) -> DynamoDbEventResponse {
             Ok(Some(envelope)) => pending.push((sequence_number, envelope)),
             Ok(None) => {}
             Err(error) => {
-                // Cannot happen with items this code wrote; retrying sends it to the failure destination.
-                tracing::error!(error = %error, event_id = %record.event_id, "unreadable stream image");
-                if let Err(error) = publish_all(deps, &pending).await {
-                    return error;
+                // Retrying cannot help: park it and go on, in order (what came before is published first).
+                tracing::error!(error = %error, event_id = %record.event_id, "unreadable stream image; parking it");
+                if let Err(response) = publish_all(deps, &pending).await {
+                    return response;
                 }
-                return failure_at(sequence_number);
+                pending.clear();
+                if record.event_source.as_deref() == Some(REDRIVE_SOURCE) {
+                    // A redrive of a parked record that is still unreadable: the redrive keeps it.
+                    return failure_at(sequence_number);
+                }
+                if let Err(error) = deps.parking.park(record, &error.to_string()).await {
+                    tracing::error!(error = %error, "could not park the record; the stream delivers it again");
+                    return failure_at(sequence_number);
+                }
             }
         }
     }
@@ -252,9 +310,25 @@ mod tests {
         }
     }
 
+    #[derive(Default)]
+    struct ParkingLot(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl RecordParking for ParkingLot {
+        async fn park(&self, record: &EventRecord, _reason: &str) -> Result<(), PublishError> {
+            self.0.lock().unwrap().push(record.event_id.clone());
+            Ok(())
+        }
+    }
+
     fn deps(sink: Arc<Recorder>) -> Deps {
+        deps_parking(sink, Arc::default())
+    }
+
+    fn deps_parking(sink: Arc<Recorder>, parking: Arc<ParkingLot>) -> Deps {
         Deps {
             sink,
+            parking,
             tables: SourceTables {
                 users: "shop-UsersTable-1".into(),
                 orders: "shop-OrdersTable-1".into(),
@@ -339,5 +413,41 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(ids(&first), ids(&second));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_is_parked_and_the_records_behind_it_still_flow() {
+        // Given a batch whose third record (an order placed) holds an image this code cannot read
+        let mut event = stream_event();
+        let mut raw: serde_json::Value = serde_json::to_value(&event).unwrap();
+        raw["Records"][2]["dynamodb"]["NewImage"]["status"] = serde_json::json!({"N": "42"});
+        raw["Records"][2]["dynamodb"]["NewImage"]["id"] = serde_json::json!({"S": "not-an-order"});
+        event = serde_json::from_value(raw).unwrap();
+        let poisoned = event.records[2].event_id.clone();
+        let recorder = Arc::new(Recorder::default());
+        let parking = Arc::new(ParkingLot::default());
+
+        let response = handle(&deps_parking(recorder.clone(), parking.clone()), event).await;
+
+        // Then the batch succeeds, the bad record is parked, and every other event is published
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(*parking.0.lock().unwrap(), [poisoned]);
+        assert!(
+            recorder.published.lock().unwrap().len() >= 3,
+            "the events behind it flowed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redriven_record_that_is_still_unreadable_is_reported_not_parked_again() {
+        let mut raw: serde_json::Value = serde_json::to_value(stream_event()).unwrap();
+        raw["Records"][2]["dynamodb"]["NewImage"]["status"] = serde_json::json!({"N": "42"});
+        raw["Records"][2]["eventSource"] = REDRIVE_SOURCE.into();
+        raw["Records"] = serde_json::json!([raw["Records"][2].clone()]);
+        let parking = Arc::new(ParkingLot::default());
+        let deps = deps_parking(Arc::new(Recorder::default()), parking.clone());
+        let response = handle(&deps, serde_json::from_value(raw).unwrap()).await;
+        assert_eq!(response.batch_item_failures.len(), 1);
+        assert!(parking.0.lock().unwrap().is_empty());
     }
 }

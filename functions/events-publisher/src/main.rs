@@ -8,9 +8,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         async |state, env| {
             let sink =
                 events_publisher::SnsSink::new(aws_sdk_sns::Client::new(&state.sdk), env.required("EVENTS_TOPIC_ARN")?);
+            let parking = events_publisher::SqsParking {
+                client: aws_sdk_sqs::Client::new(&state.sdk),
+                queue_url: env.required("FAILED_RECORDS_QUEUE_URL")?,
+            };
             Ok(events_publisher::Deps {
                 sink: Arc::new(sink),
                 tables: events_publisher::SourceTables::from_config(&state.config),
+                parking: Arc::new(parking),
             })
         },
         |deps, event: Event| async move { Ok(events_publisher::handle(&deps, event).await) },
