@@ -19,7 +19,7 @@ export SAM_CLI_TELEMETRY := 0
 TOOLS_PATH := $(abspath $(SAM_VENV))/bin:$(PATH)
 LOCAL_STACK := $(SAM_VENV)/bin/python scripts/local_stack.py
 
-.PHONY: help tools dev url watch test test-unit test-template test-e2e bench lint fmt build-aws clean redrive-outbox
+.PHONY: help tools dev url watch test test-unit test-template test-e2e test-chaos chaos bench lint fmt build-aws clean redrive-outbox
 
 help:
 	@echo "make dev    - install tools, start the local emulator, deploy, seed, serve the API (Ctrl-C stops)"
@@ -28,6 +28,7 @@ help:
 	@echo "make url    - print the running local API's base URL"
 	@echo "make watch  - hot-reload the functions with cargo lambda watch against the make-dev emulator"
 	@echo "make bench  - DynamoDB round trips of placement and details, order-to-notification latency"
+	@echo "make chaos  - the fault scenarios (payment, send, lost transaction answers, publish, restart)"
 	@echo "make build-aws - release arm64 build of every function, as sam build does"
 	@echo "make redrive-outbox - feed the outbox's failed records to the publisher again (STACK=..., AWS=1)"
 
@@ -57,7 +58,7 @@ watch: tools
 	@test -f .local/shop-local.watch.env || { echo "run 'make dev' first (watch uses its emulator and tables)"; exit 1; }
 	PATH="$(TOOLS_PATH)" cargo lambda watch -A 127.0.0.1 -P 9000 --env-file .local/shop-local.watch.env
 
-test: tools lint test-unit test-template test-e2e
+test: tools lint test-unit test-template test-e2e test-chaos
 
 lint:
 	cargo fmt --all -- --check
@@ -76,6 +77,13 @@ test-template: tools
 
 test-e2e: tools
 	$(LOCAL_STACK) e2e
+
+# Failure paths proven: a private emulator, one stack per fault scenario (FaultInjection), the
+# invariants checked after each; then an emulator restart under traffic. One row per scenario.
+test-chaos: tools
+	$(LOCAL_STACK) chaos
+
+chaos: test-chaos
 
 # The measured figures, on a private emulator: DynamoDB requests per placement and per details read
 # (counted in process against the real tables), and order-to-notification latency over 20 orders.

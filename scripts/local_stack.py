@@ -573,7 +573,103 @@ def cmd_e2e(args) -> int:
             f"--stack {args.stack} --endpoint {endpoint}",
         )
         log(f"running the end-to-end suite against {info['api_url']}")
-        return subprocess.run(["cargo", "test", "--locked", "-p", "e2e", "--tests", "--", *args.test_args], cwd=ROOT, env=env).returncode
+        # The chaos scenarios need stacks of their own (`make chaos`, `make test-chaos`).
+        command = ["cargo", "test", "--locked", "--no-fail-fast", "-p", "e2e", "--tests", "--", "--skip", "chaos_", *args.test_args]
+        return subprocess.run(command, cwd=ROOT, env=env).returncode
+    finally:
+        emulator.stop()
+
+
+# ---------------------------------------------------------------- chaos
+
+
+# Scenario -> (stack, FaultInjection, other overrides). More deliveries than the suite's stack, so the
+# faults are outlasted by retries rather than dead-lettered; a short retry base keeps it quick.
+CHAOS_SCENARIOS = {
+    "payment": ("shop-chaos-payment", "payment=lost-response:0.3;payment=error:0.3", ["PaymentsMaxReceiveCount=30"]),
+    "send": ("shop-chaos-send", "email=error:0.5;sms=error:0.5", ["NotificationsMaxReceiveCount=30"]),
+    "transactions": ("shop-chaos-tx", "dynamodb.TransactWriteItems=lost-response:0.3", []),
+    "publish": ("shop-chaos-publish", "sns=error:0.5", []),
+}
+# The restart scenario runs on the publish stack's emulator, after the others: a restart stops every stack.
+CHAOS_RESTART_STACK = "shop-chaos-publish"
+
+
+def faults_injected(stack: str, endpoint: str) -> int:
+    """How many "fault injected" lines the stack's functions logged (API.md: each one is logged)."""
+    logs = client("logs", endpoint)
+    count = 0
+    groups = logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{stack}-").get("logGroups", [])
+    for group in groups:
+        token = None
+        while True:
+            kwargs = {"logGroupName": group["logGroupName"], "filterPattern": '"fault injected"'}
+            if token:
+                kwargs["nextToken"] = token
+            page = logs.filter_log_events(**kwargs)
+            count += sum(1 for event in page.get("events", []) if "fault injected" in event.get("message", ""))
+            token = page.get("nextToken")
+            if not token:
+                break
+    return count
+
+
+def cmd_chaos(args) -> int:
+    """A private emulator with persisted state, one stack per fault scenario, the chaos suite
+    (tests/chaos.rs) on them in parallel, then the restart scenario; one row per scenario."""
+    import tempfile
+
+    endpoint = f"http://127.0.0.1:{args.port}"
+    if emulator_answers(endpoint):
+        sys.exit(f"port {args.port} is taken by another emulator; the chaos suite needs its own")
+    state_dir = Path(tempfile.mkdtemp(prefix="shop-chaos-"))
+    report = state_dir / "report.jsonl"
+    emulator = Emulator(endpoint, args.port, state_dir)
+    try:
+        stacks = {}
+        for scenario, (stack, faults, extra) in CHAOS_SCENARIOS.items():
+            overrides = [*SUITE_OVERRIDES, f"FaultInjection={faults}", *extra]
+            info = deploy(argparse.Namespace(**{**vars(args), "stack": stack}), emulator, overrides)
+            stacks[scenario] = {"api_url": info["api_url"], "outputs": info["outputs"], "faults": faults}
+        env = dict(os.environ)
+        env.update(
+            SHOP_CHAOS_STACKS=json.dumps(stacks),
+            SHOP_CHAOS_REPORT=str(report),
+            SHOP_ADMIN_EMAIL=args.admin_email,
+            SHOP_ADMIN_PASSWORD=args.admin_password,
+            SHOP_AWS_ENDPOINT_URL=endpoint,
+        )
+        test = ["cargo", "test", "--locked", "-p", "e2e", "--test", "chaos", "--", "--test-threads", "8"]
+        log("running the fault scenarios in parallel")
+        status = subprocess.run([*test, "--skip", "chaos_restart"], cwd=ROOT, env=env).returncode
+        # Counted now: the emulator's logs do not outlive its restart.
+        injected = {scenario: faults_injected(stack, endpoint) for scenario, (stack, _, _) in CHAOS_SCENARIOS.items()}
+        # The restart scenario: traffic starts, the emulator restarts under it, the traffic goes on.
+        started, restarted = state_dir / "traffic-started", state_dir / "emulator-restarted"
+        env.update(SHOP_CHAOS_TRAFFIC_STARTED=str(started), SHOP_CHAOS_RESTARTED=str(restarted))
+        traffic = subprocess.Popen([*test, "chaos_restart"], cwd=ROOT, env=env)
+        deadline = time.monotonic() + 300
+        while not started.exists() and traffic.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)
+        log("restarting the emulator in the middle of the traffic")
+        emulator.stop()
+        emulator = Emulator(endpoint, args.port, state_dir)
+        restarted.write_text("restarted")
+        status = traffic.wait() or status
+        rows = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
+        print("\n  chaos scenarios")
+        print(f"  {'scenario':<14} {'faults':<48} {'operations':>10} {'injected':>9} {'violations':>10}")
+        for row in rows:
+            scenario = row["scenario"]
+            faults = stacks.get(scenario, {}).get("faults", "emulator restart")
+            count = injected.get(scenario, 1)
+            print(f"  {scenario:<14} {faults:<48} {row['operations']:>10} {count:>9} {row['violations']:>10}")
+        missing = {*CHAOS_SCENARIOS, "restart"} - {row["scenario"] for row in rows}
+        if missing:
+            print(f"  no result from: {', '.join(sorted(missing))}")
+            status = status or 1
+        return status
     finally:
         emulator.stop()
 
@@ -615,6 +711,10 @@ def main() -> int:
     )
     e2e.add_argument("test_args", nargs="*")
     e2e.set_defaults(func=cmd_e2e, no_demo=True)
+
+    chaos = sub.add_parser("chaos", help="run the chaos suite on a private emulator")
+    common(chaos, "shop-chaos", 4579)
+    chaos.set_defaults(func=cmd_chaos, no_demo=True)
 
     args = parser.parse_args()
     return args.func(args)

@@ -72,6 +72,12 @@ async fn place(api: &Api, customer: &Customer, product_id: &str, quantity: i64) 
 fn assert_same_order(read: &Value, placed: &Value, statuses: &[&str]) {
     let status = read["status"].as_str().unwrap_or_default();
     assert!(statuses.contains(&status), "expected a status in {statuses:?}: {read}");
+    // The payment status moves with the status (API.md "Payment status and money safety").
+    let payment = match status {
+        "PENDING" => "pending",
+        _ => "paid",
+    };
+    assert_eq!(read["payment_status"], payment, "{read}");
     assert!(
         read["updated_at"].as_str() >= placed["updated_at"].as_str(),
         "updated_at went back in time: placed {placed}, read {read}"
@@ -80,6 +86,7 @@ fn assert_same_order(read: &Value, placed: &Value, statuses: &[&str]) {
         let mut order = order.clone();
         let fields = order.as_object_mut().expect("an order is an object");
         fields.remove("status");
+        fields.remove("payment_status");
         fields.remove("updated_at");
         order
     };

@@ -114,6 +114,36 @@ impl Api {
         self
     }
 
+    /// The API at `url` (another stack than the suite's: the chaos scenarios' stacks).
+    pub fn at_url(url: &str) -> Self {
+        Self::at(url)
+    }
+
+    /// One attempt of a JSON `POST`, `None` when no answer came (the API unreachable, as during an
+    /// emulator restart) instead of failing the test.
+    pub async fn try_post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Option<Reply> {
+        let request = self
+            .http
+            .post(self.url(path))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let request = match token {
+            Some(token) => request.header("authorization", format!("Bearer {token}")),
+            None => request,
+        };
+        let response = request.send().await.ok()?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.ok()?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Some(Reply {
+            status,
+            headers,
+            json,
+            text,
+        })
+    }
+
     fn at(url: &str) -> Self {
         let base = url.trim().trim_end_matches('/').to_owned();
         let http = reqwest::Client::builder()

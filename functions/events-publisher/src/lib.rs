@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
-use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use domain::Order;
 use domain::events::{CORRELATION_ATTRIBUTE, EVENT_TYPE_ATTRIBUTE, Envelope, low_stock_event, order_event, user_event};
@@ -27,10 +26,10 @@ const PUBLISH_BATCH: usize = 10;
 const PUBLISH_BATCH_BYTES: usize = 200 * 1024;
 
 /// Splits the pending events into PublishBatch-sized runs, in order.
-fn publish_batches(pending: &[(Option<String>, Envelope)]) -> Vec<&[(Option<String>, Envelope)]> {
+fn publish_batches(pending: &[Envelope]) -> Vec<&[Envelope]> {
     let mut batches = Vec::new();
     let (mut start, mut bytes) = (0, 0);
-    for (index, (_, envelope)) in pending.iter().enumerate() {
+    for (index, envelope) in pending.iter().enumerate() {
         let size = serde_json::to_vec(envelope).map_or(0, |json| json.len()) + 256;
         if index > start && (index - start == PUBLISH_BATCH || bytes + size > PUBLISH_BATCH_BYTES) {
             batches.push(&pending[start..index]);
@@ -224,58 +223,53 @@ pub fn envelope_of(tables: &SourceTables, record: &EventRecord) -> Result<Option
     }
 }
 
-fn failure_at(sequence_number: Option<String>) -> DynamoDbEventResponse {
-    let mut failure = DynamoDbBatchItemFailure::default();
-    failure.item_identifier = sequence_number;
-    let mut response = DynamoDbEventResponse::default();
-    response.batch_item_failures = vec![failure];
-    response
-}
+/// Rounds of one publish before the batch is given back to the stream: SNS errors are usually brief,
+/// and a retry here costs far less than redelivering the whole batch.
+const PUBLISH_ROUNDS: u32 = 3;
 
-/// Publishes the events of `event`'s records in stream order; on the first failure, reports that
-/// record so the stream re-delivers it and everything after it.
-pub async fn handle(deps: &Deps, event: Event) -> DynamoDbEventResponse {
-    let mut pending: Vec<(Option<String>, Envelope)> = Vec::new();
+/// Publishes the events of `event`'s records in stream order. An error fails the invocation, so the
+/// stream delivers the batch again (every event source does that for a function error; emulators
+/// ignore `batchItemFailures`): an event is never lost, at worst published again with the same id.
+pub async fn handle(deps: &Deps, event: Event) -> Result<(), PublishError> {
+    let mut pending: Vec<Envelope> = Vec::new();
     for record in &event.records {
-        let sequence_number = record.change.sequence_number.clone();
         match envelope_of(&deps.tables, record) {
-            Ok(Some(envelope)) => pending.push((sequence_number, envelope)),
+            Ok(Some(envelope)) => pending.push(envelope),
             Ok(None) => {}
             Err(error) => {
                 // Retrying cannot help: park it and go on, in order (what came before is published first).
                 tracing::error!(error = %error, event_id = %record.event_id, "unreadable stream image; parking it");
-                if let Err(response) = publish_all(deps, &pending).await {
-                    return response;
-                }
+                publish_all(deps, &pending).await?;
                 pending.clear();
                 if record.event_source.as_deref() == Some(REDRIVE_SOURCE) {
                     // A redrive of a parked record that is still unreadable: the redrive keeps it.
-                    return failure_at(sequence_number);
+                    return Err(PublishError(format!(
+                        "record {} is still unreadable: {error}",
+                        record.event_id
+                    )));
                 }
-                if let Err(error) = deps.parking.park(record, &error.to_string()).await {
-                    tracing::error!(error = %error, "could not park the record; the stream delivers it again");
-                    return failure_at(sequence_number);
-                }
+                deps.parking.park(record, &error.to_string()).await?;
             }
         }
     }
-    match publish_all(deps, &pending).await {
-        Ok(count) => {
-            tracing::info!(records = event.records.len(), published = count, "stream batch relayed");
-            DynamoDbEventResponse::default()
-        }
-        Err(response) => response,
-    }
+    let count = publish_all(deps, &pending).await?;
+    tracing::info!(records = event.records.len(), published = count, "stream batch relayed");
+    Ok(())
 }
 
-async fn publish_all(deps: &Deps, pending: &[(Option<String>, Envelope)]) -> Result<usize, DynamoDbEventResponse> {
+async fn publish_all(deps: &Deps, pending: &[Envelope]) -> Result<usize, PublishError> {
     for chunk in publish_batches(pending) {
-        let envelopes: Vec<Envelope> = chunk.iter().map(|(_, envelope)| envelope.clone()).collect();
-        if let Err(error) = deps.sink.publish(&envelopes).await {
-            tracing::error!(error = %error, "publish failed; the stream will deliver these records again");
-            return Err(failure_at(chunk.first().and_then(|(sequence, _)| sequence.clone())));
+        let mut round = 1;
+        while let Err(error) = deps.sink.publish(chunk).await {
+            if round >= PUBLISH_ROUNDS {
+                tracing::error!(error = %error, "publish failed; the stream will deliver the batch again");
+                return Err(error);
+            }
+            tracing::warn!(error = %error, round, "publish failed; trying again");
+            tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(round * round))).await;
+            round += 1;
         }
-        for envelope in &envelopes {
+        for envelope in chunk {
             tracing::info!(
                 event_id = %envelope.event_id,
                 event_type = envelope.event_type.as_str(),
@@ -296,12 +290,14 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         published: Mutex<Vec<Envelope>>,
+        attempts: Mutex<u32>,
         fail: bool,
     }
 
     #[async_trait]
     impl EventSink for Recorder {
         async fn publish(&self, events: &[Envelope]) -> Result<(), PublishError> {
+            *self.attempts.lock().unwrap() += 1;
             if self.fail {
                 return Err(PublishError("topic unavailable".into()));
             }
@@ -344,8 +340,7 @@ mod tests {
     #[tokio::test]
     async fn each_transition_in_the_batch_is_published_in_order() {
         let recorder = Arc::new(Recorder::default());
-        let response = handle(&deps(recorder.clone()), stream_event()).await;
-        assert!(response.batch_item_failures.is_empty());
+        handle(&deps(recorder.clone()), stream_event()).await.unwrap();
         let types: Vec<EventType> = recorder
             .published
             .lock()
@@ -371,29 +366,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_publish_reports_the_first_unpublished_record() {
+    async fn a_publish_that_keeps_failing_fails_the_batch_so_the_stream_delivers_it_again() {
         let recorder = Arc::new(Recorder {
             fail: true,
             ..Recorder::default()
         });
-        let response = handle(&deps(recorder), stream_event()).await;
-        assert_eq!(response.batch_item_failures.len(), 1);
-        assert_eq!(response.batch_item_failures[0].item_identifier.as_deref(), Some("100"));
+        assert!(handle(&deps(recorder.clone()), stream_event()).await.is_err());
+        assert_eq!(
+            *recorder.attempts.lock().unwrap(),
+            PUBLISH_ROUNDS,
+            "tried again before giving up"
+        );
     }
 
     #[tokio::test]
     async fn batches_respect_the_count_and_size_limits_of_sns() {
         let recorder = Arc::new(Recorder::default());
-        handle(&deps(recorder.clone()), stream_event()).await;
+        handle(&deps(recorder.clone()), stream_event()).await.unwrap();
         let sample = recorder.published.lock().unwrap()[1].clone();
-        let small: Vec<(Option<String>, Envelope)> = (0..12).map(|i| (Some(i.to_string()), sample.clone())).collect();
+        let small: Vec<Envelope> = (0..12).map(|_| sample.clone()).collect();
         let sizes: Vec<usize> = publish_batches(&small).iter().map(|batch| batch.len()).collect();
         assert_eq!(sizes, [10, 2]);
         let mut big = sample.clone();
         if let domain::events::EventData::Order(data) = &mut big.data {
             data.items[0].product_name = "x".repeat(90 * 1024);
         }
-        let large: Vec<(Option<String>, Envelope)> = (0..3).map(|i| (Some(i.to_string()), big.clone())).collect();
+        let large: Vec<Envelope> = (0..3).map(|_| big.clone()).collect();
         let sizes: Vec<usize> = publish_batches(&large).iter().map(|batch| batch.len()).collect();
         assert_eq!(sizes, [2, 1]);
     }
@@ -402,8 +400,8 @@ mod tests {
     async fn a_redelivered_batch_yields_the_same_event_ids() {
         let first = Arc::new(Recorder::default());
         let second = Arc::new(Recorder::default());
-        handle(&deps(first.clone()), stream_event()).await;
-        handle(&deps(second.clone()), stream_event()).await;
+        handle(&deps(first.clone()), stream_event()).await.unwrap();
+        handle(&deps(second.clone()), stream_event()).await.unwrap();
         let ids = |r: &Recorder| {
             r.published
                 .lock()
@@ -427,10 +425,10 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let parking = Arc::new(ParkingLot::default());
 
-        let response = handle(&deps_parking(recorder.clone(), parking.clone()), event).await;
+        let relayed = handle(&deps_parking(recorder.clone(), parking.clone()), event).await;
 
         // Then the batch succeeds, the bad record is parked, and every other event is published
-        assert!(response.batch_item_failures.is_empty());
+        assert!(relayed.is_ok());
         assert_eq!(*parking.0.lock().unwrap(), [poisoned]);
         assert!(
             recorder.published.lock().unwrap().len() >= 3,
@@ -446,8 +444,7 @@ mod tests {
         raw["Records"] = serde_json::json!([raw["Records"][2].clone()]);
         let parking = Arc::new(ParkingLot::default());
         let deps = deps_parking(Arc::new(Recorder::default()), parking.clone());
-        let response = handle(&deps, serde_json::from_value(raw).unwrap()).await;
-        assert_eq!(response.batch_item_failures.len(), 1);
+        assert!(handle(&deps, serde_json::from_value(raw).unwrap()).await.is_err());
         assert!(parking.0.lock().unwrap().is_empty());
     }
 }

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -18,7 +19,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 parking: Arc::new(parking),
             })
         },
-        |deps, event: Event| async move { Ok(events_publisher::handle(&deps, event).await) },
+        |deps, event: Event| async move {
+            events_publisher::handle(&deps, event).await?;
+            Ok(DynamoDbEventResponse::default())
+        },
     )
     .await
 }
