@@ -24,7 +24,7 @@ LOCAL_STACK := $(SAM_VENV)/bin/python scripts/local_stack.py
 help:
 	@echo "make dev    - install tools, start the local emulator, deploy, seed, serve the API (Ctrl-C stops)"
 	@echo "             PARAMS=\"Name=Value ...\" overrides template parameters (e.g. FaultInjection)"
-	@echo "make test   - lint, unit tests, template checks and the end-to-end suite on a private emulator"
+	@echo "make test   - lint, unit tests, template checks, the end-to-end and chaos suites on private emulators"
 	@echo "make url    - print the running local API's base URL"
 	@echo "make watch  - hot-reload the functions with cargo lambda watch against the make-dev emulator"
 	@echo "make bench  - DynamoDB round trips of placement and details, order-to-notification latency"
