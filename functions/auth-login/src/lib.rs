@@ -62,9 +62,10 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         // Counted whether or not the account exists, so a lock reveals nothing about it.
         let by_email = Subject::email(&email);
         let by_ip = Subject::Ip(request.source_ip().unwrap_or_else(|| "unknown".into()));
+        // Reserved before the (slow) hashing, so concurrent guesses see each other.
         let wait = deps
             .guard
-            .wait_secs(&by_email, &by_ip, unix_now_millis())
+            .begin(&by_email, &by_ip, unix_now_millis())
             .await
             .map_err(|error| ApiError::Unavailable(error.into()))?;
         if let Some(retry_after_secs) = wait {
@@ -80,7 +81,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         match record {
             Some(record) if verified => {
                 tracing::info!(user_id = %record.user_id, "login succeeded");
-                deps.guard.succeeded(&by_email).await;
+                deps.guard.succeeded(&by_email, &by_ip).await;
                 json_response(StatusCode::OK, &deps.tokens.issue(&record.user_id, record.role)?)
             }
             _ => {
@@ -234,6 +235,12 @@ mod tests {
             Err(store::StoreError::Unavailable("connection refused".into()))
         }
         async fn clear(&self, _: &Subject) -> Result<(), store::StoreError> {
+            Err(store::StoreError::Unavailable("connection refused".into()))
+        }
+        async fn reserve(&self, _: &Subject, _: u64) -> Result<store::login_failures::Failures, store::StoreError> {
+            Err(store::StoreError::Unavailable("connection refused".into()))
+        }
+        async fn release(&self, _: &Subject) -> Result<(), store::StoreError> {
             Err(store::StoreError::Unavailable("connection refused".into()))
         }
     }

@@ -74,17 +74,28 @@ impl LoginGuard {
         ))
     }
 
-    /// How long the caller must wait before trying to sign in as `email`; `None` when it may now.
-    pub async fn wait_secs(&self, email: &Subject, ip: &Subject, now_ms: u64) -> Result<Option<u64>, StoreError> {
-        let (by_email, by_ip) = self.failures.get_both(email, ip).await?;
-        Ok(self
+    /// Reserves this attempt against both subjects *before* the password is checked, and says how
+    /// long the caller must wait first (`Some`: refused, nothing reserved is kept). Attempts still in
+    /// flight count as failures of now, so N concurrent wrong guesses cannot all pass the check and
+    /// outrun the lock: each sees the others.
+    pub async fn begin(&self, email: &Subject, ip: &Subject, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        let expires_at = |policy: LoginPolicy| now_ms / 1000 + policy.lock_secs + 60;
+        let (by_email, by_ip) = tokio::try_join!(
+            self.failures.reserve(email, expires_at(self.per_email)),
+            self.failures.reserve(ip, expires_at(self.per_ip)),
+        )?;
+        let wait = self
             .per_email
-            .wait_secs(by_email, now_ms)
-            .max(self.per_ip.wait_secs(by_ip, now_ms)))
+            .wait_secs(Some(with_others_failed(by_email, now_ms)), now_ms)
+            .max(self.per_ip.wait_secs(Some(with_others_failed(by_ip, now_ms)), now_ms));
+        if wait.is_some() {
+            self.release(email, ip).await;
+        }
+        Ok(wait)
     }
 
-    /// Counts a failed attempt against both subjects. Best effort: a counter that cannot be written
-    /// is logged, and the caller still gets its 401.
+    /// Counts a failed attempt against both subjects and settles its reservations. Best effort: a
+    /// counter that cannot be written is logged, and the caller still gets its 401.
     pub async fn failed(&self, email: &Subject, ip: &Subject, now_ms: u64) {
         let record = |subject, policy: LoginPolicy| {
             let forget_before_ms = now_ms.saturating_sub(policy.lock_secs.saturating_mul(1000));
@@ -95,13 +106,37 @@ impl LoginGuard {
         for error in [by_email.err(), by_ip.err()].into_iter().flatten() {
             tracing::error!(error = %error_chain(&error), "could not count a failed login");
         }
+        self.release(email, ip).await;
     }
 
-    /// Forgets the email's failures after a successful sign-in.
-    pub async fn succeeded(&self, email: &Subject) {
-        if let Err(error) = self.failures.clear(email).await {
-            tracing::error!(error = %error_chain(&error), "could not clear failed logins");
+    /// Forgets the email's failures after a successful sign-in (not the IP's) and settles the IP's
+    /// reservation.
+    pub async fn succeeded(&self, email: &Subject, ip: &Subject) {
+        let (cleared, released) = tokio::join!(self.failures.clear(email), self.failures.release(ip));
+        for error in [cleared.err(), released.err()].into_iter().flatten() {
+            tracing::error!(error = %error_chain(&error), "could not settle a successful login");
         }
+    }
+
+    async fn release(&self, email: &Subject, ip: &Subject) {
+        let (by_email, by_ip) = tokio::join!(self.failures.release(email), self.failures.release(ip));
+        for error in [by_email.err(), by_ip.err()].into_iter().flatten() {
+            tracing::warn!(error = %error_chain(&error), "could not give back a login reservation");
+        }
+    }
+}
+
+/// The counter as this attempt must see it: every other attempt in flight counted as a failure of
+/// now (this one, just reserved, is not).
+fn with_others_failed(failures: Failures, now_ms: u64) -> Failures {
+    let others = failures.pending().saturating_sub(1);
+    if others == 0 {
+        return failures;
+    }
+    Failures {
+        count: failures.count.saturating_add(others),
+        last_at_ms: now_ms,
+        in_flight: failures.in_flight,
     }
 }
 
@@ -122,14 +157,22 @@ mod tests {
     fn pauses(policy: &LoginPolicy) -> Vec<Duration> {
         (1..=policy.lock_after)
             .map(|count| {
-                let failures = Failures { count, last_at_ms: 0 };
+                let failures = Failures {
+                    count,
+                    last_at_ms: 0,
+                    in_flight: 0,
+                };
                 Duration::from_secs(policy.wait_secs(Some(failures), 0).unwrap_or(0))
             })
             .collect()
     }
 
     fn failed(count: u32, last_at_ms: u64) -> Option<Failures> {
-        Some(Failures { count, last_at_ms })
+        Some(Failures {
+            count,
+            last_at_ms,
+            in_flight: 0,
+        })
     }
 
     #[test]
@@ -182,8 +225,8 @@ mod tests {
         // then they count as three: a pause of 1 s from the last one.
         let failures = guard.failures.get(&email).await.unwrap().unwrap();
         assert_eq!((failures.count, failures.last_at_ms), (3, 1_002_000));
-        assert_eq!(guard.wait_secs(&email, &ip, 1_002_200).await.unwrap(), Some(1));
-        assert_eq!(guard.wait_secs(&email, &ip, 1_003_000).await.unwrap(), None);
+        assert_eq!(guard.begin(&email, &ip, 1_002_200).await.unwrap(), Some(1));
+        assert_eq!(guard.begin(&email, &ip, 1_003_000).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -202,10 +245,35 @@ mod tests {
         for _ in 0..6 {
             guard.failed(&email, &ip, 1_000_000).await;
         }
-        assert_eq!(guard.wait_secs(&email, &ip, 1_000_000).await.unwrap(), Some(600));
+        assert_eq!(guard.begin(&email, &ip, 1_000_000).await.unwrap(), Some(600));
         let other_email = Subject::email(&Email::parse("bob@example.com").unwrap());
-        assert_eq!(guard.wait_secs(&other_email, &ip, 1_000_000).await.unwrap(), None);
-        guard.succeeded(&email).await;
-        assert_eq!(guard.wait_secs(&email, &ip, 1_000_000).await.unwrap(), None);
+        assert_eq!(guard.begin(&other_email, &ip, 1_000_000).await.unwrap(), None);
+        guard.succeeded(&other_email, &ip).await;
+        guard.succeeded(&email, &ip).await;
+        assert_eq!(guard.begin(&email, &ip, 1_000_000).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn concurrent_wrong_guesses_cannot_outrun_the_lock() {
+        // Given a policy that slows down after 3 failures and locks after 6,
+        let guard = std::sync::Arc::new(LoginGuard {
+            failures: std::sync::Arc::new(InMemoryLoginFailures::default()),
+            per_email: POLICY,
+            per_ip: LoginPolicy::locking_after(1000, 600),
+        });
+        let email = Subject::email(&Email::parse("ada@example.com").unwrap());
+        // when 20 guesses are all in flight at once (reserved, none settled yet),
+        let mut admitted = 0;
+        for n in 0..20 {
+            let ip = Subject::Ip(format!("203.0.113.{n}"));
+            if guard.begin(&email, &ip, 1_000_000).await.unwrap().is_none() {
+                admitted += 1;
+            }
+        }
+        // then no more of them get to the password check than the slow-down allows.
+        assert_eq!(
+            admitted, POLICY.slow_after,
+            "the others are paused as if the ones in flight had failed"
+        );
     }
 }

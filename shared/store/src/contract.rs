@@ -92,6 +92,7 @@ macro_rules! storage_contract {
             login_failures_are_counted_forgotten_and_cleared,
             the_payment_ledger_counts_attempts_only_while_pending,
             payment_status_follows_the_life_cycle,
+            login_reservations_count_attempts_in_flight,
         );
     };
     (@each $stores:expr; $($check:ident,)*) => {
@@ -470,6 +471,26 @@ pub async fn login_failures_are_counted_forgotten_and_cleared(stores: &Stores) {
 
 async fn payment_of(stores: &Stores, order: &Order) -> PaymentStatus {
     stores.orders.get(&order.id).await.unwrap().unwrap().payment_status
+}
+
+pub async fn login_reservations_count_attempts_in_flight(stores: &Stores) {
+    let ip = Subject::Ip(format!("contract-{}", uuid::Uuid::new_v4().simple()));
+    let failures = stores.login_failures.as_ref();
+    let expires_at = domain::unix_now() + 600;
+    // Concurrent reservations each see the ones before them
+    let first = failures.reserve(&ip, expires_at).await.unwrap();
+    let second = failures.reserve(&ip, expires_at).await.unwrap();
+    assert_eq!((first.pending(), second.pending(), second.count), (1, 2, 0));
+    // A failure counts on the same counter; releases give the reservations back
+    failures.record(&ip, 5_000, 0, expires_at).await.unwrap();
+    failures.release(&ip).await.unwrap();
+    failures.release(&ip).await.unwrap();
+    let settled = failures.get(&ip).await.unwrap().unwrap();
+    assert_eq!((settled.count, settled.pending()), (1, 0));
+    // Releasing a cleared counter creates nothing
+    failures.clear(&ip).await.unwrap();
+    failures.release(&ip).await.unwrap();
+    assert_eq!(failures.get(&ip).await.unwrap(), None);
 }
 
 pub async fn payment_status_follows_the_life_cycle(stores: &Stores) {

@@ -17,6 +17,17 @@ pub struct Failures {
     /// Epoch milliseconds of the most recent failure (whole seconds would make a pause of 1 s end
     /// anywhere between 0 and 1 s after it).
     pub last_at_ms: u64,
+    /// Attempts reserved and not settled yet (their password still being checked). Can be briefly
+    /// negative when a success cleared the counter under them; read through [`Failures::pending`].
+    #[serde(default)]
+    pub in_flight: i64,
+}
+
+impl Failures {
+    /// The attempts in flight, never below zero.
+    pub fn pending(&self) -> u32 {
+        u32::try_from(self.in_flight.max(0)).unwrap_or(u32::MAX)
+    }
 }
 
 /// Whose failures are counted.
@@ -61,6 +72,11 @@ pub trait LoginFailures: Send + Sync {
         expires_at: u64,
     ) -> Result<(), StoreError>;
     async fn clear(&self, subject: &Subject) -> Result<(), StoreError>;
+    /// Reserves one attempt of `subject` before its password is checked (atomically, so concurrent
+    /// attempts each see the others) and returns the counter with it.
+    async fn reserve(&self, subject: &Subject, expires_at: u64) -> Result<Failures, StoreError>;
+    /// Gives a reserved attempt back once it is settled.
+    async fn release(&self, subject: &Subject) -> Result<(), StoreError>;
 }
 
 /// Counters in the guards table: `{pk, count, last_at_ms, expires_at}`.
@@ -168,6 +184,49 @@ impl LoginFailures for DynamoLoginFailures {
         Err(StoreError::Failed("the login failure counter kept changing".into()))
     }
 
+    async fn reserve(&self, subject: &Subject, expires_at: u64) -> Result<Failures, StoreError> {
+        let number = |value: i64| AttributeValue::N(value.to_string());
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(subject)))
+            .update_expression(
+                "ADD in_flight :one SET #count = if_not_exists(#count, :zero), \
+                 last_at_ms = if_not_exists(last_at_ms, :zero), expires_at = :exp",
+            )
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_values(":one", number(1))
+            .expression_attribute_values(":zero", number(0))
+            .expression_attribute_values(":exp", number(i64::try_from(expires_at).unwrap_or(i64::MAX)))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let item = output
+            .attributes
+            .ok_or_else(|| StoreError::Failed("the reservation returned no counter".into()))?;
+        Ok(serde_dynamo::from_item(item)?)
+    }
+
+    async fn release(&self, subject: &Subject) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(subject)))
+            .update_expression("ADD in_flight :minus_one")
+            // A counter cleared meanwhile (a success) has nothing left to give back.
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
+            .send()
+            .await;
+        match result {
+            Err(error) if !is_condition_failure(&error) => Err(StoreError::from_sdk(error)),
+            _ => Ok(()),
+        }
+    }
+
     async fn clear(&self, subject: &Subject) -> Result<(), StoreError> {
         self.client
             .delete_item()
@@ -212,12 +271,31 @@ impl LoginFailures for InMemoryLoginFailures {
         let failures = subjects.entry(subject.key()).or_insert(Failures {
             count: 0,
             last_at_ms: now_ms,
+            in_flight: 0,
         });
         if failures.last_at_ms < forget_before_ms {
             failures.count = 0;
         }
         failures.count += 1;
         failures.last_at_ms = now_ms;
+        Ok(())
+    }
+
+    async fn reserve(&self, subject: &Subject, _expires_at: u64) -> Result<Failures, StoreError> {
+        let mut subjects = self.subjects();
+        let failures = subjects.entry(subject.key()).or_insert(Failures {
+            count: 0,
+            last_at_ms: 0,
+            in_flight: 0,
+        });
+        failures.in_flight += 1;
+        Ok(*failures)
+    }
+
+    async fn release(&self, subject: &Subject) -> Result<(), StoreError> {
+        if let Some(failures) = self.subjects().get_mut(&subject.key()) {
+            failures.in_flight -= 1;
+        }
         Ok(())
     }
 
