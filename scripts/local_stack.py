@@ -626,11 +626,19 @@ def cmd_chaos(args) -> int:
     report = state_dir / "report.jsonl"
     emulator = Emulator(endpoint, args.port, state_dir)
     try:
-        stacks = {}
-        for scenario, (stack, faults, extra) in CHAOS_SCENARIOS.items():
+        from concurrent.futures import ThreadPoolExecutor
+
+        def deploy_scenario(scenario: str) -> dict:
+            stack, faults, extra = CHAOS_SCENARIOS[scenario]
             overrides = [*SUITE_OVERRIDES, f"FaultInjection={faults}", *extra]
             info = deploy(argparse.Namespace(**{**vars(args), "stack": stack}), emulator, overrides)
-            stacks[scenario] = {"api_url": info["api_url"], "outputs": info["outputs"], "faults": faults}
+            return {"api_url": info["api_url"], "outputs": info["outputs"], "faults": faults}
+
+        # The first deploy alone (it creates SAM's managed bucket), the others side by side.
+        first, *others = CHAOS_SCENARIOS
+        stacks = {first: deploy_scenario(first)}
+        with ThreadPoolExecutor(max_workers=len(others)) as pool:
+            stacks.update(zip(others, pool.map(deploy_scenario, others)))
         env = dict(os.environ)
         env.update(
             SHOP_CHAOS_STACKS=json.dumps(stacks),

@@ -95,7 +95,8 @@ def redrive(endpoint: str | None, stack: str, region: str) -> dict[str, int]:
             seen.add(message["MessageId"])
             body = json.loads(message["Body"])
             if "record" in body:
-                records = [body["record"]]
+                # Marked as redriven: a parked record still unreadable is reported failed, not parked again.
+                records = [dict(body["record"], eventSource=REDRIVE_SOURCE)]
             elif "DDBStreamBatchInfo" in body:
                 try:
                     records = records_of_pointer(streams, body["DDBStreamBatchInfo"], region)
@@ -107,12 +108,12 @@ def redrive(endpoint: str | None, stack: str, region: str) -> dict[str, int]:
                 print(f"  {message['MessageId']}: not a failed-records message; left alone", file=sys.stderr)
                 counts["failed"] += 1
                 continue
-            # Marked as redriven: a record still unreadable is reported failed, not parked again.
-            for record in records:
-                record["eventSource"] = REDRIVE_SOURCE
             answer = lambda_.invoke(FunctionName=function, Payload=json.dumps({"Records": records}).encode())
             payload = json.loads(answer["Payload"].read() or b"{}")
-            if answer.get("FunctionError") or payload.get("batchItemFailures"):
+            failed = answer.get("FunctionError") or (
+                isinstance(payload, dict) and (payload.get("errorType") or payload.get("batchItemFailures"))
+            )
+            if failed:
                 print(f"  {message['MessageId']}: the publisher failed again; kept for later", file=sys.stderr)
                 counts["failed"] += 1
                 sqs.change_message_visibility(

@@ -72,12 +72,24 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
             tracing::warn!("login refused: too many recent failures");
             return Err(ApiError::LoginThrottled { retry_after_secs });
         }
-        let record = deps.users.find_login(&email).await?;
-        let verified = deps
-            .hasher
-            .verify(&body.password, record.as_ref().map(|r| r.password_hash.clone()))
-            .await
-            .map_err(ApiError::internal)?;
+        // Reserved: every way out of here settles or gives back the reservation.
+        let checked = async {
+            let record = deps.users.find_login(&email).await?;
+            let verified = deps
+                .hasher
+                .verify(&body.password, record.as_ref().map(|r| r.password_hash.clone()))
+                .await
+                .map_err(ApiError::internal)?;
+            Ok::<_, ApiError>((record, verified))
+        }
+        .await;
+        let (record, verified) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                deps.guard.abandoned(&by_email, &by_ip).await;
+                return Err(error);
+            }
+        };
         match record {
             Some(record) if verified => {
                 tracing::info!(user_id = %record.user_id, "login succeeded");
@@ -237,7 +249,12 @@ mod tests {
         async fn clear(&self, _: &Subject) -> Result<(), store::StoreError> {
             Err(store::StoreError::Unavailable("connection refused".into()))
         }
-        async fn reserve(&self, _: &Subject, _: u64) -> Result<store::login_failures::Failures, store::StoreError> {
+        async fn reserve(
+            &self,
+            _: &Subject,
+            _: u64,
+            _: u64,
+        ) -> Result<store::login_failures::Failures, store::StoreError> {
             Err(store::StoreError::Unavailable("connection refused".into()))
         }
         async fn release(&self, _: &Subject) -> Result<(), store::StoreError> {

@@ -99,7 +99,7 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), Message
     };
     let record_key = match envelope.event_type {
         EventType::OrderCreated => "payment",
-        EventType::OrderCancelled if data.cancel_reason == Some(CancelReason::PaymentDeclined) => return Ok(()),
+        // Declined ones too: a charge that got no answer may have landed after all.
         EventType::OrderCancelled => "refund",
         other => {
             tracing::info!(event_type = other.as_str(), "not a payment trigger; ignored");
@@ -159,12 +159,15 @@ async fn pay(deps: &Deps, order_id: &OrderId, correlation_id: &str) -> Result<&'
             if let Err(error) = &charge {
                 tracing::warn!(order_id = %order.id, error = %error, attempt, "no answer to the charge; asking the provider");
             }
+            // Under the charge's own permit: its failure is the provider's, already reported.
             match deps.provider.find_charge(&order.id).await {
                 Ok(Some(found)) if !found.refunded => {
                     tracing::info!(order_id = %order.id, "the charge went through after all");
                     confirm(deps, order, correlation_id).await
                 }
-                Ok(_) if attempt >= deps.max_attempts => {
+                // Only in a delivery that charged nothing itself: a charge that got no answer here may
+                // still land, so it is given until the next delivery to show up in the lookup.
+                Ok(_) if attempt > deps.max_attempts => {
                     tracing::warn!(order_id = %order.id, attempt, "payment attempts exhausted and no charge held; declining");
                     decline(deps, order, correlation_id).await
                 }
@@ -235,13 +238,14 @@ async fn reconcile_order(deps: &Deps, order: &Order) -> Result<&'static str, Mes
         return Ok("not pending");
     }
     match order.payment_status {
-        PaymentStatus::Declined | PaymentStatus::Refunded => Ok("settled"),
+        PaymentStatus::Refunded => Ok("settled"),
         PaymentStatus::RefundPending | PaymentStatus::Paid => {
             let amount = deps.ledger.refund_owed(&order.id).await.map_err(retry)?;
             settle_refund(deps, &order.id, amount.unwrap_or(order.total_amount)).await
         }
-        // Cancelled before any charge was known: ask the provider, in case one went through.
-        PaymentStatus::Pending => {
+        // Cancelled or declined before any charge was known: ask the provider, in case one went
+        // through.
+        PaymentStatus::Pending | PaymentStatus::Declined => {
             let found = deps
                 .breaker
                 .call(|_| true, || deps.provider.find_charge(&order.id))
@@ -446,12 +450,13 @@ mod tests {
         let world = world_with_token(Some("tok_error")).await;
         let provider = Arc::new(CountingProvider::default());
         let deps = deps(&world, provider.clone());
-        for receives in 1..=2 {
+        for receives in 1..=3 {
             let response = handle(&deps, message(receives)).await;
             assert_eq!(response.batch_item_failures.len(), 1, "attempt {receives} is retried");
             assert_eq!(world.sample_order().await.status, OrderStatus::Pending);
         }
-        let response = handle(&deps, message(3)).await;
+        // The delivery after the last attempt only asks the provider, which holds no charge.
+        let response = handle(&deps, message(4)).await;
         assert!(response.batch_item_failures.is_empty());
         let order = world.sample_order().await;
         assert_eq!(

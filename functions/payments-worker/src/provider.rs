@@ -73,6 +73,19 @@ pub struct ChargeEntry {
     pub refunded_at: Option<String>,
 }
 
+impl ChargeEntry {
+    /// A charge of `amount` made now, not refunded.
+    pub fn new(order_id: &OrderId, amount: i64) -> Self {
+        Self {
+            order_id: order_id.to_string(),
+            amount,
+            charged_at: now_rfc3339(),
+            refunded_amount: 0,
+            refunded_at: None,
+        }
+    }
+}
+
 /// The mock provider's ledger table.
 pub struct DynamoChargeBook {
     client: aws_sdk_dynamodb::Client,
@@ -88,13 +101,7 @@ impl DynamoChargeBook {
 #[async_trait]
 impl ChargeBook for DynamoChargeBook {
     async fn charge_once(&self, order_id: &OrderId, amount: i64) -> Result<bool, StoreError> {
-        let entry = ChargeEntry {
-            order_id: order_id.to_string(),
-            amount,
-            charged_at: now_rfc3339(),
-            refunded_amount: 0,
-            refunded_at: None,
-        };
+        let entry = ChargeEntry::new(order_id, amount);
         let result = self
             .client
             .put_item()
@@ -255,13 +262,7 @@ impl ChargeBook for InMemoryChargeBook {
         if entries.contains_key(order_id) {
             return Ok(false);
         }
-        let entry = ChargeEntry {
-            order_id: order_id.to_string(),
-            amount,
-            charged_at: now_rfc3339(),
-            refunded_amount: 0,
-            refunded_at: None,
-        };
+        let entry = ChargeEntry::new(order_id, amount);
         entries.insert(order_id.clone(), entry);
         Ok(true)
     }

@@ -80,16 +80,32 @@ impl LoginGuard {
     /// outrun the lock: each sees the others.
     pub async fn begin(&self, email: &Subject, ip: &Subject, now_ms: u64) -> Result<Option<u64>, StoreError> {
         let expires_at = |policy: LoginPolicy| now_ms / 1000 + policy.lock_secs + 60;
-        let (by_email, by_ip) = tokio::try_join!(
-            self.failures.reserve(email, expires_at(self.per_email)),
-            self.failures.reserve(ip, expires_at(self.per_ip)),
-        )?;
+        let (by_email, by_ip) = tokio::join!(
+            self.failures.reserve(email, now_ms, expires_at(self.per_email)),
+            self.failures.reserve(ip, now_ms, expires_at(self.per_ip)),
+        );
+        let (by_email, by_ip) = match (by_email, by_ip) {
+            (Ok(by_email), Ok(by_ip)) => (by_email, by_ip),
+            // Give back the one that was made: no reservation outlives a refused attempt.
+            (Ok(_), Err(error)) => {
+                self.give_back(email).await;
+                return Err(error);
+            }
+            (Err(error), Ok(_)) => {
+                self.give_back(ip).await;
+                return Err(error);
+            }
+            (Err(error), Err(_)) => return Err(error),
+        };
         let wait = self
             .per_email
-            .wait_secs(Some(with_others_failed(by_email, now_ms)), now_ms)
-            .max(self.per_ip.wait_secs(Some(with_others_failed(by_ip, now_ms)), now_ms));
+            .wait_secs(Some(with_others_failed(by_email, now_ms, self.per_email)), now_ms)
+            .max(
+                self.per_ip
+                    .wait_secs(Some(with_others_failed(by_ip, now_ms, self.per_ip)), now_ms),
+            );
         if wait.is_some() {
-            self.release(email, ip).await;
+            self.abandoned(email, ip).await;
         }
         Ok(wait)
     }
@@ -106,7 +122,7 @@ impl LoginGuard {
         for error in [by_email.err(), by_ip.err()].into_iter().flatten() {
             tracing::error!(error = %error_chain(&error), "could not count a failed login");
         }
-        self.release(email, ip).await;
+        self.abandoned(email, ip).await;
     }
 
     /// Forgets the email's failures after a successful sign-in (not the IP's) and settles the IP's
@@ -118,25 +134,34 @@ impl LoginGuard {
         }
     }
 
-    async fn release(&self, email: &Subject, ip: &Subject) {
-        let (by_email, by_ip) = tokio::join!(self.failures.release(email), self.failures.release(ip));
-        for error in [by_email.err(), by_ip.err()].into_iter().flatten() {
+    /// Gives back the reservations of an attempt that ended without an answer about the password
+    /// (refused, or failed on the way). Best effort: an unreleased one stops counting on its own.
+    pub async fn abandoned(&self, email: &Subject, ip: &Subject) {
+        tokio::join!(self.give_back(email), self.give_back(ip));
+    }
+
+    async fn give_back(&self, subject: &Subject) {
+        if let Err(error) = self.failures.release(subject).await {
             tracing::warn!(error = %error_chain(&error), "could not give back a login reservation");
         }
     }
 }
 
 /// The counter as this attempt must see it: every other attempt in flight counted as a failure of
-/// now (this one, just reserved, is not).
-fn with_others_failed(failures: Failures, now_ms: u64) -> Failures {
-    let others = failures.pending().saturating_sub(1);
+/// now (this one, just reserved, is not), on top of the failures the policy still remembers.
+fn with_others_failed(failures: Failures, now_ms: u64, policy: LoginPolicy) -> Failures {
+    let others = failures.pending(now_ms).saturating_sub(1);
     if others == 0 {
         return failures;
     }
+    let remembered = now_ms
+        < failures
+            .last_at_ms
+            .saturating_add(policy.lock_secs.saturating_mul(1000));
     Failures {
-        count: failures.count.saturating_add(others),
+        count: if remembered { failures.count } else { 0 }.saturating_add(others),
         last_at_ms: now_ms,
-        in_flight: failures.in_flight,
+        ..failures
     }
 }
 
@@ -161,6 +186,7 @@ mod tests {
                     count,
                     last_at_ms: 0,
                     in_flight: 0,
+                    reserved_at_ms: 0,
                 };
                 Duration::from_secs(policy.wait_secs(Some(failures), 0).unwrap_or(0))
             })
@@ -172,6 +198,7 @@ mod tests {
             count,
             last_at_ms,
             in_flight: 0,
+            reserved_at_ms: 0,
         })
     }
 

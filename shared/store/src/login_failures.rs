@@ -21,11 +21,22 @@ pub struct Failures {
     /// negative when a success cleared the counter under them; read through [`Failures::pending`].
     #[serde(default)]
     pub in_flight: i64,
+    /// When the latest reservation was made (epoch milliseconds).
+    #[serde(default)]
+    pub reserved_at_ms: u64,
 }
 
+/// How long a reservation may stay unsettled: far longer than any login takes (the function's
+/// timeout is 10 s), so one left by a crash or a lost answer stops counting on its own.
+pub const RESERVATION_MS: u64 = 30_000;
+
 impl Failures {
-    /// The attempts in flight, never below zero.
-    pub fn pending(&self) -> u32 {
+    /// The attempts in flight at `now_ms`, never below zero; none once the latest reservation is
+    /// older than [`RESERVATION_MS`] (those were abandoned).
+    pub fn pending(&self, now_ms: u64) -> u32 {
+        if now_ms.saturating_sub(self.reserved_at_ms) > RESERVATION_MS {
+            return 0;
+        }
         u32::try_from(self.in_flight.max(0)).unwrap_or(u32::MAX)
     }
 }
@@ -74,7 +85,7 @@ pub trait LoginFailures: Send + Sync {
     async fn clear(&self, subject: &Subject) -> Result<(), StoreError>;
     /// Reserves one attempt of `subject` before its password is checked (atomically, so concurrent
     /// attempts each see the others) and returns the counter with it.
-    async fn reserve(&self, subject: &Subject, expires_at: u64) -> Result<Failures, StoreError>;
+    async fn reserve(&self, subject: &Subject, now_ms: u64, expires_at: u64) -> Result<Failures, StoreError>;
     /// Gives a reserved attempt back once it is settled.
     async fn release(&self, subject: &Subject) -> Result<(), StoreError>;
 }
@@ -184,8 +195,9 @@ impl LoginFailures for DynamoLoginFailures {
         Err(StoreError::Failed("the login failure counter kept changing".into()))
     }
 
-    async fn reserve(&self, subject: &Subject, expires_at: u64) -> Result<Failures, StoreError> {
+    async fn reserve(&self, subject: &Subject, now_ms: u64, expires_at: u64) -> Result<Failures, StoreError> {
         let number = |value: i64| AttributeValue::N(value.to_string());
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let output = self
             .client
             .update_item()
@@ -193,11 +205,12 @@ impl LoginFailures for DynamoLoginFailures {
             .set_key(Some(Self::key(subject)))
             .update_expression(
                 "ADD in_flight :one SET #count = if_not_exists(#count, :zero), \
-                 last_at_ms = if_not_exists(last_at_ms, :zero), expires_at = :exp",
+                 last_at_ms = if_not_exists(last_at_ms, :zero), reserved_at_ms = :now, expires_at = :exp",
             )
             .expression_attribute_names("#count", "count")
             .expression_attribute_values(":one", number(1))
             .expression_attribute_values(":zero", number(0))
+            .expression_attribute_values(":now", number(now))
             .expression_attribute_values(":exp", number(i64::try_from(expires_at).unwrap_or(i64::MAX)))
             .return_values(ReturnValue::AllNew)
             .send()
@@ -272,6 +285,7 @@ impl LoginFailures for InMemoryLoginFailures {
             count: 0,
             last_at_ms: now_ms,
             in_flight: 0,
+            reserved_at_ms: 0,
         });
         if failures.last_at_ms < forget_before_ms {
             failures.count = 0;
@@ -281,14 +295,16 @@ impl LoginFailures for InMemoryLoginFailures {
         Ok(())
     }
 
-    async fn reserve(&self, subject: &Subject, _expires_at: u64) -> Result<Failures, StoreError> {
+    async fn reserve(&self, subject: &Subject, now_ms: u64, _expires_at: u64) -> Result<Failures, StoreError> {
         let mut subjects = self.subjects();
         let failures = subjects.entry(subject.key()).or_insert(Failures {
             count: 0,
             last_at_ms: 0,
             in_flight: 0,
+            reserved_at_ms: now_ms,
         });
         failures.in_flight += 1;
+        failures.reserved_at_ms = now_ms;
         Ok(*failures)
     }
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, KeysAndAttributes};
 
 use crate::{StoreError, cancellation_reasons};
@@ -77,6 +77,9 @@ pub async fn transact(
 ) -> Result<Result<(), Vec<CancellationReason>>, StoreError> {
     const MAX_ATTEMPTS: u32 = 8;
     const MAX_UNKNOWN_OUTCOMES: u32 = 4;
+    // Retries of an unknown outcome stop in time for the caller to answer within its own timeout.
+    const UNKNOWN_OUTCOME_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+    let started = std::time::Instant::now();
     let (mut attempt, mut unknown) = (0, 0);
     loop {
         let result = client
@@ -90,17 +93,24 @@ pub async fn transact(
             Err(error) => error,
         };
         let Some(reasons) = cancellation_reasons(&error) else {
-            let outcome_unknown = matches!(
-                error,
-                SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
-            );
+            // No answer, an answer lost, the same token still running, or a server error after the
+            // SDK's retries: it may have committed.
+            let outcome_unknown = match &error {
+                SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+                SdkError::ServiceError(service) => matches!(
+                    service.err().code(),
+                    Some("TransactionInProgressException" | "InternalServerError")
+                ),
+                _ => false,
+            };
             unknown += 1;
-            if outcome_unknown && unknown < MAX_UNKNOWN_OUTCOMES {
+            if outcome_unknown && unknown < MAX_UNKNOWN_OUTCOMES && started.elapsed() < UNKNOWN_OUTCOME_BUDGET {
                 tracing::warn!(
                     token,
                     attempt = unknown,
                     "transaction outcome unknown; retrying with its token"
                 );
+                tokio::time::sleep(std::time::Duration::from_millis(50 << unknown)).await;
                 continue;
             }
             return Err(StoreError::from_sdk(error));

@@ -94,10 +94,14 @@ impl PaymentLedger for DynamoPaymentLedger {
             .table_name(&self.orders_table)
             .key("id", serde_dynamo::to_attribute_value(order_id)?)
             .update_expression("SET refund_due = :amount, payment_status = :refund_pending")
-            // Only a cancelled order is owed its money back (and ADD/SET never create an order).
-            .condition_expression("#status = :cancelled")
+            // Only a cancelled order is owed its money back (and ADD/SET never create an order); a
+            // refund already made is not owed again (a late reconciliation must not undo it).
+            .condition_expression(
+                "#status = :cancelled AND (attribute_not_exists(payment_status) OR payment_status <> :refunded)",
+            )
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":amount", serde_dynamo::to_attribute_value(amount)?)
+            .expression_attribute_values(":refunded", serde_dynamo::to_attribute_value(PaymentStatus::Refunded)?)
             .expression_attribute_values(
                 ":refund_pending",
                 serde_dynamo::to_attribute_value(PaymentStatus::RefundPending)?,

@@ -83,15 +83,29 @@ pub fn correlation_id(message: &SqsMessage) -> Option<&str> {
         .and_then(|attribute| attribute.string_value.as_deref())
 }
 
-/// Handles each message of `event` with `handle`, in order, and reports exactly the ones that failed.
+/// How long a batch may start new messages: past it, the ones not started go back to the queue
+/// untouched, so a slow dependency (each call bounded by its own timeout) cannot get the invocation
+/// killed halfway through a message. Well inside the functions' 10 s.
+pub const BATCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Handles each message of `event` with `handle`, in order, and reports exactly the ones that failed
+/// (or that were not started within [`BATCH_BUDGET`]).
 pub async fn run_batch<F, Fut>(event: SqsEvent, handle: F) -> SqsBatchResponse
 where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), MessageError>>,
 {
+    let started = std::time::Instant::now();
     let mut failures = Vec::new();
     for message in event.records {
         let message_id = message.message_id.clone().unwrap_or_default();
+        if started.elapsed() > BATCH_BUDGET {
+            tracing::warn!(message_id = %message_id, "batch out of time; message left for the next delivery");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message_id;
+            failures.push(failure);
+            continue;
+        }
         let span = tracing::info_span!(
             "message",
             message_id = %message_id,
