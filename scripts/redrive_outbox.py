@@ -89,6 +89,12 @@ def redrive(endpoint: str | None, stack: str, region: str) -> dict[str, int]:
             QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=60
         ).get("Messages", [])
         fresh = [message for message in messages if message["MessageId"] not in seen]
+        for message in messages:
+            if message["MessageId"] in seen:
+                # Kept from earlier in this run: visible again at once for the next one.
+                sqs.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
         if not fresh:
             break
         for message in fresh:

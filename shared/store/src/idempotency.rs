@@ -204,6 +204,10 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                 match existing {
                     Some(item) => {
                         let existing: Record = serde_dynamo::from_item(item)?;
+                        if existing.owner == lease.owner {
+                            // Our own claim: its answer was lost and the SDK's retry met it.
+                            return Ok(Claim::Acquired(lease));
+                        }
                         Ok(judge_existing(
                             existing.status,
                             &existing.request_hash,
