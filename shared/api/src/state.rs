@@ -99,7 +99,15 @@ impl ApiState {
 
     async fn read_signing_secret(&self) -> Result<SigningSecret, InitError> {
         let secret_id = self.config.jwt_secret_id.clone();
-        let client = aws_sdk_secretsmanager::Client::new(&self.sdk);
+        let (attempt, operation) = wiring::state::AWS_INIT_TIMEOUTS;
+        let timeouts = aws_sdk_secretsmanager::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(operation)
+            .build();
+        let config = aws_sdk_secretsmanager::config::Builder::from(&self.sdk)
+            .timeout_config(timeouts)
+            .build();
+        let client = aws_sdk_secretsmanager::Client::from_conf(config);
         let output = client
             .get_secret_value()
             .secret_id(&secret_id)

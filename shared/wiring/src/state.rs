@@ -20,8 +20,11 @@ use crate::faults::FaultPlan;
 /// How long one attempt of an AWS call may take, and the call with the SDK's retries: well inside
 /// the functions' 10 s timeout, so a hanging dependency fails the request (503) or the message
 /// (retried) instead of getting the invocation killed mid-way.
-pub const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
-pub const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
+pub const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same for calls made once at cold start (the signing secret), which a burst of cold starts can
+/// slow down: still inside the init phase's 10 s.
+pub const AWS_INIT_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(4), Duration::from_secs(8));
 const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Settings and AWS clients, all built from one SDK configuration, so `AWS_ENDPOINT_URL` (an

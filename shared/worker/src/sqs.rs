@@ -83,29 +83,20 @@ pub fn correlation_id(message: &SqsMessage) -> Option<&str> {
         .and_then(|attribute| attribute.string_value.as_deref())
 }
 
-/// How long a batch may start new messages: past it, the ones not started go back to the queue
-/// untouched, so a slow dependency (each call bounded by its own timeout) cannot get the invocation
-/// killed halfway through a message. Well inside the functions' 10 s.
-pub const BATCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a batch may start new messages: past it, the ones not started go back to the queue at
+/// once, untouched, so a slow dependency (each call bounded by its own timeout) rarely gets the
+/// invocation killed by the functions' 10 s halfway through a batch.
+pub const BATCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
 
-/// Handles each message of `event` with `handle`, in order, and reports exactly the ones that failed
-/// (or that were not started within [`BATCH_BUDGET`]).
+/// Handles each message of `event` with `handle`, in order, and reports exactly the ones that failed.
 pub async fn run_batch<F, Fut>(event: SqsEvent, handle: F) -> SqsBatchResponse
 where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), MessageError>>,
 {
-    let started = std::time::Instant::now();
     let mut failures = Vec::new();
     for message in event.records {
         let message_id = message.message_id.clone().unwrap_or_default();
-        if started.elapsed() > BATCH_BUDGET {
-            tracing::warn!(message_id = %message_id, "batch out of time; message left for the next delivery");
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            failures.push(failure);
-            continue;
-        }
         let span = tracing::info_span!(
             "message",
             message_id = %message_id,
@@ -182,9 +173,18 @@ where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), MessageError>>,
 {
+    let started = std::time::Instant::now();
     run_batch(event, |message| {
-        let outcome = handle(message.clone());
+        let out_of_time = started.elapsed() > BATCH_BUDGET;
+        let outcome = (!out_of_time).then(|| handle(message.clone()));
         async move {
+            let Some(outcome) = outcome else {
+                delay.delay(&message, 0).await;
+                return Err(MessageError::RetryAfter {
+                    secs: 0,
+                    reason: "batch out of time; back to the queue untouched".into(),
+                });
+            };
             let outcome = outcome.await;
             match &outcome {
                 Err(MessageError::Poison(_)) => delay.delay(&message, 0).await,
