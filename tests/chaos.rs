@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 /// How long the system may take to become quiet once the traffic stops.
-const QUIET_TIMEOUT: Duration = Duration::from_secs(240);
+const QUIET_TIMEOUT: Duration = Duration::from_secs(300);
 const POLL: Duration = Duration::from_millis(500);
 
 /// One scenario's stack, as `SHOP_CHAOS_STACKS` describes it.
