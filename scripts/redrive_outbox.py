@@ -100,6 +100,17 @@ def redrive(endpoint: str | None, stack: str, region: str) -> dict[str, int]:
         for message in fresh:
             seen.add(message["MessageId"])
             body = json.loads(message["Body"])
+            if "record" in body and not (body["record"].get("dynamodb") or {}).get("NewImage") and not (
+                body["record"].get("dynamodb") or {}
+            ).get("OldImage"):
+                # Parked without its images (too large for a message): only an operator can rebuild
+                # it, from the item its keys name.
+                print(f"  {message['MessageId']}: parked without images (keys: {body['record']['dynamodb'].get('Keys')}); kept", file=sys.stderr)
+                counts["failed"] += 1
+                sqs.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+                continue
             if "record" in body:
                 # Marked as redriven: a parked record still unreadable is reported failed, not parked again.
                 records = [dict(body["record"], eventSource=REDRIVE_SOURCE)]

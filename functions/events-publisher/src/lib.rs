@@ -154,15 +154,37 @@ pub struct SqsParking {
     pub queue_url: String,
 }
 
+/// Under SQS's 256 KiB message limit, with room for the envelope.
+const MAX_PARKED_BYTES: usize = 240 * 1024;
+
+/// The queue message of a parked record: the whole record, or (when its images are too large for a
+/// message) the record without its images, so that parking can never fail on size and stall the
+/// outbox; the images of such a record are read back from the table or the stream when redriving.
+pub fn parked_body(record: &EventRecord, reason: &str) -> Result<String, PublishError> {
+    let whole = serde_json::to_string(&ParkedRecord {
+        source: "events-publisher",
+        reason,
+        record,
+    })
+    .map_err(|error| PublishError(error.to_string()))?;
+    if whole.len() <= MAX_PARKED_BYTES {
+        return Ok(whole);
+    }
+    let mut trimmed = record.clone();
+    trimmed.change.old_image = Default::default();
+    trimmed.change.new_image = Default::default();
+    serde_json::to_string(&ParkedRecord {
+        source: "events-publisher",
+        reason: &format!("{reason} (images left out: too large for a message)"),
+        record: &trimmed,
+    })
+    .map_err(|error| PublishError(error.to_string()))
+}
+
 #[async_trait]
 impl RecordParking for SqsParking {
     async fn park(&self, record: &EventRecord, reason: &str) -> Result<(), PublishError> {
-        let body = serde_json::to_string(&ParkedRecord {
-            source: "events-publisher",
-            reason,
-            record,
-        })
-        .map_err(|error| PublishError(error.to_string()))?;
+        let body = parked_body(record, reason)?;
         self.client
             .send_message()
             .queue_url(&self.queue_url)
@@ -446,5 +468,16 @@ mod tests {
         let deps = deps_parking(Arc::new(Recorder::default()), parking.clone());
         assert!(handle(&deps, serde_json::from_value(raw).unwrap()).await.is_err());
         assert!(parking.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_record_too_large_for_a_message_is_parked_without_its_images() {
+        let mut record = stream_event().records[2].clone();
+        assert!(parked_body(&record, "unreadable").unwrap().contains("\"NewImage\""));
+        let big: serde_json::Value = serde_json::json!({"blob": {"S": "x".repeat(300 * 1024)}});
+        record.change.new_image = serde_json::from_value(big).unwrap();
+        let body = parked_body(&record, "unreadable").unwrap();
+        assert!(body.len() <= MAX_PARKED_BYTES, "{}", body.len());
+        assert!(body.contains(&record.event_id) && body.contains("images left out"));
     }
 }
