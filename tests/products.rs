@@ -617,3 +617,89 @@ async fn bad_product_patch_bodies_are_refused_and_change_nothing() {
     // And the product is exactly as it was
     assert_eq!(api.get(&path, None).await.expect(200), &original);
 }
+
+// ---------------------------------------------------------------------- HTTP caching
+
+/// `public, max-age=N, stale-while-revalidate=N` (API.md "Caching"), whatever N the stack was deployed with.
+fn assert_public(reply: &e2e::Reply) {
+    let cache_control = reply.header("cache-control").unwrap_or_default();
+    let parts: Vec<&str> = cache_control.split(", ").collect();
+    let seconds = |prefix: &str| {
+        parts
+            .iter()
+            .find_map(|part| part.strip_prefix(prefix))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert_eq!(parts.first(), Some(&"public"), "{}", reply.describe());
+    assert!(seconds("max-age=").is_some(), "{}", reply.describe());
+    assert_eq!(
+        seconds("max-age="),
+        seconds("stale-while-revalidate="),
+        "{}",
+        reply.describe()
+    );
+}
+
+#[tokio::test]
+async fn a_product_page_is_revalidated_with_its_etag() {
+    let api = Api::from_env();
+    let admin = api.admin_token().await;
+    let product = api
+        .create_product(&admin, "Cached mug", &unique_category(), 1500, 4)
+        .await;
+    let path = format!("/api/products/{}", product["id"].as_str().expect("id"));
+
+    // Given a product page read without a token: public, with a strong ETag
+    let first = api.get(&path, None).await;
+    first.expect(200);
+    assert_public(&first);
+    let etag = first.header("etag").expect("an ETag").to_owned();
+    assert!(
+        etag.starts_with('"') && !etag.starts_with("W/"),
+        "a strong ETag: {etag}"
+    );
+
+    // When the client revalidates with it, the answer is 304 without a body
+    let revalidated = api.get_with(&path, None, &[("if-none-match", &etag)]).await;
+    assert_eq!(revalidated.status, 304, "{}", revalidated.describe());
+    assert!(revalidated.text.is_empty(), "{}", revalidated.describe());
+    assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
+
+    // And a tag of another representation gets the product again
+    let other = api
+        .get_with(&path, None, &[("if-none-match", "\"not-this-one\"")])
+        .await;
+    assert_eq!(other.expect(200), first.expect(200));
+}
+
+#[tokio::test]
+async fn listings_are_public_and_everything_personal_is_private() {
+    let api = Api::from_env();
+    let customer = api.customer().await;
+    let category = unique_category();
+
+    // A listing without a token is public and can be revalidated
+    let listing = api.list_products(&[("category", &category)]).await;
+    listing.expect(200);
+    assert_public(&listing);
+    let etag = listing.header("etag").expect("an ETag").to_owned();
+    let path = products_path(&[("category", &category)]);
+    assert_eq!(api.get_with(&path, None, &[("if-none-match", &etag)]).await.status, 304);
+
+    // The same listing sent with a token, and every personal or failed answer, is private
+    let private = [
+        api.get(&path, Some(&customer.token)).await,
+        api.get("/api/users/me", Some(&customer.token)).await,
+        api.get("/api/orders", Some(&customer.token)).await,
+        api.get("/api/notifications/history", Some(&customer.token)).await,
+        api.get(&format!("/api/products/{}", unknown_id()), None).await,
+    ];
+    for reply in private {
+        assert_eq!(
+            reply.header("cache-control"),
+            Some("private, no-store"),
+            "{}",
+            reply.describe()
+        );
+    }
+}

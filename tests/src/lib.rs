@@ -649,9 +649,11 @@ impl Api {
         self.send(Method::POST, path, token, None, None, &[]).await
     }
 
-    /// The product's current stock, read like any client (`GET /api/products/{id}`).
+    /// The product's current stock, from the admin inventory route: product pages may be served from
+    /// a function instance's catalogue cache (up to `CatalogueCacheSeconds` old), stock views never are.
     pub async fn stock(&self, product_id: &str) -> i64 {
-        let reply = self.get_product(product_id).await;
+        let admin = self.admin_token().await;
+        let reply = self.get(&format!("/api/inventory/{product_id}"), Some(&admin)).await;
         reply.expect(200)["stock_quantity"]
             .as_i64()
             .unwrap_or_else(|| panic!("product {product_id} has no integer stock_quantity: {}", reply.text))

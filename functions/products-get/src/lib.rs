@@ -1,23 +1,26 @@
-//! `GET /api/products/{product_id}`: one product, for anyone.
+//! `GET /api/products/{product_id}`: one product, for anyone. Served from the instance's catalogue
+//! cache when it holds the product, with an `ETag` (a matching `If-None-Match` gets a `304`).
 
 use std::sync::Arc;
 
 use api::InitError;
-use api::http::{json_response, respond};
+use api::http::{catalogue_response, respond};
 use api::{ApiError, ApiState};
 use domain::ProductId;
-use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use store::products::ProductCatalog;
 
 pub struct Deps {
     pub products: Arc<dyn ProductCatalog>,
+    /// How long HTTP caches may keep the answer (`CatalogueCacheSeconds`).
+    pub max_age_secs: u64,
 }
 
 impl Deps {
     pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
-            products: state.products(),
+            products: state.catalogue(),
+            max_age_secs: state.config.catalogue_cache_secs,
         })
     }
 }
@@ -27,7 +30,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         let not_found = || ApiError::NotFound("product");
         let id = ProductId::parse(&request.path_param("product_id")?).map_err(|_| not_found())?;
         let product = deps.products.get(&id).await?.ok_or_else(not_found)?;
-        json_response(StatusCode::OK, &product)
+        catalogue_response(&request, &product, deps.max_age_secs)
     })
     .await
 }
@@ -48,7 +51,10 @@ mod tests {
             .unwrap()
             .into_product(ProductId::parse(MUG_ID).unwrap(), "2026-01-01T00:00:00Z".into());
         products.create(&mug).await.unwrap();
-        Deps { products }
+        Deps {
+            products,
+            max_age_secs: 30,
+        }
     }
 
     #[tokio::test]

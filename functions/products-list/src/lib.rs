@@ -5,25 +5,27 @@ use std::sync::Arc;
 
 use api::InitError;
 use api::cursor::CursorCodec;
-use api::http::{ApiRequest, json_response, respond};
+use api::http::{ApiRequest, catalogue_response, respond};
 use api::listing::{PageBody, page_limit};
 use api::{ApiError, ApiState};
 use domain::validation::FieldErrors;
 use domain::{Category, Price};
-use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use store::products::{ProductCatalog, ProductCursor, ProductFilter};
 
 pub struct Deps {
     pub products: Arc<dyn ProductCatalog>,
     pub cursors: CursorCodec,
+    /// How long HTTP caches may keep a page (`CatalogueCacheSeconds`).
+    pub max_age_secs: u64,
 }
 
 impl Deps {
     pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
-            products: state.products(),
+            products: state.catalogue(),
             cursors: state.cursors().await?,
+            max_age_secs: state.config.catalogue_cache_secs,
         })
     }
 }
@@ -72,12 +74,13 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
             .transpose()?;
         let page = deps.products.list(&filter, after.as_ref(), limit).await?;
         let next_cursor = page.next.map(|next| deps.cursors.encode(&scope, &next)).transpose()?;
-        json_response(
-            StatusCode::OK,
+        catalogue_response(
+            &request,
             &PageBody {
                 items: page.items,
                 next_cursor,
             },
+            deps.max_age_secs,
         )
     })
     .await
@@ -108,6 +111,7 @@ mod tests {
         Deps {
             products,
             cursors: secret().cursors(),
+            max_age_secs: 30,
         }
     }
 

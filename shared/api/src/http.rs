@@ -212,6 +212,59 @@ pub fn json_bytes_response(status: StatusCode, body: impl Into<Body>) -> Respons
     response
 }
 
+/// A public catalogue read (API.md "Caching"): a strong `ETag` of the body, `304` without a body when
+/// the client's `If-None-Match` already holds it, and `Cache-Control: public` for `max_age_secs`, or
+/// `private, no-store` when the request carries a token (a shared cache must never keep those).
+pub fn catalogue_response<T: Serialize>(
+    request: &ApiRequest,
+    body: &T,
+    max_age_secs: u64,
+) -> Result<Response<Body>, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
+    let etag = strong_etag(&bytes);
+    let cache_control = if request.header(header::AUTHORIZATION.as_str()).is_some() {
+        PRIVATE_NO_STORE.to_owned()
+    } else {
+        format!("public, max-age={max_age_secs}, stale-while-revalidate={max_age_secs}")
+    };
+    let mut response = match request.header(header::IF_NONE_MATCH.as_str()) {
+        Some(if_none_match) if none_match_fails(if_none_match, &etag) => {
+            let mut response = Response::new(Body::Empty);
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+        }
+        _ => json_bytes_response(StatusCode::OK, bytes),
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(ApiError::internal)?);
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&cache_control).map_err(ApiError::internal)?,
+    );
+    Ok(response)
+}
+
+/// What every response that is not a public catalogue read carries: it may concern a person.
+pub const PRIVATE_NO_STORE: &str = "private, no-store";
+
+/// A strong validator of exactly these bytes: 128 bits of their SHA-256, quoted.
+fn strong_etag(body: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(body);
+    let hex: String = digest[..16].iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// Whether `If-None-Match` names `etag` (RFC 9110 13.1.2: `*`, or a list compared weakly), i.e. the
+/// client already has this representation and gets a `304`.
+fn none_match_fails(if_none_match: &str, etag: &str) -> bool {
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    if_none_match.trim() == "*"
+        || if_none_match
+            .split(',')
+            .any(|candidate| opaque(candidate) == opaque(etag))
+}
+
 /// Runs one request through `handler` inside a span that carries the correlation id; turns errors into
 /// problem responses and echoes the correlation id on every response.
 pub async fn respond<F, Fut>(request: Request, handler: F) -> Response<Body>
@@ -240,6 +293,10 @@ where
         if let Ok(value) = HeaderValue::from_str(&correlation_id) {
             response.headers_mut().insert(CORRELATION_HEADER, value);
         }
+        response
+            .headers_mut()
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static(PRIVATE_NO_STORE));
         tracing::Span::current().record("status", response.status().as_u16());
         tracing::info!("request handled");
         response
@@ -416,6 +473,89 @@ mod tests {
                 .status(),
             413
         );
+    }
+
+    fn catalogue_read(headers: &[(&str, &str)]) -> ApiRequest {
+        let mut builder = lambda_http::http::Request::builder().method("GET").uri("/api/products");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        ApiRequest::new(builder.body(Body::Empty).unwrap())
+    }
+
+    fn header_of(response: &Response<Body>, name: header::HeaderName) -> &str {
+        response.headers().get(name).unwrap().to_str().unwrap()
+    }
+
+    #[test]
+    fn a_catalogue_read_is_public_with_a_strong_etag() {
+        let response = catalogue_response(&catalogue_read(&[]), &serde_json::json!({"a": 1}), 30).unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            header_of(&response, header::CACHE_CONTROL),
+            "public, max-age=30, stale-while-revalidate=30"
+        );
+        let etag = header_of(&response, header::ETAG);
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"') && etag.len() == 34,
+            "{etag}"
+        );
+        // The same body always has the same tag, another body another one
+        let again = catalogue_response(&catalogue_read(&[]), &serde_json::json!({"a": 1}), 30).unwrap();
+        let other = catalogue_response(&catalogue_read(&[]), &serde_json::json!({"a": 2}), 30).unwrap();
+        assert_eq!(header_of(&again, header::ETAG), etag);
+        assert_ne!(header_of(&other, header::ETAG), etag);
+    }
+
+    #[test]
+    fn a_matching_if_none_match_is_answered_304_without_a_body() {
+        let body = serde_json::json!({"a": 1});
+        let etag = header_of(
+            &catalogue_response(&catalogue_read(&[]), &body, 30).unwrap(),
+            header::ETAG,
+        )
+        .to_owned();
+        for if_none_match in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"x\", {etag}"),
+            "*".to_owned(),
+        ] {
+            let response =
+                catalogue_response(&catalogue_read(&[("if-none-match", &if_none_match)]), &body, 30).unwrap();
+            assert_eq!(response.status(), 304, "{if_none_match}");
+            assert!(response.body().is_empty());
+            assert_eq!(header_of(&response, header::ETAG), etag);
+        }
+        let stale = catalogue_response(&catalogue_read(&[("if-none-match", "\"old\"")]), &body, 30).unwrap();
+        assert_eq!(stale.status(), 200);
+    }
+
+    #[test]
+    fn a_catalogue_read_with_a_token_is_private() {
+        let response = catalogue_response(
+            &catalogue_read(&[("authorization", "Bearer x")]),
+            &serde_json::json!({}),
+            30,
+        )
+        .unwrap();
+        assert_eq!(header_of(&response, header::CACHE_CONTROL), PRIVATE_NO_STORE);
+    }
+
+    #[tokio::test]
+    async fn every_other_response_is_private_and_not_stored() {
+        let request = lambda_http::http::Request::builder().body(Body::Empty).unwrap();
+        let ok = respond(request, |_| async {
+            json_response(StatusCode::OK, &serde_json::json!({}))
+        })
+        .await;
+        assert_eq!(header_of(&ok, header::CACHE_CONTROL), PRIVATE_NO_STORE);
+        let request = lambda_http::http::Request::builder().body(Body::Empty).unwrap();
+        let problem = respond(request, |_| async {
+            Err::<Response<Body>, _>(ApiError::NotFound("product"))
+        })
+        .await;
+        assert_eq!(header_of(&problem, header::CACHE_CONTROL), PRIVATE_NO_STORE);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod error;
 mod ops;
 mod paging;
 
+pub mod catalogue_cache;
 pub mod idempotency;
 pub mod login_failures;
 pub mod notifications;

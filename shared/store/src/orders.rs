@@ -5,6 +5,7 @@
 //! Each order item carries everything its events need (status, user, lines, totals, correlation id).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -15,6 +16,7 @@ use domain::{
     UserId, now_rfc3339,
 };
 
+use crate::catalogue_cache::CatalogueCache;
 use crate::idempotency::{DynamoIdempotencyStore, Lease, StoredResponse};
 use crate::products::{id_key as product_key, products_from_items};
 use crate::users::{UserItem, user_key};
@@ -174,6 +176,8 @@ pub struct DynamoOrderRepository {
     client: Client,
     tables: OrderTables,
     idempotency: DynamoIdempotencyStore,
+    /// Where [`OrderRepository::details`] finds product names before reading the table.
+    catalogue: Option<Arc<CatalogueCache>>,
 }
 
 impl DynamoOrderRepository {
@@ -182,7 +186,14 @@ impl DynamoOrderRepository {
             client,
             tables,
             idempotency,
+            catalogue: None,
         }
+    }
+
+    /// Order details take the products they can from `cache` (never a stock decision).
+    pub fn with_catalogue_cache(mut self, cache: Option<Arc<CatalogueCache>>) -> Self {
+        self.catalogue = cache;
+        self
     }
 
     fn stock_change(
@@ -363,20 +374,25 @@ impl OrderRepository for DynamoOrderRepository {
 
     async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError> {
         let user_key = HashMap::from([("pk".to_string(), AttributeValue::S(user_key(&order.user_id)))]);
-        let product_keys = order.items.iter().map(|line| product_key(&line.product_id)).collect();
-        let mut found = batch_get(
-            &self.client,
-            HashMap::from([
-                (self.tables.users.clone(), vec![user_key]),
-                (self.tables.products.clone(), product_keys),
-            ]),
-        )
-        .await?;
+        let product_ids = order.items.iter().map(|line| &line.product_id);
+        let (mut products, missing) = match &self.catalogue {
+            Some(cache) => cache.split(product_ids),
+            None => (Vec::new(), product_ids.cloned().collect()),
+        };
+        let mut keys = HashMap::from([(self.tables.users.clone(), vec![user_key])]);
+        if !missing.is_empty() {
+            keys.insert(self.tables.products.clone(), missing.iter().map(product_key).collect());
+        }
+        let mut found = batch_get(&self.client, keys).await?;
         let user = match found.remove(&self.tables.users).unwrap_or_default().into_iter().next() {
             Some(item) => Some(serde_dynamo::from_item::<_, UserItem>(item)?.user),
             None => None,
         };
-        let products = products_from_items(found.remove(&self.tables.products).unwrap_or_default())?;
+        let read = products_from_items(found.remove(&self.tables.products).unwrap_or_default())?;
+        if let Some(cache) = &self.catalogue {
+            read.iter().for_each(|product| cache.keep(product));
+        }
+        products.extend(read);
         Ok((user, products))
     }
 }

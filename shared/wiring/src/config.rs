@@ -104,6 +104,9 @@ pub struct Config {
     /// Name or ARN of the Secrets Manager secret that signs tokens and cursors.
     pub jwt_secret_id: String,
     pub token_ttl_secs: u64,
+    /// How long catalogue reads may be served from the instance's cache and by HTTP caches
+    /// (`CatalogueCacheSeconds`; set only on the catalogue read routes, 0 = off).
+    pub catalogue_cache_secs: u64,
 }
 
 impl Config {
@@ -119,6 +122,7 @@ impl Config {
             },
             jwt_secret_id: env.required("JWT_SECRET_ID")?,
             token_ttl_secs: env.number("TOKEN_TTL_SECONDS", 60..=86_400, Some(3600))?,
+            catalogue_cache_secs: env.number("CATALOGUE_CACHE_SECONDS", 0..=86_400, Some(0))?,
         })
     }
 }

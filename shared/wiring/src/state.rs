@@ -7,11 +7,12 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_smithy_http_client::tls;
+use store::catalogue_cache::{CachedCatalog, CatalogueCache};
 use store::idempotency::DynamoIdempotencyStore;
 use store::notifications::DynamoNotificationRepository;
 use store::orders::{DynamoOrderRepository, OrderTables};
 use store::payments::DynamoPaymentLedger;
-use store::products::DynamoProductRepository;
+use store::products::{DynamoProductRepository, ProductCatalog};
 use store::users::DynamoUserRepository;
 
 use crate::config::{Config, ConfigError, Env};
@@ -37,6 +38,8 @@ pub struct AppState {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The deployment's fault injection rules (empty: none), for the provider adapters.
     pub faults: FaultPlan,
+    /// The instance's catalogue cache, when this function serves catalogue reads with one.
+    pub catalogue_cache: Option<Arc<CatalogueCache>>,
 }
 
 impl AppState {
@@ -60,12 +63,14 @@ impl AppState {
         }
         let sdk = loader.load().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let catalogue_cache = CatalogueCache::new(Duration::from_secs(config.catalogue_cache_secs));
         Ok((
             Self {
                 config,
                 sdk,
                 dynamodb,
                 faults,
+                catalogue_cache,
             },
             env,
         ))
@@ -86,6 +91,16 @@ impl AppState {
             &self.config.tables.products,
             &self.config.tables.inventory_adjustments,
         ))
+    }
+
+    /// The catalogue as the read routes see it: through the instance's cache when there is one.
+    /// Never for stock decisions or prices at placement (those read [`Self::products`]).
+    pub fn catalogue(&self) -> Arc<dyn ProductCatalog> {
+        let table: Arc<dyn ProductCatalog> = self.products();
+        match &self.catalogue_cache {
+            Some(cache) => Arc::new(CachedCatalog::new(table, Arc::clone(cache))),
+            None => table,
+        }
     }
 
     pub fn idempotency(&self) -> Arc<DynamoIdempotencyStore> {
@@ -109,7 +124,10 @@ impl AppState {
             users: self.config.tables.users.clone(),
         };
         let idempotency = DynamoIdempotencyStore::new(self.dynamodb.clone(), &self.config.tables.idempotency);
-        Arc::new(DynamoOrderRepository::new(self.dynamodb.clone(), tables, idempotency))
+        Arc::new(
+            DynamoOrderRepository::new(self.dynamodb.clone(), tables, idempotency)
+                .with_catalogue_cache(self.catalogue_cache.clone()),
+        )
     }
 
     pub fn payment_ledger(&self) -> Arc<DynamoPaymentLedger> {
