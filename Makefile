@@ -18,8 +18,12 @@ export SAM_CLI_TELEMETRY := 0
 # cargo-lambda finds its zig only when the venv's bin/ comes first.
 TOOLS_PATH := $(abspath $(SAM_VENV))/bin:$(PATH)
 LOCAL_STACK := $(SAM_VENV)/bin/python scripts/local_stack.py
+# Locust has a venv of its own too (its pins are not SAM's).
+LOAD_VENV := $(VENV)/load
+LOCUST_VERSION := 2.47.0
+LOAD_TEST := $(SAM_VENV)/bin/python scripts/load_test.py
 
-.PHONY: help tools dev url watch test test-unit test-template test-e2e test-chaos chaos bench lint fmt build-aws clean redrive-outbox
+.PHONY: help tools dev url watch test test-unit test-template test-e2e test-chaos test-load chaos load bench lint fmt build-aws clean redrive-outbox
 
 help:
 	@echo "make dev    - install tools, start the local emulator, deploy, seed, serve the API (Ctrl-C stops)"
@@ -28,6 +32,7 @@ help:
 	@echo "make url    - print the running local API's base URL"
 	@echo "make watch  - hot-reload the functions with cargo lambda watch against the make-dev emulator"
 	@echo "make bench  - DynamoDB round trips of placement and details, order-to-notification latency"
+	@echo "make load   - load test (Locust): mixed scenario, p50/p95/p99, invariants; local or SHOP_API_URL"
 	@echo "make chaos  - the fault scenarios (payment, send, lost transaction answers, publish, restart)"
 	@echo "make build-aws - release arm64 build of every function, as sam build does"
 	@echo "make redrive-outbox - feed the outbox's failed records to the publisher again (STACK=..., AWS=1)"
@@ -58,7 +63,7 @@ watch: tools
 	@test -f .local/shop-local.watch.env || { echo "run 'make dev' first (watch uses its emulator and tables)"; exit 1; }
 	PATH="$(TOOLS_PATH)" cargo lambda watch -A 127.0.0.1 -P 9000 --env-file .local/shop-local.watch.env
 
-test: tools lint test-unit test-template test-e2e test-chaos
+test: tools lint test-unit test-template test-e2e test-load test-chaos
 
 lint:
 	cargo fmt --all -- --check
@@ -84,6 +89,20 @@ test-chaos: tools
 	$(LOCAL_STACK) chaos
 
 chaos: test-chaos
+
+$(LOAD_VENV)/.installed:
+	$(PYTHON) -m venv $(LOAD_VENV)
+	$(LOAD_VENV)/bin/pip install --quiet --disable-pip-version-check locust==$(LOCUST_VERSION)
+	touch $@
+
+# The mixed load scenario (loadtest/locustfile.py) and its invariants, on a private emulator (port 4580),
+# or against SHOP_API_URL (with SHOP_ADMIN_EMAIL/SHOP_ADMIN_PASSWORD). LOAD_ARGS="--users 20 --duration 2m".
+load: tools $(LOAD_VENV)/.installed
+	$(LOAD_TEST) $(LOAD_ARGS)
+
+# The short run inside `make test`; always local (an exported SHOP_API_URL is ignored).
+test-load: tools $(LOAD_VENV)/.installed
+	SHOP_API_URL= $(LOAD_TEST) --users 8 --spawn-rate 4 --duration 30s
 
 # The measured figures, on a private emulator: DynamoDB requests per placement and per details read
 # (counted in process against the real tables), and order-to-notification latency over 20 orders.
