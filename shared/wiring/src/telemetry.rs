@@ -1,20 +1,26 @@
 //! JSON logs through `tracing`; each request runs in a span that carries its correlation id
 //! (see `api::http::respond`), so every line it logs can be found by that id.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// Installs the JSON log subscriber. Level from `RUST_LOG` (default `info`).
+/// Installs the JSON log subscriber. Levels from `RUST_LOG` (`info`, or `warn,orders_create=debug`;
+/// default and fallback `info`). Targets, not an env filter: no regex engine in every binary.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // A second call (e.g. in tests) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    let json = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
-        .with_ansi(false)
-        .try_init();
+        .with_ansi(false);
+    // A second call (e.g. in tests) keeps the first subscriber.
+    let _ = tracing_subscriber::registry().with(json.with_filter(filter)).try_init();
 }
 
 /// An error and its causes on one line, for logs (never for callers).
