@@ -31,7 +31,7 @@ help:
 	@echo "make test   - lint, unit tests, template checks, the end-to-end and chaos suites on private emulators"
 	@echo "make url    - print the running local API's base URL"
 	@echo "make watch  - hot-reload the functions with cargo lambda watch against the make-dev emulator"
-	@echo "make bench  - DynamoDB round trips of placement and details, order-to-notification latency"
+	@echo "make bench  - every figure beside its budget: cold start, latency, RSS, zip sizes, cache and round trips"
 	@echo "make load   - load test (Locust): mixed scenario, p50/p95/p99, invariants; local or SHOP_API_URL"
 	@echo "make chaos  - the fault scenarios (payment, send, lost transaction answers, publish, restart)"
 	@echo "make build-aws - release arm64 build of every function, as sam build does"
@@ -104,12 +104,13 @@ load: tools $(LOAD_VENV)/.installed
 test-load: tools $(LOAD_VENV)/.installed
 	SHOP_API_URL= $(LOAD_TEST) --users 8 --spawn-rate 4 --duration 30s
 
-# The measured figures, on a private emulator: DynamoDB requests per placement and per details read
-# (counted in process against the real tables), and order-to-notification latency over 20 orders.
-# MiniStack adds ~50 ms per invocation, so latencies are an upper bound of AWS's.
+# Every performance figure beside its budget, in one run (scripts/bench.py): release builds of every
+# function and of a minimal reference function (bench/reference), cold start / first call / warm
+# p50-p99 / peak RSS under the script's own Runtime API with the contenders alternating, arm64 zip
+# sizes, catalogue-cache and rate-limiter DynamoDB counts, round trips and order-to-notification
+# latency, on a private emulator (port 4578). BENCH_ARGS="--rounds 3 --warm 50".
 bench: tools
-	$(LOCAL_STACK) e2e --port 4578 --stack shop-bench --without-limits-stack -- --nocapture --test-threads 1 \
-		takes_two take_two arrive_promptly
+	PATH="$(TOOLS_PATH)" $(SAM_VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
 
 # Feeds the outbox's failed records (failed-records queue) to the events publisher again (README
 # "Failure handling"). Local stack by default; STACK=shop-dev AWS=1 for a stack on AWS.
