@@ -23,7 +23,7 @@ LOAD_VENV := $(VENV)/load
 LOCUST_VERSION := 2.47.0
 LOAD_TEST := $(SAM_VENV)/bin/python scripts/load_test.py
 
-.PHONY: help tools dev url watch test test-unit test-template test-e2e test-chaos test-load chaos load bench lint fmt build-aws clean redrive-outbox
+.PHONY: help tools arm64-target dev url watch test test-unit test-template test-e2e test-chaos test-load chaos load bench lint fmt build-aws clean redrive-outbox
 
 help:
 	@echo "make dev    - install tools, start the local emulator, deploy, seed, serve the API (Ctrl-C stops)"
@@ -38,6 +38,11 @@ help:
 	@echo "make redrive-outbox - feed the outbox's failed records to the publisher again (STACK=..., AWS=1)"
 
 tools: $(SAM_VENV)/.installed $(MINISTACK_VENV)/.installed
+
+# AWS runs the functions on arm64 (Graviton): the release builds for it need that target's std
+# (a no-op once installed).
+arm64-target:
+	rustup target add aarch64-unknown-linux-gnu
 
 $(SAM_VENV)/.installed:
 	$(PYTHON) -m venv $(SAM_VENV)
@@ -109,7 +114,7 @@ test-load: tools $(LOAD_VENV)/.installed
 # p50-p99 / peak RSS under the script's own Runtime API with the contenders alternating, arm64 zip
 # sizes, catalogue-cache and rate-limiter DynamoDB counts, round trips and order-to-notification
 # latency, on a private emulator (port 4578). BENCH_ARGS="--rounds 3 --warm 50".
-bench: tools
+bench: tools arm64-target
 	PATH="$(TOOLS_PATH)" $(SAM_VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
 
 # Feeds the outbox's failed records (failed-records queue) to the events publisher again (README
@@ -119,7 +124,7 @@ redrive-outbox: tools
 	$(SAM_VENV)/bin/python scripts/redrive_outbox.py --stack $(STACK) \
 		$(if $(AWS),,--endpoint $$($(LOCAL_STACK) endpoint --stack $(STACK)))
 
-build-aws: tools
+build-aws: tools arm64-target
 	PATH="$(TOOLS_PATH)" $(SAM_VENV)/bin/sam build
 
 clean:
