@@ -100,20 +100,6 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def aws(service: str, endpoint: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2}),
-    )
-
-
 # ---------------------------------------------------------------- builds
 
 
@@ -670,20 +656,7 @@ def count_catalogue_requests(products_get: Bootstrap, shop: Shop, endpoint: str,
 
 def e2e_figures(info: dict, args: argparse.Namespace, endpoint: str) -> list[str]:
     """The lines the round-trip and notification-latency e2e tests print, run against this stack."""
-    outputs = info["outputs"]
-    env = {
-        **os.environ,
-        "SHOP_API_URL": info["api_url"],
-        "SHOP_ADMIN_EMAIL": args.admin_email,
-        "SHOP_ADMIN_PASSWORD": args.admin_password,
-        "SHOP_JWT_SECRET": local_stack.jwt_secret(args.stack, endpoint),
-        "SHOP_AWS_ENDPOINT_URL": endpoint,
-        "SHOP_USERS_TABLE": outputs["UsersTableName"],
-        "SHOP_PRODUCTS_TABLE": outputs["ProductsTableName"],
-        "SHOP_ORDERS_TABLE": outputs["OrdersTableName"],
-        "SHOP_IDEMPOTENCY_TABLE": outputs["IdempotencyTableName"],
-        "SHOP_INVENTORY_ADJUSTMENTS_TABLE": outputs["InventoryAdjustmentsTableName"],
-    }
+    env = {**os.environ, **local_stack.suite_env(info, args, endpoint)}
     log(f"e2e figures: {' '.join(E2E_FILTERS)}")
     command = [
         "cargo", "test", "--locked", "-p", "e2e", "--tests", "--",
@@ -700,7 +673,7 @@ def e2e_figures(info: dict, args: argparse.Namespace, endpoint: str) -> list[str
 def pause_event_sources(stack_functions: set[str], endpoint: str) -> None:
     """Stops the emulator's stream and queue consumers of the stack: the harness writes thousands of
     orders, and the debug workers reacting to them would load the machine during the timings."""
-    lam = aws("lambda", endpoint)
+    lam = local_stack.client("lambda", endpoint)
     paused = 0
     for mapping in lam.list_event_source_mappings()["EventSourceMappings"]:
         if mapping["FunctionArn"].rsplit(":", 1)[-1] in stack_functions:
@@ -712,7 +685,7 @@ def pause_event_sources(stack_functions: set[str], endpoint: str) -> None:
 def bootstraps_of(crates: dict[str, str], binaries: dict[str, Path], endpoint: str) -> dict[str, Bootstrap]:
     """Crate -> its release bootstrap with the environment it is deployed with (plus what Lambda and
     the emulator add), and the reference with the products table."""
-    lam = aws("lambda", endpoint)
+    lam = local_stack.client("lambda", endpoint)
 
     def lambda_env(name: str, arn: str) -> dict[str, str]:
         return {

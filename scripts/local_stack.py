@@ -532,6 +532,34 @@ LIMITS_OVERRIDES = [
 ]
 
 
+def suite_env(info: dict, args, endpoint: str) -> dict[str, str]:
+    """What the e2e suite needs to reach the deployed stack `info` (README "The end-to-end suite")."""
+    outputs = info["outputs"]
+    return dict(
+        SHOP_API_URL=info["api_url"],
+        SHOP_ADMIN_EMAIL=args.admin_email,
+        SHOP_ADMIN_PASSWORD=args.admin_password,
+        SHOP_JWT_SECRET=jwt_secret(args.stack, endpoint),
+        # For the tests that set up state or count round trips through the repositories directly.
+        SHOP_AWS_ENDPOINT_URL=endpoint,
+        SHOP_USERS_TABLE=outputs["UsersTableName"],
+        SHOP_PRODUCTS_TABLE=outputs["ProductsTableName"],
+        SHOP_ORDERS_TABLE=outputs["OrdersTableName"],
+        SHOP_IDEMPOTENCY_TABLE=outputs["IdempotencyTableName"],
+        SHOP_INVENTORY_ADJUSTMENTS_TABLE=outputs["InventoryAdjustmentsTableName"],
+        SHOP_GUARDS_TABLE=outputs["GuardsTableName"],
+        SHOP_NOTIFICATIONS_TABLE=outputs["NotificationsTableName"],
+        SHOP_NOTIFICATIONS_QUEUE_URL=outputs["NotificationsQueueUrl"],
+        SHOP_NOTIFICATIONS_DLQ_URL=outputs["NotificationsDeadLetterQueueUrl"],
+        SHOP_PAYMENTS_QUEUE_URL=outputs["PaymentsQueueUrl"],
+        SHOP_FAILED_RECORDS_QUEUE_URL=outputs["PublisherFailedRecordsQueueUrl"],
+        SHOP_PAYMENTS_LEDGER_TABLE=outputs["MockPaymentsLedgerTableName"],
+        # How the outbox test redrives failed records, as an operator would.
+        SHOP_REDRIVE_COMMAND=f"{VENV / 'sam' / 'bin' / 'python'} {ROOT / 'scripts' / 'redrive_outbox.py'} "
+        f"--stack {args.stack} --endpoint {endpoint}",
+    )
+
+
 def cmd_e2e(args) -> int:
     """Starts a private emulator, deploys a fresh stack (and a tightly limited second one), runs the
     end-to-end suite against them, stops it."""
@@ -549,29 +577,7 @@ def cmd_e2e(args) -> int:
                 SHOP_LIMITS_JWT_SECRET=jwt_secret(LIMITS_STACK, endpoint),
                 SHOP_LIMITS_SETTINGS=" ".join(LIMITS_OVERRIDES),
             )
-        env.update(
-            SHOP_API_URL=info["api_url"],
-            SHOP_ADMIN_EMAIL=args.admin_email,
-            SHOP_ADMIN_PASSWORD=args.admin_password,
-            SHOP_JWT_SECRET=jwt_secret(args.stack, endpoint),
-            # For the tests that set up state or count round trips through the repositories directly.
-            SHOP_AWS_ENDPOINT_URL=endpoint,
-            SHOP_USERS_TABLE=info["outputs"]["UsersTableName"],
-            SHOP_PRODUCTS_TABLE=info["outputs"]["ProductsTableName"],
-            SHOP_ORDERS_TABLE=info["outputs"]["OrdersTableName"],
-            SHOP_IDEMPOTENCY_TABLE=info["outputs"]["IdempotencyTableName"],
-            SHOP_INVENTORY_ADJUSTMENTS_TABLE=info["outputs"]["InventoryAdjustmentsTableName"],
-            SHOP_GUARDS_TABLE=info["outputs"]["GuardsTableName"],
-            SHOP_NOTIFICATIONS_TABLE=info["outputs"]["NotificationsTableName"],
-            SHOP_NOTIFICATIONS_QUEUE_URL=info["outputs"]["NotificationsQueueUrl"],
-            SHOP_NOTIFICATIONS_DLQ_URL=info["outputs"]["NotificationsDeadLetterQueueUrl"],
-            SHOP_PAYMENTS_QUEUE_URL=info["outputs"]["PaymentsQueueUrl"],
-            SHOP_FAILED_RECORDS_QUEUE_URL=info["outputs"]["PublisherFailedRecordsQueueUrl"],
-            SHOP_PAYMENTS_LEDGER_TABLE=info["outputs"]["MockPaymentsLedgerTableName"],
-            # How the outbox test redrives failed records, as an operator would.
-            SHOP_REDRIVE_COMMAND=f"{VENV / 'sam' / 'bin' / 'python'} {ROOT / 'scripts' / 'redrive_outbox.py'} "
-            f"--stack {args.stack} --endpoint {endpoint}",
-        )
+        env.update(suite_env(info, args, endpoint))
         log(f"running the end-to-end suite against {info['api_url']}")
         # The chaos scenarios need stacks of their own (`make chaos`, `make test-chaos`).
         command = ["cargo", "test", "--locked", "--no-fail-fast", "-p", "e2e", "--tests", "--", "--skip", "chaos_", *args.test_args]
