@@ -211,7 +211,7 @@ fn every_route_but_health_is_served_behind_the_rate_limiter() {
 const LAYERS: &[(&str, &[&str])] = &[
     ("domain", &[]),
     ("store", &["domain"]),
-    ("wiring", &["store"]),
+    ("wiring", &["domain", "store"]),
     ("api", &["domain", "store", "wiring"]),
     ("worker", &["domain", "store", "wiring"]),
 ];

@@ -15,11 +15,14 @@ use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use domain::Order;
-use domain::events::{CORRELATION_ATTRIBUTE, EVENT_TYPE_ATTRIBUTE, Envelope, low_stock_event, order_event, user_event};
+use domain::events::{
+    CORRELATION_ATTRIBUTE, EVENT_TYPE_ATTRIBUTE, Envelope, EventType, low_stock_event, order_event, user_event,
+};
 use store::StoreError;
 use store::products::product_from_image;
 use store::users::user_from_image;
 use wiring::config::Config;
+use wiring::telemetry::TRACE_PARENT;
 
 /// SNS accepts at most ten messages and 256 KiB per PublishBatch; attributes count too, hence the margin.
 const PUBLISH_BATCH: usize = 10;
@@ -82,9 +85,12 @@ impl EventSink for SnsSink {
                 .id(index.to_string())
                 .message(message)
                 .message_attributes(EVENT_TYPE_ATTRIBUTE, string_attribute(event.event_type.as_str())?)
-                .message_attributes(CORRELATION_ATTRIBUTE, string_attribute(&event.correlation_id)?)
-                .build()
-                .map_err(|error| PublishError(error.to_string()))?;
+                .message_attributes(CORRELATION_ATTRIBUTE, string_attribute(&event.correlation_id)?);
+            let entry = match &event.trace_parent {
+                Some(trace_parent) => entry.message_attributes(TRACE_PARENT, string_attribute(trace_parent)?),
+                None => entry,
+            };
+            let entry = entry.build().map_err(|error| PublishError(error.to_string()))?;
             entries.push(entry);
         }
         let output = self
@@ -281,6 +287,27 @@ pub async fn handle(deps: &Deps, event: Event) -> Result<(), PublishError> {
 
 async fn publish_all(deps: &Deps, pending: &[Envelope]) -> Result<usize, PublishError> {
     for chunk in publish_batches(pending) {
+        if let Some(first) = chunk.first() {
+            wiring::telemetry::set_correlation_id(&first.correlation_id);
+        }
+        // Each event's span continues the trace of the change it announces, lasts until the event is
+        // published, and is the parent its consumers continue from (the message's `traceparent`).
+        let (spans, chunk): (Vec<tracing::Span>, Vec<Envelope>) = chunk
+            .iter()
+            .map(|envelope| {
+                let span = tracing::info_span!(
+                    "event",
+                    "otel.name" = format!("{} publish {}", wiring::telemetry::service_name(), envelope.event_type.as_str()),
+                    "otel.kind" = "producer",
+                    correlation_id = %envelope.correlation_id,
+                    event_id = %envelope.event_id,
+                );
+                wiring::telemetry::continue_trace(&span, envelope.trace_parent.as_deref());
+                let trace_parent = span.in_scope(wiring::telemetry::trace_parent);
+                (span, Envelope { trace_parent, ..envelope.clone() })
+            })
+            .unzip();
+        let chunk = chunk.as_slice();
         let mut round = 1;
         while let Err(error) = deps.sink.publish(chunk).await {
             if round >= PUBLISH_ROUNDS {
@@ -291,13 +318,18 @@ async fn publish_all(deps: &Deps, pending: &[Envelope]) -> Result<usize, Publish
             tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(round * round))).await;
             round += 1;
         }
-        for envelope in chunk {
-            tracing::info!(
-                event_id = %envelope.event_id,
-                event_type = envelope.event_type.as_str(),
-                correlation_id = %envelope.correlation_id,
-                "event published"
-            );
+        for (envelope, span) in chunk.iter().zip(spans) {
+            if envelope.event_type == EventType::InventoryLowStock {
+                metrics::counter!("LowStockAlerts").increment(1);
+            }
+            span.in_scope(|| {
+                tracing::info!(
+                    event_id = %envelope.event_id,
+                    event_type = envelope.event_type.as_str(),
+                    correlation_id = %envelope.correlation_id,
+                    "event published"
+                );
+            });
         }
     }
     Ok(pending.len())

@@ -6,6 +6,7 @@ use aws_lambda_events::event::streams::DynamoDbEventResponse;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     worker::run_worker(
+        env!("CARGO_PKG_NAME"),
         async |state, env| {
             let sink =
                 events_publisher::SnsSink::new(aws_sdk_sns::Client::new(&state.sdk), env.required("EVENTS_TOPIC_ARN")?);

@@ -1,7 +1,9 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    api::run_api(inventory_adjust::Deps::from_state, |deps, request| async move {
-        inventory_adjust::handle(&deps, request).await
-    })
+    api::run_api(
+        env!("CARGO_PKG_NAME"),
+        inventory_adjust::Deps::from_state,
+        |deps, request| async move { inventory_adjust::handle(&deps, request).await },
+    )
     .await
 }

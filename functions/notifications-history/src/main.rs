@@ -1,7 +1,9 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    api::run_api(notifications_history::Deps::from_state, |deps, request| async move {
-        notifications_history::handle(&deps, request).await
-    })
+    api::run_api(
+        env!("CARGO_PKG_NAME"),
+        notifications_history::Deps::from_state,
+        |deps, request| async move { notifications_history::handle(&deps, request).await },
+    )
     .await
 }

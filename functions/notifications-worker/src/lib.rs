@@ -270,6 +270,7 @@ async fn send_and_record(
     };
     if over_hourly_cap(deps, &draft).await? {
         deps.history.record_suppressed(&draft).await.map_err(|e| retry(&e))?;
+        metrics::counter!("NotificationsSuppressed", "Channel" => channel.as_str()).increment(1);
         tracing::warn!(
             channel = channel.as_str(),
             user_id = %user_id,
@@ -306,6 +307,7 @@ async fn send_and_record(
                 .record_outcome(&draft.id, DeliveryStatus::Sent, None, &now_rfc3339())
                 .await
                 .map_err(|e| retry(&e))?;
+            metrics::counter!("NotificationsSent", "Channel" => channel.as_str()).increment(1);
             tracing::info!(
                 channel = channel.as_str(),
                 attempts = recorded.attempts,
@@ -314,6 +316,7 @@ async fn send_and_record(
             Ok(())
         }
         Err(error) => {
+            metrics::counter!("NotificationsFailed", "Channel" => channel.as_str()).increment(1);
             tracing::warn!(channel = channel.as_str(), error = %error, attempts = recorded.attempts, "send failed");
             let reason = error.to_string();
             deps.history

@@ -16,6 +16,7 @@ enum Mode {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     worker::run_worker(
+        env!("CARGO_PKG_NAME"),
         async |state, env| {
             let notifier: Box<dyn Notifier> =
                 match env.choice("NOTIFIER", &[("aws", Mode::Aws), ("mock", Mode::Mock)])? {

@@ -26,7 +26,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
             order,
             Transition::Cancel,
             Some(reason),
-            request.correlation_id(),
+            &request.cause(),
         )
         .await?
         .into_order();

@@ -138,7 +138,7 @@ async fn place_with(
         user_id.clone(),
         lines,
         new_order.payment_token,
-        request.correlation_id(),
+        &request.cause(),
         now_rfc3339(),
     )
     .ok_or_else(|| ApiError::invalid_field("items", "the order total is too large"))?;
@@ -149,6 +149,9 @@ async fn place_with(
     };
     match deps.orders.place(&order, lease.map(|lease| (lease, &stored))).await? {
         PlaceOutcome::Placed => {
+            metrics::counter!("OrdersPlaced").increment(1);
+            // Minor units (cents): CloudWatch sums and averages them per period.
+            metrics::histogram!("OrderValue").record(order.total_amount as f64);
             tracing::info!(order_id = %order.id, total = order.total_amount, lines = order.items.len(), "order placed");
             let mut response = json_body_response(&stored)?;
             set_location(&mut response, &order.id.to_string());

@@ -1,7 +1,9 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    api::run_api(orders_list::Deps::from_state, |deps, request| async move {
-        orders_list::handle(&deps, request).await
-    })
+    api::run_api(
+        env!("CARGO_PKG_NAME"),
+        orders_list::Deps::from_state,
+        |deps, request| async move { orders_list::handle(&deps, request).await },
+    )
     .await
 }

@@ -15,15 +15,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         let identity = request.identity(&deps.tokens)?;
         identity.require_admin()?;
         let order = order_for_caller(deps.orders.as_ref(), &identity, &request.path_param("order_id")?).await?;
-        let order = step(
-            deps.orders.as_ref(),
-            order,
-            Transition::Ship,
-            None,
-            request.correlation_id(),
-        )
-        .await?
-        .into_order();
+        let order = step(deps.orders.as_ref(), order, Transition::Ship, None, &request.cause())
+            .await?
+            .into_order();
         json_response(StatusCode::OK, &OrderView::from(&order))
     })
     .await

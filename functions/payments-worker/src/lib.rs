@@ -191,11 +191,16 @@ async fn confirm(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
         order,
         Transition::ConfirmPayment,
         None,
-        correlation_id,
+        &wiring::telemetry::cause(correlation_id),
     )
     .await
     {
-        Ok(_) => Ok("confirmed"),
+        Ok(outcome) => {
+            if let StepOutcome::Moved(_) = outcome {
+                metrics::counter!("PaymentsApproved").increment(1);
+            }
+            Ok("confirmed")
+        }
         // Cancelled while we charged: the cancellation stands and the money goes back.
         Err(StepError::Refused(_) | StepError::Contended) => reconcile(deps, &order_id).await,
         Err(error) => Err(retry(error)),
@@ -210,11 +215,14 @@ async fn decline(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
         order,
         Transition::DeclinePayment,
         reason,
-        correlation_id,
+        &wiring::telemetry::cause(correlation_id),
     )
     .await
     {
-        Ok(StepOutcome::Moved(_) | StepOutcome::AlreadyThere(_)) => {
+        Ok(outcome) => {
+            if let StepOutcome::Moved(_) = outcome {
+                metrics::counter!("PaymentsDeclined").increment(1);
+            }
             tracing::info!(order_id = %order_id, "payment declined; order cancelled and stock released");
             Ok("declined")
         }
@@ -283,6 +291,7 @@ async fn settle_refund(deps: &Deps, order_id: &OrderId, amount: i64) -> Result<&
         .await
         .map_err(breaker_failure)?;
     deps.ledger.refund_made(order_id).await.map_err(retry)?;
+    metrics::counter!("Refunds").increment(1);
     tracing::info!(order_id = %order_id, amount, "charge of a cancelled order refunded");
     Ok("refunded")
 }

@@ -9,6 +9,7 @@ use worker::sqs::SqsRetryDelay;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     worker::run_worker(
+        env!("CARGO_PKG_NAME"),
         async |state, env| {
             // Only the mock provider exists yet; a real one is another choice behind the same trait.
             env.choice("PAYMENT_PROVIDER", &[("mock", ())])?;

@@ -1,7 +1,9 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    api::run_api(products_get::Deps::from_state, |deps, request| async move {
-        products_get::handle(&deps, request).await
-    })
+    api::run_api(
+        env!("CARGO_PKG_NAME"),
+        products_get::Deps::from_state,
+        |deps, request| async move { products_get::handle(&deps, request).await },
+    )
     .await
 }

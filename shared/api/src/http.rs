@@ -7,6 +7,7 @@ use std::sync::Arc;
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_runtime::layers::{OpenTelemetryFaasTrigger, OpenTelemetryLayer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
@@ -41,6 +42,12 @@ impl ApiRequest {
 
     pub fn correlation_id(&self) -> &str {
         &self.correlation_id
+    }
+
+    /// What a change this request makes records as its cause: its correlation id, and the trace
+    /// context of the request's span (when traces are exported), so the change's event continues it.
+    pub fn cause(&self) -> domain::Cause {
+        wiring::telemetry::cause(&self.correlation_id)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -134,6 +141,16 @@ impl ApiRequest {
 
     pub fn method(&self) -> &str {
         self.inner.method().as_str()
+    }
+
+    /// The API Gateway route this request matched (`POST /api/orders`), else method and path.
+    pub fn route(&self) -> String {
+        match self.inner.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) if context.route_key.is_some() => {
+                context.route_key.clone().unwrap_or_default()
+            }
+            _ => format!("{} {}", self.method(), self.path()),
+        }
     }
 
     pub fn path(&self) -> &str {
@@ -274,8 +291,11 @@ where
 {
     let request = ApiRequest::new(request);
     let correlation_id = request.correlation_id().to_owned();
+    wiring::telemetry::set_correlation_id(&correlation_id);
     let span = tracing::info_span!(
         "request",
+        "otel.name" = format!("{} {}", wiring::telemetry::service_name(), request.route()),
+        "otel.kind" = "server",
         correlation_id = %correlation_id,
         request_id = %request.lambda_request_id(),
         method = %request.method(),
@@ -337,6 +357,7 @@ where
             retry_after_secs: Some(retry_after_secs),
             ..
         }) => {
+            metrics::counter!("RateLimited").increment(1);
             respond(
                 request,
                 |_| async move { Err(ApiError::RateLimited { retry_after_secs }) },
@@ -359,11 +380,15 @@ where
     F: Fn(Request) -> Fut,
     Fut: Future<Output = Response<Body>> + Send,
 {
-    lambda_http::run(lambda_http::service_fn(move |request: Request| {
+    let service = lambda_http::Adapter::from(lambda_http::service_fn(move |request: Request| {
         let response = handler(request);
         async move { Ok::<_, std::convert::Infallible>(response.await) }
-    }))
-    .await
+    }));
+    // The invocation's span, then the telemetry flushed before the runtime asks for the next event.
+    lambda_runtime::Runtime::new(service)
+        .layer(OpenTelemetryLayer::new(wiring::telemetry::flush).with_trigger(OpenTelemetryFaasTrigger::Http))
+        .run()
+        .await
 }
 
 /// Builds a request from an API Gateway HTTP API (payload 2.0) event, as the unit tests do with `events/`.

@@ -22,9 +22,10 @@ use lambda_http::{Body, Request, Response};
 pub use error::ApiError;
 pub use state::{ApiState, InitError};
 
-/// Runs an API function: JSON logs, settings and clients built once, the function's dependencies
+/// Runs an API function (`service`: its crate name): logs, traces and metrics, settings and clients built once, the function's dependencies
 /// built once by `build`, then every request through the per-client rate limiter into `handler`.
 pub async fn run_api<D, H, Fut>(
+    service: &'static str,
     build: impl AsyncFnOnce(&ApiState) -> Result<D, InitError>,
     handler: H,
 ) -> Result<(), lambda_http::Error>
@@ -33,13 +34,14 @@ where
     H: Fn(Arc<D>, Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send,
 {
-    let (state, deps) = init(build).await?;
+    let (state, deps) = init(service, build).await?;
     let limiter = state.rate_limiter().await?;
     http::serve(limiter, move |request| handler(Arc::clone(&deps), request)).await
 }
 
 /// [`run_api`] without the rate limiter: only for `/health`, which API.md exempts.
 pub async fn run_api_unlimited<D, H, Fut>(
+    service: &'static str,
     build: impl AsyncFnOnce(&ApiState) -> Result<D, InitError>,
     handler: H,
 ) -> Result<(), lambda_http::Error>
@@ -48,13 +50,17 @@ where
     H: Fn(Arc<D>, Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send,
 {
-    let (_, deps) = init(build).await?;
+    let (_, deps) = init(service, build).await?;
     http::serve_unlimited(move |request| handler(Arc::clone(&deps), request)).await
 }
 
-/// Cold start: logs, then the wiring, then the function's own dependencies.
-async fn init<D>(build: impl AsyncFnOnce(&ApiState) -> Result<D, InitError>) -> Result<(ApiState, Arc<D>), InitError> {
-    wiring::telemetry::init();
+/// Cold start: telemetry (`service` is the function's crate name), then the wiring, then the
+/// function's own dependencies.
+async fn init<D>(
+    service: &'static str,
+    build: impl AsyncFnOnce(&ApiState) -> Result<D, InitError>,
+) -> Result<(ApiState, Arc<D>), InitError> {
+    wiring::telemetry::init(service);
     let state = ApiState::from_env().await?;
     let deps = Arc::new(build(&state).await?);
     Ok((state, deps))

@@ -105,6 +105,7 @@ impl LoginGuard {
                     .wait_secs(Some(with_others_failed(by_ip, now_ms, self.per_ip)), now_ms),
             );
         if wait.is_some() {
+            metrics::counter!("LoginsLocked").increment(1);
             self.abandoned(email, ip).await;
         }
         Ok(wait)

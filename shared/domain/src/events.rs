@@ -60,6 +60,10 @@ pub struct Envelope {
     pub occurred_at: String,
     pub correlation_id: String,
     pub data: EventData,
+    /// The trace context the event continues (W3C `traceparent`). Not part of the event's JSON: it
+    /// travels beside it, as a message attribute.
+    #[serde(skip)]
+    pub trace_parent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +172,7 @@ pub fn order_event(old: Option<&Order>, new: Option<&Order>) -> Option<Envelope>
         version: ENVELOPE_VERSION,
         occurred_at: occurred_at.clone(),
         correlation_id: new.correlation_id.clone(),
+        trace_parent: new.trace_parent.clone(),
         data: EventData::Order(OrderData {
             order_id: new.id.to_string(),
             user_id: new.user_id.to_string(),
@@ -219,6 +224,7 @@ pub fn low_stock_event(
             stock_quantity: new.stock_quantity.units(),
             low_stock_threshold: new.low_stock_threshold.units(),
         }),
+        trace_parent: None,
     })
 }
 
@@ -237,6 +243,7 @@ pub fn user_event(old: Option<&User>, new: Option<&User>, correlation_id: Option
         data: EventData::User(UserData {
             user_id: new.id.to_string(),
         }),
+        trace_parent: None,
     })
 }
 
@@ -255,7 +262,7 @@ mod tests {
             UserId::generate(),
             lines,
             Some("tok_visa".into()),
-            "cid-1",
+            &crate::Cause::untraced("cid-1"),
             "2026-01-01T00:00:00.000000Z".into(),
         )
         .unwrap();

@@ -18,8 +18,8 @@ pub use idempotency_key::{IdempotencyKey, fingerprint};
 pub use ids::{OrderId, ProductId, UserId};
 pub use money::{Currency, Price};
 pub use order::{
-    CancelReason, LineRequest, NewOrder, Order, OrderLine, OrderStatus, PaymentStatus, Quantity, Step, Transition,
-    order_total,
+    CancelReason, Cause, LineRequest, NewOrder, Order, OrderLine, OrderStatus, PaymentStatus, Quantity, Step,
+    Transition, order_total,
 };
 pub use product::{Category, NewProduct, Product, ProductPatch, StockQuantity};
 pub use text::parse_text;

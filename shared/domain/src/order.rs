@@ -297,8 +297,30 @@ pub struct Order {
     pub updated_at: String,
     /// The request that placed the order, carried into its events.
     pub correlation_id: String,
+    /// The W3C trace context of the span that made the last change, when traces are exported: a
+    /// stream record carries no headers, so the change's event continues the trace through this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_token: Option<String>,
+}
+
+/// What caused a change: the request or event it serves (its correlation id) and, when traces are
+/// exported, the trace context of the span that made it. Both go on the changed item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    pub correlation_id: String,
+    pub trace_parent: Option<String>,
+}
+
+impl Cause {
+    /// A cause that continues no trace (tests, tools).
+    pub fn untraced(correlation_id: &str) -> Self {
+        Self {
+            correlation_id: correlation_id.to_owned(),
+            trace_parent: None,
+        }
+    }
 }
 
 impl Order {
@@ -306,7 +328,7 @@ impl Order {
         user_id: UserId,
         lines: Vec<OrderLine>,
         payment_token: Option<String>,
-        correlation_id: &str,
+        cause: &Cause,
         now: String,
     ) -> Option<Self> {
         Some(Self {
@@ -320,7 +342,8 @@ impl Order {
             payment_status: PaymentStatus::Pending,
             created_at: now.clone(),
             updated_at: now,
-            correlation_id: correlation_id.to_owned(),
+            correlation_id: cause.correlation_id.clone(),
+            trace_parent: cause.trace_parent.clone(),
             payment_token,
         })
     }

@@ -85,6 +85,7 @@ macro_rules! storage_contract {
             a_placement_reserves_every_line_or_nothing,
             a_transition_holds_only_from_the_status_it_was_read_in,
             life_cycle_steps_follow_the_rules_and_release_stock_once,
+            each_change_keeps_the_trace_of_the_span_that_made_it,
             an_idempotency_claim_is_exclusive_until_completed_or_released,
             order_listings_page_newest_first_without_gaps,
             listings_read_on_past_a_one_megabyte_page,
@@ -140,7 +141,14 @@ fn order_of(user: &User, lines: &[(&Product, i64)]) -> Order {
         .collect();
     let catalogue: Vec<Product> = lines.iter().map(|(product, _)| (*product).clone()).collect();
     let priced = NewOrder::parse(&request, None).unwrap().price(&catalogue).unwrap();
-    Order::place(user.id.clone(), priced, None, "contract", now_rfc3339()).unwrap()
+    Order::place(
+        user.id.clone(),
+        priced,
+        None,
+        &domain::Cause::untraced("contract"),
+        now_rfc3339(),
+    )
+    .unwrap()
 }
 
 async fn stock_of(stores: &Stores, product: &Product) -> i64 {
@@ -296,7 +304,13 @@ pub async fn a_transition_holds_only_from_the_status_it_was_read_in(stores: &Sto
     let now = now_rfc3339();
     let confirmed = stores
         .orders
-        .transition(&read, OrderStatus::Confirmed, None, &now, "c1")
+        .transition(
+            &read,
+            OrderStatus::Confirmed,
+            None,
+            &now,
+            &domain::Cause::untraced("c1"),
+        )
         .await
         .unwrap();
     assert_eq!(confirmed.map(|order| order.status), Some(OrderStatus::Confirmed));
@@ -308,7 +322,7 @@ pub async fn a_transition_holds_only_from_the_status_it_was_read_in(stores: &Sto
             OrderStatus::Cancelled,
             Some(CancelReason::CustomerCancelled),
             &now,
-            "c2",
+            &domain::Cause::untraced("c2"),
         )
         .await
         .unwrap();
@@ -320,18 +334,68 @@ pub async fn a_transition_holds_only_from_the_status_it_was_read_in(stores: &Sto
     assert_eq!(stock_of(stores, &product).await, 3);
 }
 
+pub async fn each_change_keeps_the_trace_of_the_span_that_made_it(stores: &Stores) {
+    // Given an order placed by a traced request
+    let buyer = fresh_user(stores).await;
+    let product = fresh_product(stores, 1000, 5).await;
+    let placing = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut order = order_of(&buyer, &[(&product, 1)]);
+    order.trace_parent = Some(placing.to_owned());
+    stores.orders.place(&order, None).await.unwrap();
+    assert_eq!(
+        stores
+            .orders
+            .get(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .trace_parent
+            .as_deref(),
+        Some(placing)
+    );
+    // When a traced worker confirms it, its trace replaces the request's
+    let paying = domain::Cause {
+        correlation_id: "pay".into(),
+        trace_parent: Some("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01".into()),
+    };
+    let now = now_rfc3339();
+    let confirmed = stores
+        .orders
+        .transition(&order, OrderStatus::Confirmed, None, &now, &paying)
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = stores.orders.get(&order.id).await.unwrap().unwrap();
+    assert_eq!(stored.trace_parent, paying.trace_parent);
+    assert_eq!(confirmed, stored);
+    // And an untraced change passes on no trace at all
+    stores
+        .orders
+        .transition(
+            &stored,
+            OrderStatus::Shipped,
+            None,
+            &now,
+            &domain::Cause::untraced("ship"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stores.orders.get(&order.id).await.unwrap().unwrap().trace_parent, None);
+}
+
 pub async fn life_cycle_steps_follow_the_rules_and_release_stock_once(stores: &Stores) {
     let buyer = fresh_user(stores).await;
     let product = fresh_product(stores, 1000, 5).await;
     let read = placed(stores, &buyer, &[(&product, 2)]).await;
     // Cancelling from a stale copy re-reads and still cancels; the stock comes back once
+    let cause = domain::Cause::untraced("c");
     let cancel = |order: Order| {
         step(
             stores.orders.as_ref(),
             order,
             Transition::Cancel,
             Some(CancelReason::CustomerCancelled),
-            "c",
+            &cause,
         )
     };
     let moved = cancel(read.clone()).await.unwrap();
@@ -341,7 +405,14 @@ pub async fn life_cycle_steps_follow_the_rules_and_release_stock_once(stores: &S
     assert!(matches!(repeated, StepOutcome::AlreadyThere(_)), "{repeated:?}");
     assert_eq!(stock_of(stores, &product).await, 5, "stock is released once");
     // Shipping a cancelled order is refused by the life cycle
-    let ship = step(stores.orders.as_ref(), read, Transition::Ship, None, "c").await;
+    let ship = step(
+        stores.orders.as_ref(),
+        read,
+        Transition::Ship,
+        None,
+        &domain::Cause::untraced("c"),
+    )
+    .await;
     assert!(matches!(ship, Err(StepError::Refused(_))), "{ship:?}");
 }
 
@@ -516,15 +587,27 @@ pub async fn payment_status_follows_the_life_cycle(stores: &Stores) {
     let product = fresh_product(stores, 1000, 5).await;
     let paid = placed(stores, &buyer, &[(&product, 1)]).await;
     assert_eq!(payment_of(stores, &paid).await, PaymentStatus::Pending);
-    let confirmed = step(stores.orders.as_ref(), paid, Transition::ConfirmPayment, None, "c")
-        .await
-        .unwrap();
+    let confirmed = step(
+        stores.orders.as_ref(),
+        paid,
+        Transition::ConfirmPayment,
+        None,
+        &domain::Cause::untraced("c"),
+    )
+    .await
+    .unwrap();
     let confirmed = confirmed.into_order();
     assert_eq!(payment_of(stores, &confirmed).await, PaymentStatus::Paid);
     // Cancelling a paid order owes its money back, in the same write as the cancellation
-    let cancelled = step(stores.orders.as_ref(), confirmed, Transition::Cancel, None, "c")
-        .await
-        .unwrap();
+    let cancelled = step(
+        stores.orders.as_ref(),
+        confirmed,
+        Transition::Cancel,
+        None,
+        &domain::Cause::untraced("c"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         payment_of(stores, &cancelled.into_order()).await,
         PaymentStatus::RefundPending
@@ -536,7 +619,7 @@ pub async fn payment_status_follows_the_life_cycle(stores: &Stores) {
         declined.clone(),
         Transition::DeclinePayment,
         reason,
-        "c",
+        &domain::Cause::untraced("c"),
     )
     .await
     .unwrap();
@@ -554,9 +637,15 @@ pub async fn the_payment_ledger_counts_attempts_only_while_pending(stores: &Stor
         ledger.owe_refund(&order.id, 1000).await.is_err(),
         "only a cancelled order is owed a refund"
     );
-    let cancelled = step(stores.orders.as_ref(), order.clone(), Transition::Cancel, None, "c")
-        .await
-        .unwrap();
+    let cancelled = step(
+        stores.orders.as_ref(),
+        order.clone(),
+        Transition::Cancel,
+        None,
+        &domain::Cause::untraced("c"),
+    )
+    .await
+    .unwrap();
     assert!(matches!(cancelled, StepOutcome::Moved(_)));
     assert_eq!(
         ledger.record_attempt(&order.id).await.unwrap(),

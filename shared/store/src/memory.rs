@@ -313,7 +313,7 @@ impl OrderRepository for InMemoryOrders {
         to: OrderStatus,
         reason: Option<CancelReason>,
         now: &str,
-        correlation_id: &str,
+        cause: &domain::Cause,
     ) -> Result<Option<Order>, StoreError> {
         let mut orders = self.orders.lock().map_err(|_| poisoned())?;
         let Some(stored) = orders.get_mut(&order.id) else {
@@ -330,7 +330,7 @@ impl OrderRepository for InMemoryOrders {
                 .collect();
             self.products.move_stock(&changes)?.map_err(|_| poisoned())?;
         }
-        *stored = transitioned(order, to, reason, now, correlation_id);
+        *stored = transitioned(order, to, reason, now, cause);
         Ok(Some(stored.clone()))
     }
 

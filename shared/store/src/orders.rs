@@ -12,8 +12,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 
 use domain::{
-    CancelReason, DomainError, Order, OrderId, OrderLine, OrderStatus, Product, ProductId, Step, Transition, User,
-    UserId, now_rfc3339,
+    CancelReason, Cause, DomainError, Order, OrderId, OrderLine, OrderStatus, Product, ProductId, Step, Transition,
+    User, UserId, now_rfc3339,
 };
 
 use crate::catalogue_cache::CatalogueCache;
@@ -66,34 +66,29 @@ pub trait OrderRepository: Send + Sync {
     ) -> Result<Page<Order, OrderCursor>, StoreError>;
     /// Moves `order` from the status it was read with to `to`, releasing its stock in the same
     /// transaction when `to` gives it up. `None` when the order's status changed in the meantime.
-    /// `correlation_id` (the request or event that caused the change) goes on the order, and so into
-    /// the change's event.
+    /// `cause` (the request or event that caused the change, and its trace) goes on the order, and so
+    /// into the change's event.
     async fn transition(
         &self,
         order: &Order,
         to: OrderStatus,
         reason: Option<CancelReason>,
         now: &str,
-        correlation_id: &str,
+        cause: &Cause,
     ) -> Result<Option<Order>, StoreError>;
     /// The order's user and its products as they are now, in one round trip.
     async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError>;
 }
 
 /// The order after a transition, as the transition writes it.
-pub fn transitioned(
-    order: &Order,
-    to: OrderStatus,
-    reason: Option<CancelReason>,
-    now: &str,
-    correlation_id: &str,
-) -> Order {
+pub fn transitioned(order: &Order, to: OrderStatus, reason: Option<CancelReason>, now: &str, cause: &Cause) -> Order {
     Order {
         status: to,
         cancel_reason: reason.or(order.cancel_reason),
         payment_status: order.payment_status.after_move(order.status, to, reason),
         updated_at: now.to_owned(),
-        correlation_id: correlation_id.to_owned(),
+        correlation_id: cause.correlation_id.clone(),
+        trace_parent: cause.trace_parent.clone(),
         ..order.clone()
     }
 }
@@ -144,7 +139,7 @@ pub async fn step(
     mut order: Order,
     transition: Transition,
     reason: Option<CancelReason>,
-    correlation_id: &str,
+    cause: &Cause,
 ) -> Result<StepOutcome, StepError> {
     const MAX_ATTEMPTS: usize = 5;
     for _ in 0..MAX_ATTEMPTS {
@@ -152,10 +147,7 @@ pub async fn step(
             Step::AlreadyThere => return Ok(StepOutcome::AlreadyThere(order)),
             Step::To(to) => to,
         };
-        if let Some(moved) = orders
-            .transition(&order, to, reason, &now_rfc3339(), correlation_id)
-            .await?
-        {
+        if let Some(moved) = orders.transition(&order, to, reason, &now_rfc3339(), cause).await? {
             tracing::info!(order_id = %moved.id, from = order.status.as_str(), to = to.as_str(), "order status changed");
             return Ok(StepOutcome::Moved(moved));
         }
@@ -233,7 +225,7 @@ impl DynamoOrderRepository {
         to: OrderStatus,
         reason: Option<CancelReason>,
         now: &str,
-        correlation_id: &str,
+        cause: &Cause,
     ) -> Result<TransactWriteItem, StoreError> {
         let payment = order.payment_status.after_move(order.status, to, reason);
         let mut expression =
@@ -246,12 +238,20 @@ impl DynamoOrderRepository {
             (":now".to_string(), AttributeValue::S(now.to_owned())),
             (
                 ":correlation_id".to_string(),
-                AttributeValue::S(correlation_id.to_owned()),
+                AttributeValue::S(cause.correlation_id.clone()),
             ),
         ]);
         if let Some(reason) = reason {
             expression.push_str(", cancel_reason = :reason");
             values.insert(":reason".into(), serde_dynamo::to_attribute_value(reason)?);
+        }
+        if let Some(trace_parent) = &cause.trace_parent {
+            expression.push_str(", trace_parent = :trace_parent");
+            values.insert(":trace_parent".into(), AttributeValue::S(trace_parent.clone()));
+        }
+        // An untraced change must not pass on the trace of the change before it.
+        if cause.trace_parent.is_none() {
+            expression.push_str(" REMOVE trace_parent");
         }
         let update = Update::builder()
             .table_name(&self.tables.orders)
@@ -349,24 +349,26 @@ impl OrderRepository for DynamoOrderRepository {
         to: OrderStatus,
         reason: Option<CancelReason>,
         now: &str,
-        correlation_id: &str,
+        cause: &Cause,
     ) -> Result<Option<Order>, StoreError> {
-        let mut items = vec![self.status_change(order, to, reason, now, correlation_id)?];
+        let mut items = vec![self.status_change(order, to, reason, now, cause)?];
         if releases_stock(order.status, to) {
             for line in &order.items {
-                items.push(self.stock_change(line, false, correlation_id)?);
+                items.push(self.stock_change(line, false, &cause.correlation_id)?);
             }
         }
+        // Every parameter is in the token: the same token with other parameters is refused.
         let token = request_token(&[
             "transition",
             &order.id.to_string(),
             order.status.as_str(),
             to.as_str(),
             now,
-            correlation_id,
+            &cause.correlation_id,
+            cause.trace_parent.as_deref().unwrap_or(""),
         ]);
         match transact(&self.client, items, &token).await? {
-            Ok(()) => Ok(Some(transitioned(order, to, reason, now, correlation_id))),
+            Ok(()) => Ok(Some(transitioned(order, to, reason, now, cause))),
             Err(reasons) if reasons.first().is_some_and(condition_failed) => Ok(None),
             Err(reasons) => Err(StoreError::Failed(format!("transition cancelled: {reasons:?}").into())),
         }
@@ -434,7 +436,7 @@ mod tests {
             OrderStatus::Cancelled,
             Some(CancelReason::CustomerCancelled),
             "t1",
-            "cid-cancel",
+            &Cause::untraced("cid-cancel"),
         );
         assert_eq!(moved.correlation_id, "cid-cancel");
         assert_eq!(moved.cancel_reason, Some(CancelReason::CustomerCancelled));

@@ -23,7 +23,7 @@ pub fn sample_order() -> domain::Order {
         UserId::generate(),
         lines,
         None,
-        "sample",
+        &domain::Cause::untraced("sample"),
         "2026-01-01T00:00:00.000000Z".into(),
     ) {
         Some(order) => order,
@@ -121,7 +121,7 @@ impl OrderWorld {
             world.buyer.clone(),
             lines,
             None,
-            "sample-correlation",
+            &domain::Cause::untraced("sample-correlation"),
             domain::now_rfc3339(),
         ) else {
             panic!("sample order total")
@@ -153,7 +153,13 @@ impl OrderWorld {
         let order = self.sample_order().await;
         if !matches!(
             self.orders
-                .transition(&order, status, None, &domain::now_rfc3339(), "test-set-up")
+                .transition(
+                    &order,
+                    status,
+                    None,
+                    &domain::now_rfc3339(),
+                    &domain::Cause::untraced("test-set-up")
+                )
                 .await,
             Ok(Some(_))
         ) {

@@ -62,7 +62,11 @@ impl AppState {
             loader = loader.http_client(faults.http_client(https));
         }
         let sdk = loader.load().await;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(crate::telemetry::CountDynamoDbRequests)
+                .build(),
+        );
         let catalogue_cache = CatalogueCache::new(Duration::from_secs(config.catalogue_cache_secs));
         Ok((
             Self {

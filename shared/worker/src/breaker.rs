@@ -178,6 +178,14 @@ impl Breaker {
 
     /// A permitted call failed in a way that says the provider is unhealthy.
     pub fn on_failure(&mut self, now: Instant) {
+        let was_open = matches!(self.state, BreakerState::Open { .. });
+        self.record_failure(now);
+        if !was_open && matches!(self.state, BreakerState::Open { .. }) {
+            metrics::counter!("BreakerOpened").increment(1);
+        }
+    }
+
+    fn record_failure(&mut self, now: Instant) {
         match self.state {
             BreakerState::Closed { consecutive_failures } => {
                 let failures = consecutive_failures.saturating_add(1);

@@ -13,14 +13,16 @@ pub mod testing;
 use std::future::Future;
 use std::sync::Arc;
 
+use lambda_runtime::layers::{OpenTelemetryFaasTrigger, OpenTelemetryLayer};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wiring::{AppState, Env};
 
-/// Runs an event consumer: JSON logs, settings and clients built once, the worker's dependencies
+/// Runs an event consumer (`service`: its crate name): logs, traces and metrics, settings and clients built once, the worker's dependencies
 /// built once by `build`, then every event into `handler`.
 pub async fn run_worker<D, E, R, H, Fut>(
+    service: &'static str,
     build: impl AsyncFnOnce(&AppState, &Env) -> Result<D, lambda_runtime::Error>,
     handler: H,
 ) -> Result<(), lambda_runtime::Error>
@@ -31,11 +33,14 @@ where
     H: Fn(Arc<D>, E) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, lambda_runtime::Error>> + Send,
 {
-    wiring::telemetry::init();
+    wiring::telemetry::init(service);
     let (state, env) = AppState::from_env().await?;
     let deps = Arc::new(build(&state, &env).await?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<E>| {
+    // The invocation's span, then the telemetry flushed before the runtime asks for the next event.
+    lambda_runtime::Runtime::new(service_fn(move |event: LambdaEvent<E>| {
         handler(Arc::clone(&deps), event.payload)
     }))
+    .layer(OpenTelemetryLayer::new(wiring::telemetry::flush).with_trigger(OpenTelemetryFaasTrigger::PubSub))
+    .run()
     .await
 }

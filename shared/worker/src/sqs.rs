@@ -83,6 +83,14 @@ pub fn correlation_id(message: &SqsMessage) -> Option<&str> {
         .and_then(|attribute| attribute.string_value.as_deref())
 }
 
+/// The trace context the message carries as an attribute, if any.
+pub fn trace_parent(message: &SqsMessage) -> Option<&str> {
+    message
+        .message_attributes
+        .get(wiring::telemetry::TRACE_PARENT)
+        .and_then(|attribute| attribute.string_value.as_deref())
+}
+
 /// How long a batch may start new messages: past it, the ones not started go back to the queue at
 /// once, untouched, so a slow dependency (each call bounded by its own timeout) rarely gets the
 /// invocation killed by the functions' 10 s halfway through a batch.
@@ -97,12 +105,19 @@ where
     let mut failures = Vec::new();
     for message in event.records {
         let message_id = message.message_id.clone().unwrap_or_default();
+        let correlation_id = correlation_id(&message).unwrap_or("");
+        wiring::telemetry::set_correlation_id(correlation_id);
         let span = tracing::info_span!(
             "message",
+            "otel.name" = format!("{} process", wiring::telemetry::service_name()),
+            "otel.kind" = "consumer",
             message_id = %message_id,
-            correlation_id = %correlation_id(&message).unwrap_or(""),
+            correlation_id = %correlation_id,
             receive_count = receive_count(&message),
         );
+        // The work continues the trace of the change that published the message (OpenTelemetry's
+        // messaging conventions: the producer's context as parent of the processing span).
+        wiring::telemetry::continue_trace(&span, trace_parent(&message));
         let outcome = handle(message).instrument(span.clone()).await;
         let _entered = span.enter();
         match outcome {
