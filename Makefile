@@ -14,6 +14,8 @@ MINISTACK_VERSION := 1.5.33
 SAM_TRANSLATOR_VERSION := 1.115.0
 
 export AWS_DEFAULT_REGION ?= us-east-1
+# The stack `make metrics` and `make redrive-outbox` read (shop-local is `make dev`'s).
+STACK ?= shop-local
 export SAM_CLI_TELEMETRY := 0
 # cargo-lambda finds its zig only when the venv's bin/ comes first.
 TOOLS_PATH := $(abspath $(SAM_VENV))/bin:$(PATH)
@@ -22,14 +24,24 @@ LOCAL_STACK := $(SAM_VENV)/bin/python scripts/local_stack.py
 LOAD_VENV := $(VENV)/load
 LOCUST_VERSION := 2.47.0
 LOAD_TEST := $(SAM_VENV)/bin/python scripts/load_test.py
+# Local traces: Arize Phoenix (OTLP receiver and trace waterfalls) and Playwright, which drives Debian's
+# Chromium for the page checks (no browser download).
+TRACES_VENV := $(VENV)/traces
+PHOENIX_VERSION := 20.26.1
+PLAYWRIGHT_VERSION := 1.65.2
+CHROMIUM := /usr/bin/chromium
+TRACES := $(TRACES_VENV)/bin/python scripts/traces.py
+TRACES_PORT ?= 6006
 
-.PHONY: help tools arm64-target dev url watch test test-unit test-template test-e2e test-chaos test-load chaos load bench lint fmt build-aws clean redrive-outbox
+.PHONY: help tools arm64-target dev url watch metrics traces test test-unit test-template test-e2e test-chaos test-load chaos load bench lint fmt build-aws clean redrive-outbox
 
 help:
 	@echo "make dev    - install tools, start the local emulator, deploy, seed, serve the API (Ctrl-C stops)"
 	@echo "             PARAMS=\"Name=Value ...\" overrides template parameters (e.g. FaultInjection)"
 	@echo "make test   - lint, unit tests, template checks, the end-to-end and chaos suites on private emulators"
+	@echo "             TRACES=1 also starts Phoenix: spans at :$(TRACES_PORT)/v1/traces, waterfalls at http://127.0.0.1:$(TRACES_PORT)"
 	@echo "make url    - print the running local API's base URL"
+	@echo "make metrics - the EMF metrics of the last MINUTES (default 15) from the functions' logs (STACK=..., AWS=1)"
 	@echo "make watch  - hot-reload the functions with cargo lambda watch against the make-dev emulator"
 	@echo "make bench  - every figure beside its budget: cold start, latency, RSS, zip sizes, cache and round trips"
 	@echo "make load   - load test (Locust): mixed scenario, p50/p95/p99, invariants; local or SHOP_API_URL"
@@ -37,7 +49,7 @@ help:
 	@echo "make build-aws - release arm64 build of every function, as sam build does"
 	@echo "make redrive-outbox - feed the outbox's failed records to the publisher again (STACK=..., AWS=1)"
 
-tools: $(SAM_VENV)/.installed $(MINISTACK_VENV)/.installed
+tools: $(SAM_VENV)/.installed $(MINISTACK_VENV)/.installed $(TRACES_VENV)/.installed $(CHROMIUM)
 
 # AWS runs the functions on arm64 (Graviton): the release builds for it need that target's std
 # (a no-op once installed).
@@ -57,12 +69,29 @@ $(MINISTACK_VENV)/.installed:
 		ministack==$(MINISTACK_VERSION) aws-sam-translator==$(SAM_TRANSLATOR_VERSION)
 	touch $@
 
+$(TRACES_VENV)/.installed:
+	$(PYTHON) -m venv $(TRACES_VENV)
+	$(TRACES_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		arize-phoenix==$(PHOENIX_VERSION) playwright==$(PLAYWRIGHT_VERSION)
+	touch $@
+
+# Debian's Chromium, for the headless page checks (root, or sudo, installs it).
+$(CHROMIUM):
+	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get install -y --no-install-recommends chromium || \
+		{ apt-get update && apt-get install -y --no-install-recommends chromium; }'
+
 # PARAMS="Name=Value ..." overrides template parameters of the local stack (a changed set redeploys).
 dev: tools
-	$(LOCAL_STACK) up --serve --params "$(PARAMS)"
+	$(LOCAL_STACK) up --serve --params "$(PARAMS)" $(if $(TRACES),--traces-port $(TRACES_PORT))
 
 url:
 	@$(LOCAL_STACK) url
+
+# The EMF metrics the functions wrote in the last MINUTES, read back from CloudWatch Logs (the same
+# `logs` API on the emulator and on AWS): count, sum, min, max per metric and dimensions.
+MINUTES ?= 15
+metrics: tools
+	@$(LOCAL_STACK) metrics --stack $(STACK) --minutes $(MINUTES) $(if $(AWS),--aws)
 
 watch: tools
 	@test -f .local/shop-local.watch.env || { echo "run 'make dev' first (watch uses its emulator and tables)"; exit 1; }
@@ -119,7 +148,6 @@ bench: tools arm64-target
 
 # Feeds the outbox's failed records (failed-records queue) to the events publisher again (README
 # "Failure handling"). Local stack by default; STACK=shop-dev AWS=1 for a stack on AWS.
-STACK ?= shop-local
 redrive-outbox: tools
 	$(SAM_VENV)/bin/python scripts/redrive_outbox.py --stack $(STACK) \
 		$(if $(AWS),,--endpoint $$($(LOCAL_STACK) endpoint --stack $(STACK)))

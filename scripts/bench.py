@@ -49,6 +49,9 @@ import local_stack  # noqa: E402 - a sibling script, importable once scripts/ is
 from local_stack import LOCAL_DIR, REGION, ROOT, VENV, Emulator, SUITE_OVERRIDES, api_base, deploy  # noqa: E402
 
 REFERENCE = "bench-reference"
+# orders-create once more, exporting its spans (OTLP_ENDPOINT) to a sink of this script: the cold
+# start with exporting on, beside the same bootstrap with it off.
+TRACED = "orders-create+otlp"
 INIT_RATIO_BUDGET = 1.5
 RSS_BUDGET_KIB = 15 * 1024
 ZIP_BUDGET_BYTES = 3 * 1024 * 1024
@@ -354,6 +357,37 @@ class CountingProxy(QuietServer):
             return Counter(self.counts)
 
 
+class OtlpSink(QuietServer):
+    """Answers OTLP/HTTP exports (POST /v1/traces) at once and counts them: a collector that costs nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), OtlpSinkHandler)
+        self.exports = 0
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class OtlpSinkHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: OtlpSink
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.path == "/v1/traces":
+            with self.server.lock:
+                self.server.exports += 1
+        self.send_response(200 if self.path == "/v1/traces" else 404)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+
 class ProxyHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: CountingProxy
@@ -528,6 +562,7 @@ def events(shop: Shop) -> dict[str, Callable[[], str]]:
         "inventory-get": fixed("inventory-get", {TOKEN: admin, SAMPLE_PRODUCT: shop.inspected_product}),
         "inventory-adjust": fixed("inventory-adjust", {TOKEN: admin, SAMPLE_PRODUCT: shop.edited_product}),
         "orders-create": lambda: order_event(shop, buyer.token),
+        TRACED: lambda: order_event(shop, buyer.token),
         "orders-list": fixed("orders-list", {TOKEN: customer.token}),
         "orders-get": fixed("orders-get", {TOKEN: customer.token, SAMPLE_ORDER: shop.customer_order}),
         "orders-details": fixed("orders-details", {TOKEN: customer.token, SAMPLE_ORDER: shop.customer_order}),
@@ -731,6 +766,7 @@ def print_report(
     cache: dict[int, CacheCounts],
     e2e: list[str],
     args: argparse.Namespace,
+    exports: int,
 ) -> int:
     """Prints every figure beside its budget; returns how many budgets were missed."""
     missed = 0
@@ -772,6 +808,16 @@ def print_report(
         )
         for error in result.errors:
             print(f"  {'':<22} not measured in {error[:250]}")
+
+    on, off = figures[TRACED], figures["orders-create"]
+    if on.runs and off.runs:
+        on_init, off_init = on.median(lambda run: run.init_ms), off.median(lambda run: run.init_ms)
+        print(
+            f"\n  Exporting spans (OTLP_ENDPOINT set, {TRACED}) vs not (orders-create), same bootstrap: init "
+            f"{on_init:.1f} vs {off_init:.1f} ms, warm p50 {on.percentile(0.5):.2f} vs {off.percentile(0.5):.2f} ms, "
+            f"p99 {on.percentile(0.99):.2f} vs {off.percentile(0.99):.2f} ms;\n  {exports} export requests reached "
+            f"the sink (one per invocation: spans are flushed before each answer)."
+        )
 
     print("\n  arm64 release zips (cargo lambda build --release --arm64; python zipfile, deflate level 9)")
     print(f"  Budget: <= 3 MiB = {ZIP_BUDGET_BYTES:,} bytes each.\n")
@@ -839,7 +885,9 @@ def main() -> int:
 
     log_dir = LOCAL_DIR / "bench"
     log_dir.mkdir(parents=True, exist_ok=True)
-    logs = {name: open(log_dir / f"{name}.log", "wb") for name in [*crates, REFERENCE]}
+    logs = {name: open(log_dir / f"{name}.log", "wb") for name in [*crates, REFERENCE, TRACED]}
+    sink = OtlpSink()
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
     emulator = Emulator(endpoint, args.port, state_dir=None)
     try:
         info = deploy(args, emulator, SUITE_OVERRIDES)
@@ -852,14 +900,19 @@ def main() -> int:
         names = {crate: ids[logical] for logical, crate in logical_crates.items()}
         pause_event_sources(set(names.values()), endpoint)
         bootstraps = bootstraps_of(names, binaries, endpoint)
+        untraced = bootstraps["orders-create"]
+        bootstraps[TRACED] = Bootstrap(TRACED, untraced.binary, {**untraced.env, "OTLP_ENDPOINT": sink.url}, untraced.arn)
         tables = {var: value for var, value in bootstraps["orders-create"].env.items() if var.endswith("_TABLE")}
         shop = create_shop(api_base(endpoint, info["outputs"]["HttpApiId"]), args.admin_email, args.admin_password, tables)
         prepare_orders(shop, bootstraps, args.rounds * (args.warm + 1), logs)
         sources = events(shop)
         contenders = {name: Contender(bootstraps[name], sources[name]) for name in bootstraps}
-        requests = {name: describe(json.loads(sample("products-get" if name == REFERENCE else name))) for name in contenders}
+        sample_of = {REFERENCE: "products-get", TRACED: "orders-create"}
+        requests = {name: describe(json.loads(sample(sample_of.get(name, name)))) for name in contenders}
         log(f"measuring {len(crates)} functions and the reference, {args.rounds} rounds of {args.warm + 1} calls each")
-        figures = measure([contenders[crate] for crate in crates], contenders[REFERENCE], args.rounds, args.warm, logs)
+        figures = measure([contenders[name] for name in [*crates, TRACED]], contenders[REFERENCE], args.rounds, args.warm, logs)
+        if figures[TRACED].runs and sink.exports == 0:
+            failures.append(f"{TRACED}: no span export reached the sink, so exporting was not measured")
         failures += [f"{name}: {error}" for name, result in figures.items() for error in result.errors]
         cache = {}
         for seconds in (30, 0):
@@ -867,7 +920,7 @@ def main() -> int:
                 cache[seconds] = count_catalogue_requests(bootstraps["products-get"], shop, endpoint, seconds, logs["products-get"])
             except MeasureError as error:
                 failures.append(f"catalogue cache {seconds} s: {error}")
-        missed = print_report(figures, requests, zips, cache, e2e, args)
+        missed = print_report(figures, requests, zips, cache, e2e, args, sink.exports)
     except MeasureError as error:
         print(f"  Measuring FAILED: {error}")
         return 1

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Applies the SAM transform to template.yaml, as CloudFormation will: catches SAM-specific mistakes
-(misspelled event properties, bad policy templates) that `sam validate --lint` lets through."""
+(misspelled event properties, bad policy templates) that `sam validate --lint` lets through. Then checks
+what no linter knows: the dashboard's body is valid JSON that shows every metric the code writes, and
+every alarm notifies the alarm topic."""
 
+import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,8 +24,45 @@ class ManagedPolicies:
         return {"AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
 
 
+ROOT = Path(__file__).resolve().parent.parent
+# metrics::counter!("Name" ...) / histogram!(...) / gauge!(...) in the functions and shared crates.
+METRIC_CALL = re.compile(r'metrics::(?:counter|histogram|gauge)!\(\s*"([A-Za-z0-9]+)"')
+
+
+def code_metrics() -> set[str]:
+    names = set()
+    for source in [*ROOT.glob("functions/*/src/**/*.rs"), *ROOT.glob("shared/*/src/**/*.rs")]:
+        names.update(METRIC_CALL.findall(source.read_text()))
+    return names
+
+
+def observability_problems(resources: dict) -> list[str]:
+    problems = []
+    dashboards = [v for v in resources.values() if v["Type"] == "AWS::CloudWatch::Dashboard"]
+    if len(dashboards) != 1:
+        return [f"expected one AWS::CloudWatch::Dashboard, found {len(dashboards)}"]
+    body = dashboards[0]["Properties"]["DashboardBody"]
+    text = body["Fn::Sub"] if isinstance(body, dict) else body
+    try:
+        widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", text))["widgets"]
+    except (ValueError, KeyError) as error:
+        return [f"dashboard body is not a widgets JSON document: {error}"]
+    for widget in widgets:
+        for metric in widget["properties"].get("metrics", []):
+            if not isinstance(metric, list):
+                problems.append(f"dashboard widget {widget['properties']['title']!r}: each metric must be a list")
+    for name in sorted(code_metrics()):
+        if f'"{name}"' not in text and f'\\"{name}\\"' not in text:
+            problems.append(f"metric {name} is written by the code but not on the dashboard")
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::CloudWatch::Alarm":
+            if {"Ref": "AlarmTopic"} not in resource["Properties"].get("AlarmActions", []):
+                problems.append(f"alarm {logical_id} does not notify AlarmTopic")
+    return problems
+
+
 def main() -> int:
-    path = Path(__file__).resolve().parent.parent / "template.yaml"
+    path = ROOT / "template.yaml"
     template = yaml_parse(path.read_text())
     # As `sam package` would: local code paths become S3 locations.
     for resource in template["Resources"].values():
@@ -34,6 +75,11 @@ def main() -> int:
             print(f"template.yaml: {cause.message}", file=sys.stderr)
         return 1
     resources = output["Resources"]
+    problems = observability_problems(resources)
+    for problem in problems:
+        print(f"template.yaml: {problem}", file=sys.stderr)
+    if problems:
+        return 1
     functions = [k for k, v in resources.items() if v["Type"] == "AWS::Lambda::Function"]
     routes = [
         v["Properties"]["Body"]["paths"]
@@ -41,7 +87,10 @@ def main() -> int:
         if v["Type"] == "AWS::ApiGatewayV2::Api"
     ]
     route_count = sum(len(methods) for paths in routes for methods in paths.values())
-    print(f"SAM transform ok: {len(resources)} resources, {len(functions)} functions, {route_count} routes")
+    print(
+        f"SAM transform ok: {len(resources)} resources, {len(functions)} functions, {route_count} routes; "
+        f"dashboard shows all {len(code_metrics())} metrics the code writes; every alarm notifies AlarmTopic"
+    )
     return 0
 
 

@@ -454,6 +454,16 @@ def cmd_up(args) -> int:
     if overrides:
         log(f"parameter overrides: {' '.join(overrides)}")
     started = time.monotonic()
+    traces = None
+    if args.traces_port:
+        if not args.serve:
+            sys.exit("--traces-port needs --serve (Phoenix stops with the served stack)")
+        traces = subprocess.Popen(
+            [str(TRACES_PYTHON), str(ROOT / "scripts" / "traces.py"), "serve", "--port", str(args.traces_port),
+             "--dir", str(LOCAL_DIR / "traces")],
+            cwd=ROOT,
+        )
+        overrides = [*overrides, f"OtlpEndpoint=http://127.0.0.1:{args.traces_port}"]
     emulator = Emulator(endpoint, args.port, state_dir)
     try:
         info = deploy(args, emulator, overrides)
@@ -473,6 +483,8 @@ def cmd_up(args) -> int:
 """,
             flush=True,
         )
+        if traces:
+            print(f"  Traces (Phoenix): http://127.0.0.1:{args.traces_port}  (each order's waterfall; `make metrics` for EMF)\n", flush=True)
         if args.serve:
             if emulator.process is None:
                 log("the emulator is not ours to stop; exiting")
@@ -491,6 +503,9 @@ def cmd_up(args) -> int:
     finally:
         if args.serve or args.ephemeral:
             emulator.stop()
+        if traces and traces.poll() is None:
+            traces.terminate()
+            traces.wait(timeout=30)
 
 
 def cmd_endpoint(args) -> int:
@@ -511,6 +526,44 @@ def cmd_url(args) -> int:
     if not emulator_answers(info["endpoint"]):
         print(f"(the emulator at {info['endpoint']} is not running: start it with `make dev`)", file=sys.stderr)
     print(info["api_url"])
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    """The EMF metrics of the last --minutes, from the stack's function log groups: per namespace, metric
+    and dimensions, the number of samples and their sum, min and max."""
+    import emf
+
+    if args.aws:
+        import boto3
+
+        cloudformation, logs = boto3.client("cloudformation"), boto3.client("logs")
+    else:
+        path = info_path(args.stack)
+        if not path.exists():
+            print(f"no local stack {args.stack} has been deployed: run `make dev`", file=sys.stderr)
+            return 1
+        endpoint = json.loads(path.read_text())["endpoint"]
+        if not emulator_answers(endpoint):
+            print(f"the emulator at {endpoint} is not running: start it with `make dev`", file=sys.stderr)
+            return 1
+        cloudformation, logs = client("cloudformation", endpoint), client("logs", endpoint)
+    since_ms = int((time.time() - args.minutes * 60) * 1000)
+    table: dict[tuple, list[float]] = {}
+    for document in emf.documents(logs, emf.stack_functions(cloudformation, args.stack), since_ms):
+        for namespace, metric, dimensions, values in emf.samples(document):
+            table.setdefault((namespace, metric, dimensions), []).extend(values)
+    print(f"EMF metrics of stack {args.stack}, last {args.minutes} min")
+    if not table:
+        print("  (none: nothing ran in that window)")
+        return 0
+    print(f"  {'namespace':<10} {'metric':<24} {'dimensions':<44} {'samples':>7} {'sum':>12} {'min':>10} {'max':>10}")
+    for (namespace, metric, dimensions), values in sorted(table.items()):
+        where = ",".join(f"{k}={v}" for k, v in dimensions)
+        print(
+            f"  {namespace:<10} {metric:<24} {where:<44} {len(values):>7} {sum(values):>12g} "
+            f"{min(values, default=0):>10g} {max(values, default=0):>10g}"
+        )
     return 0
 
 
@@ -560,15 +613,54 @@ def suite_env(info: dict, args, endpoint: str) -> dict[str, str]:
     )
 
 
+# The suite's stack exports its spans to a recording receiver in front of Phoenix (scripts/traces.py), on
+# these ports, so that the observability check can follow one order through the functions.
+TRACES_PYTHON = VENV / "traces" / "bin" / "python"
+E2E_RECORDER_PORT = 4590
+E2E_PHOENIX_PORT = 4591
+
+
+class TraceRecorder:
+    """`traces.py record` in the background: Phoenix behind a receiver that keeps every span."""
+
+    def __init__(self, port: int, phoenix_port: int, workdir: Path):
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        self.ready_file = workdir / "ready"
+        self.url = f"http://127.0.0.1:{port}"
+        self.phoenix_url = f"http://127.0.0.1:{phoenix_port}"
+        self.process = subprocess.Popen(
+            [str(TRACES_PYTHON), str(ROOT / "scripts" / "traces.py"), "record", "--port", str(port),
+             "--phoenix-port", str(phoenix_port), "--dir", str(workdir), "--ready-file", str(self.ready_file)],
+            cwd=ROOT,
+        )
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready_file.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                sys.exit("the trace recorder (Phoenix) did not start; see .local/traces-e2e/phoenix.log")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
 def cmd_e2e(args) -> int:
-    """Starts a private emulator, deploys a fresh stack (and a tightly limited second one), runs the
-    end-to-end suite against them, stops it."""
+    """Starts a private emulator and trace recorder, deploys a fresh stack (and a tightly limited second
+    one), runs the end-to-end suite and the observability check against them, stops them."""
     endpoint = f"http://127.0.0.1:{args.port}"
     if emulator_answers(endpoint):
         sys.exit(f"port {args.port} is taken by another emulator; the suite needs its own")
+    recorder = TraceRecorder(E2E_RECORDER_PORT, E2E_PHOENIX_PORT, LOCAL_DIR / "traces-e2e")
     emulator = Emulator(endpoint, args.port, state_dir=None)
     try:
-        info = deploy(args, emulator, SUITE_OVERRIDES)
+        info = deploy(args, emulator, [*SUITE_OVERRIDES, f"OtlpEndpoint={recorder.url}"])
         env = dict(os.environ)
         if not args.without_limits_stack:
             limits = deploy(argparse.Namespace(**{**vars(args), "stack": LIMITS_STACK}), emulator, LIMITS_OVERRIDES)
@@ -578,12 +670,28 @@ def cmd_e2e(args) -> int:
                 SHOP_LIMITS_SETTINGS=" ".join(LIMITS_OVERRIDES),
             )
         env.update(suite_env(info, args, endpoint))
-        log(f"running the end-to-end suite against {info['api_url']}")
+        recorder.wait_ready()
+        log(f"running the end-to-end suite and the observability check against {info['api_url']}")
         # The chaos scenarios need stacks of their own (`make chaos`, `make test-chaos`).
-        command = ["cargo", "test", "--locked", "--no-fail-fast", "-p", "e2e", "--tests", "--", "--skip", "chaos_", *args.test_args]
-        return subprocess.run(command, cwd=ROOT, env=env).returncode
+        suite = subprocess.Popen(
+            ["cargo", "test", "--locked", "--no-fail-fast", "-p", "e2e", "--tests", "--", "--skip", "chaos_", *args.test_args],
+            cwd=ROOT, env=env,
+        )
+        check = subprocess.Popen(
+            [str(TRACES_PYTHON), str(ROOT / "scripts" / "traces.py"), "check", "--api", info["api_url"],
+             "--recorder", recorder.url, "--phoenix", recorder.phoenix_url, "--stack", args.stack,
+             "--endpoint", endpoint, "--admin-email", args.admin_email, "--admin-password", args.admin_password,
+             "--screenshot", str(LOCAL_DIR / "traces-e2e" / "order-waterfall.png")],
+            cwd=ROOT,
+        )
+        check_status = check.wait()
+        suite_status = suite.wait()
+        if check_status != 0:
+            log("the observability check failed (its message is above)")
+        return suite_status or check_status
     finally:
         emulator.stop()
+        recorder.stop()
 
 
 # ---------------------------------------------------------------- chaos
@@ -714,7 +822,17 @@ def main() -> int:
         "--params", default=os.environ.get("PARAMS", ""),
         help="template parameter overrides, 'Name=Value Name2=Value2' (default: $PARAMS); a changed set redeploys",
     )
+    up.add_argument(
+        "--traces-port", type=int, default=0,
+        help="also run Phoenix on this port and export every function's spans to it (make dev TRACES=1)",
+    )
     up.set_defaults(func=cmd_up)
+
+    metrics = sub.add_parser("metrics", help="the EMF metrics of the last minutes, from the functions' logs")
+    metrics.add_argument("--stack", default="shop-local")
+    metrics.add_argument("--minutes", type=float, default=15)
+    metrics.add_argument("--aws", action="store_true", help="read the stack on AWS (default credentials)")
+    metrics.set_defaults(func=cmd_metrics)
 
     endpoint = sub.add_parser("endpoint", help="print the emulator endpoint of a deployed local stack")
     endpoint.add_argument("--stack", default="shop-local")

@@ -198,6 +198,9 @@ async fn confirm(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
         Ok(outcome) => {
             if let StepOutcome::Moved(_) = outcome {
                 metrics::counter!("PaymentsApproved").increment(1);
+                // 0 per approval, 1 per decline: its average is the decline rate the alarm watches,
+                // which needs no metric math (the emulator has none).
+                metrics::histogram!("PaymentDeclineRate").record(0.0);
             }
             Ok("confirmed")
         }
@@ -222,6 +225,7 @@ async fn decline(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
         Ok(outcome) => {
             if let StepOutcome::Moved(_) = outcome {
                 metrics::counter!("PaymentsDeclined").increment(1);
+                metrics::histogram!("PaymentDeclineRate").record(1.0);
             }
             tracing::info!(order_id = %order_id, "payment declined; order cancelled and stock released");
             Ok("declined")

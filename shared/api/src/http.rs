@@ -31,12 +31,8 @@ pub struct ApiRequest {
 
 impl ApiRequest {
     pub fn new(inner: Request) -> Self {
-        let correlation_id = inner
-            .headers()
-            .get(CORRELATION_HEADER)
-            .and_then(|value| value.to_str().ok())
-            .filter(|id| is_sane_correlation_id(id))
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let correlation_id =
+            client_correlation_id(&inner).map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
         Self { inner, correlation_id }
     }
 
@@ -343,12 +339,31 @@ where
     .await
 }
 
+/// The client's `X-Correlation-ID`, if it is one we keep (API.md "Conventions").
+fn client_correlation_id(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| is_sane_correlation_id(id))
+}
+
 /// Runs `handler` if `limiter` lets the request through; adds the limiter's headers either way.
-pub async fn limited<F, Fut>(limiter: &RateLimiter, request: Request, handler: F) -> Response<Body>
+pub async fn limited<F, Fut>(limiter: &RateLimiter, mut request: Request, handler: F) -> Response<Body>
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response<Body>>,
 {
+    // The request's correlation id is decided before the limiter's DynamoDB call, so that call's span
+    // carries it too; the request then keeps it (`ApiRequest::new` reads the header back).
+    if client_correlation_id(&request).is_none()
+        && let Ok(generated) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+    {
+        request.headers_mut().insert(CORRELATION_HEADER, generated);
+    }
+    if let Some(correlation_id) = client_correlation_id(&request) {
+        wiring::telemetry::set_correlation_id(correlation_id);
+    }
     let verdict = limiter
         .check(request.headers(), source_ip(&request), unix_now_millis())
         .await;
@@ -595,5 +610,43 @@ mod tests {
         assert_eq!(with("abc-123_x.y"), "abc-123_x.y");
         assert_ne!(with("bad id!"), "bad id!");
         assert_ne!(with(&"a".repeat(129)), "a".repeat(129));
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_correlation_id_keeps_the_one_decided_before_the_limiter() {
+        // Given a limited route and a request that names no correlation id,
+        let limiter = crate::ratelimit::RateLimiter::new(
+            std::sync::Arc::new(store::rate_counter::InMemoryWindowCounter::default()),
+            crate::ratelimit::SlidingWindow {
+                limit: 10,
+                window_secs: 60,
+            },
+            crate::ratelimit::Scope::Api,
+            crate::testing::tokens(),
+        );
+        let request = lambda_http::http::Request::builder().body(Body::Empty).unwrap();
+        // when it passes the limiter (whose DynamoDB call is traced under that id),
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let response = limited(&limiter, request, |request| {
+            let seen = std::sync::Arc::clone(&seen);
+            async move {
+                let decided = request
+                    .headers()
+                    .get(CORRELATION_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned);
+                respond(request, |request| async move {
+                    assert_eq!(decided.as_deref(), Some(request.correlation_id()));
+                    *seen.lock().unwrap() = request.correlation_id().to_owned();
+                    Ok(Response::new(Body::Empty))
+                })
+                .await
+            }
+        })
+        .await;
+        // then the handler and the response carry that same id, not a second one.
+        let answered = header_of(&response, header::HeaderName::from_static(CORRELATION_HEADER)).to_owned();
+        assert!(uuid::Uuid::parse_str(&answered).is_ok(), "{answered}");
+        assert_eq!(*seen.lock().unwrap(), answered);
     }
 }

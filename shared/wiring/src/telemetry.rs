@@ -138,18 +138,21 @@ pub fn service_name() -> &'static str {
     SERVICE.get().copied().unwrap_or_default()
 }
 
-/// Sends what the invocation recorded: its spans (waiting at most [`EXPORT_TIMEOUT`]) and its EMF
-/// line. Called by the Lambda runtime's OpenTelemetry layer after each invocation.
+/// Sends what the invocation recorded: its EMF line, then its spans (waiting at most
+/// [`EXPORT_TIMEOUT`]). Called by the Lambda runtime's OpenTelemetry layer after each invocation's
+/// response has been sent and before the runtime asks for the next event, when Lambda may freeze the
+/// process. The EMF line goes first: it costs microseconds, and an emulator that stops reading a
+/// function's output once it has answered still gets it.
 pub fn flush() {
-    if let Some(provider) = TRACES.get()
-        && let Err(error) = provider.force_flush()
-    {
-        tracing::warn!(error = %error, "spans were not exported");
-    }
     if let Some(collector) = METRICS.get()
         && let Err(error) = collector.flush(std::io::stdout().lock())
     {
         tracing::warn!(error = %error, "metrics were not written");
+    }
+    if let Some(provider) = TRACES.get()
+        && let Err(error) = provider.force_flush()
+    {
+        tracing::warn!(error = %error, "spans were not exported");
     }
     if let Ok(mut current) = CORRELATION_ID.lock() {
         *current = None;
@@ -222,6 +225,11 @@ impl<P: SpanProcessor> SpanProcessor for Correlated<P> {
         let mut seen = false;
         span.attributes
             .retain(|attribute| attribute.key.as_str() != CORRELATION_ATTRIBUTE || !std::mem::replace(&mut seen, true));
+        // A span that began before the work had an id (the runtime's invocation span) ends inside it.
+        if !seen && let Some(correlation_id) = CORRELATION_ID.lock().ok().and_then(|current| current.clone()) {
+            span.attributes
+                .push(KeyValue::new(CORRELATION_ATTRIBUTE, correlation_id));
+        }
         self.0.on_end(span);
     }
 
