@@ -32,8 +32,10 @@ PLAYWRIGHT_VERSION := 1.65.2
 CHROMIUM := /usr/bin/chromium
 TRACES := $(TRACES_VENV)/bin/python scripts/traces.py
 TRACES_PORT ?= 6006
+# The docs page's viewer (functions/docs-page/assets/, from the npm registry; `make docs-assets`).
+SWAGGER_UI_VERSION := 5.35.0
 
-.PHONY: help tools arm64-target dev url watch metrics traces test test-unit test-template test-e2e test-chaos test-load chaos load bench lint fmt build-aws clean redrive-outbox
+.PHONY: help tools arm64-target dev url watch metrics docs-assets test test-unit test-template test-e2e test-chaos test-load chaos load bench lint fmt build-aws clean redrive-outbox
 
 help:
 	@echo "make dev    - install tools, start the local emulator, deploy, seed, serve the API (Ctrl-C stops)"
@@ -151,6 +153,14 @@ bench: tools arm64-target
 redrive-outbox: tools
 	$(SAM_VENV)/bin/python scripts/redrive_outbox.py --stack $(STACK) \
 		$(if $(AWS),,--endpoint $$($(LOCAL_STACK) endpoint --stack $(STACK)))
+
+# Fetches the docs page's Swagger UI files again from the npm registry (after a SWAGGER_UI_VERSION change);
+# they are committed, so a build never needs npm.
+docs-assets:
+	rm -rf .local/swagger-ui && mkdir -p .local/swagger-ui
+	cd .local/swagger-ui && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) && tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz
+	cp .local/swagger-ui/package/swagger-ui-bundle.js .local/swagger-ui/package/swagger-ui.css \
+		.local/swagger-ui/package/LICENSE .local/swagger-ui/package/NOTICE functions/docs-page/assets/
 
 build-aws: tools arm64-target
 	PATH="$(TOOLS_PATH)" $(SAM_VENV)/bin/sam build

@@ -550,6 +550,8 @@ def events(shop: Shop) -> dict[str, Callable[[], str]]:
 
     return {
         "health": fixed("health", {}),
+        "docs-openapi": fixed("docs-openapi", {}),
+        "docs-page": fixed("docs-page", {}),
         "users-create": lambda: substitute(sample("users-create"), {SAMPLE_NEW_EMAIL: unique_email()}),
         "auth-login": fixed("auth-login", {SAMPLE_LOGIN_EMAIL: customer.email}),
         "users-me": fixed("users-me", {TOKEN: customer.token}),

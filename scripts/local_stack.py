@@ -671,7 +671,7 @@ def cmd_e2e(args) -> int:
             )
         env.update(suite_env(info, args, endpoint))
         recorder.wait_ready()
-        log(f"running the end-to-end suite and the observability check against {info['api_url']}")
+        log(f"running the end-to-end suite, the observability check and the docs page check against {info['api_url']}")
         # The chaos scenarios need stacks of their own (`make chaos`, `make test-chaos`).
         suite = subprocess.Popen(
             ["cargo", "test", "--locked", "--no-fail-fast", "-p", "e2e", "--tests", "--", "--skip", "chaos_", *args.test_args],
@@ -684,11 +684,16 @@ def cmd_e2e(args) -> int:
              "--screenshot", str(LOCAL_DIR / "traces-e2e" / "order-waterfall.png")],
             cwd=ROOT,
         )
-        check_status = check.wait()
+        docs = subprocess.Popen(
+            [str(TRACES_PYTHON), str(ROOT / "scripts" / "page_checks.py"), "docs", "--api", info["api_url"],
+             "--screenshot", str(LOCAL_DIR / "pages-e2e" / "docs.png")],
+            cwd=ROOT,
+        )
+        failed = [name for name, process in (("observability", check), ("docs page", docs)) if process.wait() != 0]
         suite_status = suite.wait()
-        if check_status != 0:
-            log("the observability check failed (its message is above)")
-        return suite_status or check_status
+        for name in failed:
+            log(f"the {name} check failed (its message is above)")
+        return suite_status or (1 if failed else 0)
     finally:
         emulator.stop()
         recorder.stop()

@@ -30,7 +30,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-CHROMIUM = "/usr/bin/chromium"
 # The four functions one order passes through (API.md "Observability").
 ORDER_FUNCTIONS = ["orders-create", "events-publisher", "payments-worker", "notifications-worker"]
 
@@ -300,12 +299,10 @@ def screenshot_trace(phoenix: str, trace_id: str, path: Path) -> str:
     """Opens Phoenix's page of the trace in headless Chromium, screenshots it, returns the page's text."""
     from playwright.sync_api import sync_playwright
 
+    from page_checks import chromium
+
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
+        browser = chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(f"{phoenix}/projects", wait_until="networkidle", timeout=60_000)

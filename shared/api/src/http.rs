@@ -234,7 +234,18 @@ pub fn catalogue_response<T: Serialize>(
     max_age_secs: u64,
 ) -> Result<Response<Body>, ApiError> {
     let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
-    let etag = strong_etag(&bytes);
+    public_response(request, bytes, "application/json", max_age_secs)
+}
+
+/// Any public read (the catalogue, the API's documents): a strong `ETag`, `304` when the client holds
+/// it already, `Cache-Control: public` for `max_age_secs`, or `private, no-store` with a token.
+pub fn public_response(
+    request: &ApiRequest,
+    bytes: impl Into<Body> + AsRef<[u8]>,
+    content_type: &'static str,
+    max_age_secs: u64,
+) -> Result<Response<Body>, ApiError> {
+    let etag = strong_etag(bytes.as_ref());
     let cache_control = if request.header(header::AUTHORIZATION.as_str()).is_some() {
         PRIVATE_NO_STORE.to_owned()
     } else {
@@ -246,7 +257,13 @@ pub fn catalogue_response<T: Serialize>(
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             response
         }
-        _ => json_bytes_response(StatusCode::OK, bytes),
+        _ => {
+            let mut response = json_bytes_response(StatusCode::OK, bytes);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+        }
     };
     let headers = response.headers_mut();
     headers.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(ApiError::internal)?);
