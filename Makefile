@@ -50,6 +50,7 @@ help:
 	@echo "make chaos  - the fault scenarios (payment, send, lost transaction answers, publish, restart)"
 	@echo "make build-aws - release arm64 build of every function, as sam build does"
 	@echo "make redrive-outbox - feed the outbox's failed records to the publisher again (STACK=..., AWS=1)"
+	@echo "make docs-assets - fetch the docs page's Swagger UI files again from npm (SWAGGER_UI_VERSION)"
 
 tools: $(SAM_VENV)/.installed $(MINISTACK_VENV)/.installed $(TRACES_VENV)/.installed $(CHROMIUM)
 

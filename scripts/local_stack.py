@@ -125,13 +125,20 @@ class Emulator:
         if self.process is None or self.process.poll() is not None:
             return
         # SIGTERM lets MiniStack write its persisted state; SIGKILL would lose it.
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_process_group(self.process, timeout=30)
         log("emulator stopped")
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM to a server started with start_new_session=True and its children, SIGKILL after `timeout`."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 # ---------------------------------------------------------------- template
@@ -296,17 +303,21 @@ def ensure_ttl(template: dict, stack: str, endpoint: str) -> None:
 
 
 def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+    status, _, answer = http_exchange(method, url, body, {"authorization": f"Bearer {token}"} if token else None)
+    return status, answer
+
+
+def http_exchange(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
+    """One JSON call: (status, response headers with lower-case names, body)."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         request.add_header("content-type", "application/json")
-    if token:
-        request.add_header("authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"{}")
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, json.loads(error.read() or b"{}")
 
 
 def api_base(endpoint: str, api_id: str) -> str:
@@ -626,6 +637,7 @@ class TraceRecorder:
     def __init__(self, port: int, phoenix_port: int, workdir: Path):
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
+        self.workdir = workdir
         self.ready_file = workdir / "ready"
         self.url = f"http://127.0.0.1:{port}"
         self.phoenix_url = f"http://127.0.0.1:{phoenix_port}"
@@ -639,7 +651,7 @@ class TraceRecorder:
         deadline = time.monotonic() + timeout
         while not self.ready_file.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
-                sys.exit("the trace recorder (Phoenix) did not start; see .local/traces-e2e/phoenix.log")
+                sys.exit(f"the trace recorder (Phoenix) did not start; see {self.workdir / 'phoenix.log'}")
             time.sleep(0.5)
 
     def stop(self) -> None:

@@ -28,6 +28,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import local_stack  # a sibling script (stdlib only at import), on the path as this script's folder
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 # The four functions one order passes through (API.md "Observability").
@@ -77,12 +79,7 @@ class Phoenix:
         raise RuntimeError(f"Phoenix did not answer on {self.url} within 120 s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        local_stack.stop_process_group(self.process, timeout=15)
         self.log_file.close()
 
 
@@ -227,16 +224,6 @@ def cmd_record(args) -> int:
 # ---------------------------------------------------------------- the end-to-end check
 
 
-def http(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read() or b"{}")
-
-
 def eventually(what: str, probe, timeout: float = 60.0, interval: float = 0.5):
     """probe() until it returns something truthy; fails naming `what` and the last value seen."""
     deadline = time.monotonic() + timeout
@@ -251,28 +238,28 @@ def eventually(what: str, probe, timeout: float = 60.0, interval: float = 0.5):
 
 def place_order(api: str, admin_email: str, admin_password: str) -> tuple[str, str, str]:
     """Given a new customer and a new product, when the customer orders it, then (order id, correlation id, token)."""
-    status, _, login = http("POST", f"{api}/api/auth/login", {"email": admin_email, "password": admin_password})
+    status, _, login = local_stack.http_exchange("POST", f"{api}/api/auth/login", {"email": admin_email, "password": admin_password})
     assert status == 200, f"admin login: {status} {login}"
     admin = {"authorization": f"Bearer {login['access_token']}"}
     run = uuid.uuid4().hex[:12]
-    status, _, product = http(
+    status, _, product = local_stack.http_exchange(
         "POST", f"{api}/api/products",
         {"name": f"Traced teapot {run}", "category": "kitchen", "price": 2450, "stock_quantity": 10}, admin,
     )
     assert status == 201, f"create product: {status} {product}"
     email, password = f"traced-{run}@example.com", "traced-password-1"
-    status, _, user = http("POST", f"{api}/api/users", {"email": email, "password": password, "name": "Traced Customer"})
+    status, _, user = local_stack.http_exchange("POST", f"{api}/api/users", {"email": email, "password": password, "name": "Traced Customer"})
     assert status == 201, f"register: {status} {user}"
-    status, _, login = http("POST", f"{api}/api/auth/login", {"email": email, "password": password})
+    status, _, login = local_stack.http_exchange("POST", f"{api}/api/auth/login", {"email": email, "password": password})
     assert status == 200, f"customer login: {status} {login}"
     token = login["access_token"]
     correlation_id = f"traced-order-{run}"
-    status, headers, order = http(
+    status, headers, order = local_stack.http_exchange(
         "POST", f"{api}/api/orders", {"items": [{"product_id": product["id"], "quantity": 2}]},
         {"authorization": f"Bearer {token}", "idempotency-key": run, "x-correlation-id": correlation_id},
     )
     assert status == 201, f"place order: {status} {order}"
-    echoed = {k.lower(): v for k, v in headers.items()}.get("x-correlation-id")
+    echoed = headers.get("x-correlation-id")
     assert echoed == correlation_id, f"the API answered correlation id {echoed!r}, sent {correlation_id!r}"
     return order["id"], correlation_id, token
 
@@ -286,13 +273,10 @@ def recorded(recorder: str, **query) -> list[dict]:
 
 def emf_lines(stack: str, endpoint: str, metric: str, since_ms: int) -> list[dict]:
     """EMF documents naming `metric` in the log groups of the stack's functions."""
-    import boto3
-
     import emf
 
-    session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
-    functions = emf.stack_functions(session.client("cloudformation", endpoint_url=endpoint), stack)
-    return emf.documents(session.client("logs", endpoint_url=endpoint), functions, since_ms, metric)
+    functions = emf.stack_functions(local_stack.client("cloudformation", endpoint), stack)
+    return emf.documents(local_stack.client("logs", endpoint), functions, since_ms, metric)
 
 
 def screenshot_trace(phoenix: str, trace_id: str, path: Path) -> str:
@@ -326,13 +310,13 @@ def cmd_check(args) -> int:
 
     # When the order has been paid and its confirmation sent ...
     def confirmed():
-        status, _, order = http("GET", f"{args.api}/api/orders/{order_id}", headers={"authorization": f"Bearer {token}"})
+        status, _, order = local_stack.http_exchange("GET", f"{args.api}/api/orders/{order_id}", headers={"authorization": f"Bearer {token}"})
         return status == 200 and order["status"] == "CONFIRMED"
 
     eventually(f"order {order_id} CONFIRMED", confirmed)
 
     def notified():
-        status, _, page = http("GET", f"{args.api}/api/notifications/history", headers={"authorization": f"Bearer {token}"})
+        status, _, page = local_stack.http_exchange("GET", f"{args.api}/api/notifications/history", headers={"authorization": f"Bearer {token}"})
         return status == 200 and [n for n in page.get("items", []) if n["status"] == "SENT"]
 
     eventually("a SENT notification", notified)

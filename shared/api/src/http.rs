@@ -7,7 +7,7 @@ use std::sync::Arc;
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
-use lambda_runtime::layers::{OpenTelemetryFaasTrigger, OpenTelemetryLayer};
+use lambda_runtime::layers::OpenTelemetryFaasTrigger;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
@@ -217,11 +217,15 @@ pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Result<Respo
 
 /// A response whose body is already JSON (e.g. a stored idempotent response).
 pub fn json_bytes_response(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
+    typed_response(status, "application/json", body)
+}
+
+fn typed_response(status: StatusCode, content_type: &'static str, body: impl Into<Body>) -> Response<Body> {
     let mut response = Response::new(body.into());
     *response.status_mut() = status;
     response
         .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -257,13 +261,7 @@ pub fn public_response(
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             response
         }
-        _ => {
-            let mut response = json_bytes_response(StatusCode::OK, bytes);
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            response
-        }
+        _ => typed_response(StatusCode::OK, content_type, bytes),
     };
     let headers = response.headers_mut();
     headers.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(ApiError::internal)?);
@@ -416,9 +414,8 @@ where
         let response = handler(request);
         async move { Ok::<_, std::convert::Infallible>(response.await) }
     }));
-    // The invocation's span, then the telemetry flushed before the runtime asks for the next event.
     lambda_runtime::Runtime::new(service)
-        .layer(OpenTelemetryLayer::new(wiring::telemetry::flush).with_trigger(OpenTelemetryFaasTrigger::Http))
+        .layer(wiring::telemetry::invocation_layer(OpenTelemetryFaasTrigger::Http))
         .run()
         .await
 }

@@ -245,13 +245,13 @@ impl DynamoOrderRepository {
             expression.push_str(", cancel_reason = :reason");
             values.insert(":reason".into(), serde_dynamo::to_attribute_value(reason)?);
         }
-        if let Some(trace_parent) = &cause.trace_parent {
-            expression.push_str(", trace_parent = :trace_parent");
-            values.insert(":trace_parent".into(), AttributeValue::S(trace_parent.clone()));
-        }
-        // An untraced change must not pass on the trace of the change before it.
-        if cause.trace_parent.is_none() {
-            expression.push_str(" REMOVE trace_parent");
+        match &cause.trace_parent {
+            Some(trace_parent) => {
+                expression.push_str(", trace_parent = :trace_parent");
+                values.insert(":trace_parent".into(), AttributeValue::S(trace_parent.clone()));
+            }
+            // An untraced change must not pass on the trace of the change before it.
+            None => expression.push_str(" REMOVE trace_parent"),
         }
         let update = Update::builder()
             .table_name(&self.tables.orders)

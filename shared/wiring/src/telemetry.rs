@@ -133,6 +133,14 @@ fn tracer_provider(service: &'static str, endpoint: &str) -> Result<SdkTracerPro
         .build())
 }
 
+/// The Lambda runtime layer every function runs under: the invocation's span (`trigger` names what
+/// invokes it), and [`flush`] after each invocation.
+pub fn invocation_layer(
+    trigger: lambda_runtime::layers::OpenTelemetryFaasTrigger,
+) -> lambda_runtime::layers::OpenTelemetryLayer<fn()> {
+    lambda_runtime::layers::OpenTelemetryLayer::new(flush as fn()).with_trigger(trigger)
+}
+
 /// The function's crate name given to [`init`] (empty before it).
 pub fn service_name() -> &'static str {
     SERVICE.get().copied().unwrap_or_default()
@@ -159,16 +167,11 @@ pub fn flush() {
     }
 }
 
-/// Names the request or message now in hand: every span started from here on carries its id. The
-/// first id of an invocation also goes on the invocation's own span (the runtime starts that span
-/// before any id is known).
+/// Names the request or message now in hand: every span started from here on carries its id, and so
+/// does a span that started before it and ends while it is in hand (the runtime's invocation span).
 pub fn set_correlation_id(correlation_id: &str) {
-    let first = match CORRELATION_ID.lock() {
-        Ok(mut current) => current.replace(correlation_id.to_owned()).is_none(),
-        Err(_) => false,
-    };
-    if first && TRACES.get().is_some() {
-        tracing::Span::current().set_attribute(CORRELATION_ATTRIBUTE, correlation_id.to_owned());
+    if let Ok(mut current) = CORRELATION_ID.lock() {
+        *current = Some(correlation_id.to_owned());
     }
 }
 

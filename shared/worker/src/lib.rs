@@ -13,7 +13,7 @@ pub mod testing;
 use std::future::Future;
 use std::sync::Arc;
 
-use lambda_runtime::layers::{OpenTelemetryFaasTrigger, OpenTelemetryLayer};
+use lambda_runtime::layers::OpenTelemetryFaasTrigger;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,11 +36,10 @@ where
     wiring::telemetry::init(service);
     let (state, env) = AppState::from_env().await?;
     let deps = Arc::new(build(&state, &env).await?);
-    // The invocation's span, then the telemetry flushed before the runtime asks for the next event.
     lambda_runtime::Runtime::new(service_fn(move |event: LambdaEvent<E>| {
         handler(Arc::clone(&deps), event.payload)
     }))
-    .layer(OpenTelemetryLayer::new(wiring::telemetry::flush).with_trigger(OpenTelemetryFaasTrigger::PubSub))
+    .layer(wiring::telemetry::invocation_layer(OpenTelemetryFaasTrigger::PubSub))
     .run()
     .await
 }

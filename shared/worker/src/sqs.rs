@@ -77,17 +77,18 @@ pub fn receive_count(message: &SqsMessage) -> u32 {
 
 /// The correlation id the message carries as an attribute, if any.
 pub fn correlation_id(message: &SqsMessage) -> Option<&str> {
-    message
-        .message_attributes
-        .get(CORRELATION_ATTRIBUTE)
-        .and_then(|attribute| attribute.string_value.as_deref())
+    string_attribute(message, CORRELATION_ATTRIBUTE)
 }
 
 /// The trace context the message carries as an attribute, if any.
 pub fn trace_parent(message: &SqsMessage) -> Option<&str> {
+    string_attribute(message, wiring::telemetry::TRACE_PARENT)
+}
+
+fn string_attribute<'a>(message: &'a SqsMessage, name: &str) -> Option<&'a str> {
     message
         .message_attributes
-        .get(wiring::telemetry::TRACE_PARENT)
+        .get(name)
         .and_then(|attribute| attribute.string_value.as_deref())
 }
 
