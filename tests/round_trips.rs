@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use api::placement::PlacementDeps;
 use api::testing::{as_user, json_of, request, tokens};
 use domain::{Role, UserId};
 use e2e::{Api, Customer, ShopTables, emulator_sdk_config, unique_category};
@@ -35,13 +36,15 @@ impl Counted {
         let client = counter.client(&sdk);
         let orders = Arc::new(tables.order_repository(client.clone()));
         let create = orders_create::Deps {
-            products: Arc::new(DynamoProductRepository::new(
-                client.clone(),
-                &tables.products,
-                &tables.inventory_adjustments,
-            )),
-            orders: orders.clone(),
-            idempotency: Arc::new(DynamoIdempotencyStore::new(client, &tables.idempotency)),
+            placement: PlacementDeps {
+                products: Arc::new(DynamoProductRepository::new(
+                    client.clone(),
+                    &tables.products,
+                    &tables.inventory_adjustments,
+                )),
+                orders: orders.clone(),
+                idempotency: Arc::new(DynamoIdempotencyStore::new(client, &tables.idempotency)),
+            },
             tokens: tokens(),
         };
         let details = orders_details::Deps {

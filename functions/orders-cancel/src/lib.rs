@@ -4,32 +4,17 @@
 //! nothing; a shipped order is 409.
 
 use api::http::{json_response, respond};
-use api::orders::{OrderView, order_for_caller};
-use domain::{CancelReason, Transition};
+use api::orders::{OrderView, cancel_for_caller};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use store::orders::step;
 
 pub use api::orders::OrderDeps as Deps;
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
         let identity = request.identity(&deps.tokens)?;
-        let order = order_for_caller(deps.orders.as_ref(), &identity, &request.path_param("order_id")?).await?;
-        let reason = if order.user_id == identity.user_id {
-            CancelReason::CustomerCancelled
-        } else {
-            CancelReason::AdminCancelled
-        };
-        let order = step(
-            deps.orders.as_ref(),
-            order,
-            Transition::Cancel,
-            Some(reason),
-            &request.cause(),
-        )
-        .await?
-        .into_order();
+        let order_id = request.path_param("order_id")?;
+        let order = cancel_for_caller(deps.orders.as_ref(), &identity, &order_id, &request.cause()).await?;
         json_response(StatusCode::OK, &OrderView::from(&order))
     })
     .await

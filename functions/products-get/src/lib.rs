@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use api::ApiState;
 use api::InitError;
+use api::catalogue::product_by_id;
 use api::http::{catalogue_response, respond};
-use api::{ApiError, ApiState};
-use domain::ProductId;
 use lambda_http::{Body, Request, Response};
 use store::products::ProductCatalog;
 
@@ -27,9 +27,7 @@ impl Deps {
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
-        let not_found = || ApiError::NotFound("product");
-        let id = ProductId::parse(&request.path_param("product_id")?).map_err(|_| not_found())?;
-        let product = deps.products.get(&id).await?.ok_or_else(not_found)?;
+        let product = product_by_id(deps.products.as_ref(), &request.path_param("product_id")?).await?;
         catalogue_response(&request, &product, deps.max_age_secs)
     })
     .await
@@ -39,7 +37,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
 mod tests {
     use super::*;
     use api::testing::{json_of, request};
-    use domain::NewProduct;
+    use domain::{NewProduct, ProductId};
     use store::memory::InMemoryProducts;
     use store::products::ProductEditor as _;
 

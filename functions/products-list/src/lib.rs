@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use api::InitError;
+use api::catalogue::{ProductQuery, product_filter, product_page};
 use api::cursor::CursorCodec;
 use api::http::{ApiRequest, catalogue_response, respond};
-use api::listing::{PageBody, page_limit};
+use api::listing::page_limit;
 use api::{ApiError, ApiState};
 use domain::validation::FieldErrors;
-use domain::{Category, Price};
 use lambda_http::{Body, Request, Response};
-use store::products::{ProductCatalog, ProductCursor, ProductFilter};
+use store::products::{ProductCatalog, ProductFilter};
 
 pub struct Deps {
     pub products: Arc<dyn ProductCatalog>,
@@ -30,36 +30,26 @@ impl Deps {
     }
 }
 
+/// The listing's filters from the query string: integers are read here, the rules are
+/// `api::catalogue::product_filter`'s.
 fn filter_of(request: &ApiRequest) -> Result<ProductFilter, ApiError> {
     let mut errors = FieldErrors::default();
-    let category = request
-        .query("category")
-        .map(|raw| errors.check("category", Category::parse(&raw)));
-    let mut price = |name: &str| match request.query_int(name, 0..=Price::MAX, None) {
-        Ok(value) => value.and_then(|minor| Price::new(minor).ok()),
-        Err(ApiError::Validation(found)) => {
-            found
-                .into_vec()
-                .into_iter()
-                .for_each(|e| errors.push(e.field, e.message));
+    let mut price = |name: &str| match request.query_int(name, i64::MIN..=i64::MAX, None) {
+        Ok(value) => value,
+        Err(_) => {
+            errors.push(name, "must be an integer amount in minor units");
             None
         }
-        Err(_) => None,
     };
     let min_price = price("min_price");
     let max_price = price("max_price");
-    if let (Some(min), Some(max)) = (min_price, max_price)
-        && min > max
-    {
-        errors.push("min_price", "must not be greater than max_price");
-    }
-    Ok(errors.finish(|| {
-        Some(ProductFilter {
-            category: category.map_or(Some(None), |parsed| parsed.map(Some))?,
-            min_price,
-            max_price,
-        })
-    })?)
+    let category = request.query("category");
+    let query = ProductQuery {
+        category: category.as_deref(),
+        min_price,
+        max_price,
+    };
+    product_filter(query, errors)
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
@@ -67,21 +57,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         request.only_query_params(&["category", "min_price", "max_price", "limit", "cursor"])?;
         let filter = filter_of(&request)?;
         let limit = page_limit(&request)?;
-        let scope = filter.scope();
-        let after: Option<ProductCursor> = request
-            .query("cursor")
-            .map(|cursor| deps.cursors.decode(&scope, &cursor))
-            .transpose()?;
-        let page = deps.products.list(&filter, after.as_ref(), limit).await?;
-        let next_cursor = page.next.map(|next| deps.cursors.encode(&scope, &next)).transpose()?;
-        catalogue_response(
-            &request,
-            &PageBody {
-                items: page.items,
-                next_cursor,
-            },
-            deps.max_age_secs,
-        )
+        let cursor = request.query("cursor");
+        let page = product_page(deps.products.as_ref(), &deps.cursors, &filter, limit, cursor.as_deref()).await?;
+        catalogue_response(&request, &page, deps.max_age_secs)
     })
     .await
 }

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use api::ApiState;
 use api::InitError;
 use api::auth::TokenService;
 use api::http::{json_response, respond};
-use api::{ApiError, ApiState};
+use api::users::own_account;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use store::users::UserRepository;
@@ -27,11 +28,7 @@ impl Deps {
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
         let identity = request.identity(&deps.tokens)?;
-        let user = deps
-            .users
-            .get(&identity.user_id)
-            .await?
-            .ok_or(ApiError::NotFound("user"))?;
+        let user = own_account(deps.users.as_ref(), &identity).await?;
         json_response(StatusCode::OK, &user)
     })
     .await

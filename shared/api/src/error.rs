@@ -70,6 +70,11 @@ impl ApiError {
         }
     }
 
+    /// What the caller is told about this error (the problem's `detail`): nothing internal.
+    pub fn detail(&self) -> String {
+        self.public_parts().2
+    }
+
     /// (type slug, title, detail) as shown to the caller: nothing internal.
     fn public_parts(&self) -> (&'static str, &'static str, String) {
         match self {

@@ -3,16 +3,19 @@
 //! [`run_api`], the entry point every API function's `main.rs` calls.
 
 pub mod auth;
+pub mod catalogue;
 pub mod cursor;
 pub mod error;
 pub mod http;
 pub mod listing;
 pub mod login_guard;
 pub mod orders;
+pub mod placement;
 pub mod ratelimit;
 pub mod state;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod users;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use domain::{CancelReason, Order, OrderId, OrderStatus, PaymentStatus};
-use store::orders::OrderRepository;
+use domain::{CancelReason, Cause, Order, OrderId, OrderStatus, PaymentStatus, Transition};
+use store::orders::{OrderRepository, step};
 
 use crate::auth::{Identity, TokenService};
 use crate::error::ApiError;
@@ -92,4 +92,25 @@ pub async fn order_for_caller(
     } else {
         Err(not_found())
     }
+}
+
+/// Cancels the order with this id for the caller (its owner or an admin; 404 for anyone else): the
+/// status change and the release of every line's stock are one transaction, conditional on the status
+/// read, so the stock comes back exactly once; cancelling a cancelled order changes nothing and answers
+/// it again; a shipped order is 409.
+pub async fn cancel_for_caller(
+    orders: &dyn OrderRepository,
+    identity: &Identity,
+    raw_id: &str,
+    cause: &Cause,
+) -> Result<Order, ApiError> {
+    let order = order_for_caller(orders, identity, raw_id).await?;
+    let reason = if order.user_id == identity.user_id {
+        CancelReason::CustomerCancelled
+    } else {
+        CancelReason::AdminCancelled
+    };
+    Ok(step(orders, order, Transition::Cancel, Some(reason), cause)
+        .await?
+        .into_order())
 }

@@ -334,10 +334,16 @@ impl OrderRepository for InMemoryOrders {
         Ok(Some(stored.clone()))
     }
 
-    async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError> {
-        let user = self.users.get(&order.user_id).await?;
-        let ids: Vec<ProductId> = order.items.iter().map(|line| line.product_id.clone()).collect();
-        Ok((user, self.products.get_many(&ids).await?))
+    async fn users_and_products(
+        &self,
+        users: &[UserId],
+        products: &[ProductId],
+    ) -> Result<(Vec<User>, Vec<Product>), StoreError> {
+        let mut found = Vec::new();
+        for id in users {
+            found.extend(self.users.get(id).await?);
+        }
+        Ok((found, self.products.get_many(products).await?))
     }
 }
 

@@ -76,8 +76,21 @@ pub trait OrderRepository: Send + Sync {
         now: &str,
         cause: &Cause,
     ) -> Result<Option<Order>, StoreError>;
+    /// These users and products as they are now (those that exist), in one round trip: at most 100
+    /// ids in all.
+    async fn users_and_products(
+        &self,
+        users: &[UserId],
+        products: &[ProductId],
+    ) -> Result<(Vec<User>, Vec<Product>), StoreError>;
     /// The order's user and its products as they are now, in one round trip.
-    async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError>;
+    async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError> {
+        let products: Vec<ProductId> = order.items.iter().map(|line| line.product_id.clone()).collect();
+        let (users, products) = self
+            .users_and_products(std::slice::from_ref(&order.user_id), &products)
+            .await?;
+        Ok((users.into_iter().next(), products))
+    }
 }
 
 /// The order after a transition, as the transition writes it.
@@ -374,28 +387,36 @@ impl OrderRepository for DynamoOrderRepository {
         }
     }
 
-    async fn details(&self, order: &Order) -> Result<(Option<User>, Vec<Product>), StoreError> {
-        let user_key = HashMap::from([("pk".to_string(), AttributeValue::S(user_key(&order.user_id)))]);
-        let product_ids = order.items.iter().map(|line| &line.product_id);
-        let (mut products, missing) = match &self.catalogue {
-            Some(cache) => cache.split(product_ids),
-            None => (Vec::new(), product_ids.cloned().collect()),
+    async fn users_and_products(
+        &self,
+        users: &[UserId],
+        products: &[ProductId],
+    ) -> Result<(Vec<User>, Vec<Product>), StoreError> {
+        let user_keys = users
+            .iter()
+            .map(|id| HashMap::from([("pk".to_string(), AttributeValue::S(user_key(id)))]))
+            .collect();
+        let (mut cached, missing) = match &self.catalogue {
+            Some(cache) => cache.split(products),
+            None => (Vec::new(), products.to_vec()),
         };
-        let mut keys = HashMap::from([(self.tables.users.clone(), vec![user_key])]);
+        let mut keys = HashMap::from([(self.tables.users.clone(), user_keys)]);
         if !missing.is_empty() {
             keys.insert(self.tables.products.clone(), missing.iter().map(product_key).collect());
         }
         let mut found = batch_get(&self.client, keys).await?;
-        let user = match found.remove(&self.tables.users).unwrap_or_default().into_iter().next() {
-            Some(item) => Some(serde_dynamo::from_item::<_, UserItem>(item)?.user),
-            None => None,
-        };
+        let users = found
+            .remove(&self.tables.users)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| Ok(serde_dynamo::from_item::<_, UserItem>(item)?.user))
+            .collect::<Result<Vec<User>, StoreError>>()?;
         let read = products_from_items(found.remove(&self.tables.products).unwrap_or_default())?;
         if let Some(cache) = &self.catalogue {
             read.iter().for_each(|product| cache.keep(product));
         }
-        products.extend(read);
-        Ok((user, products))
+        cached.extend(read);
+        Ok((users, cached))
     }
 }
 
