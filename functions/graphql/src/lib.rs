@@ -1,0 +1,499 @@
+//! `POST /graphql` (`{query, variables?, operationName?}`): the catalogue, the caller's account and
+//! orders, placement and cancellation, on the same rules as the REST routes (API.md "GraphQL").
+//!
+//! - Identity comes from the bearer token, as for REST; fields that need one answer `unauthorized`
+//!   without it. Errors carry `extensions.code` and `extensions.status` (the REST status); see
+//!   [`errors`].
+//! - A query deeper than [`MAX_DEPTH`] or more complex than [`MAX_COMPLEXITY`] is refused as
+//!   `query-too-complex` during validation, before any resolver runs (nothing is read). Listings
+//!   count as `limit` times their items.
+//! - Introspection (`__schema`, `__type`) is off unless the deployment sets
+//!   `GRAPHQL_INTROSPECTION=true` (template parameter `GraphqlIntrospection`).
+//! - An order's `user` and its lines' `product` are batched per request ([`loader`]): an order with
+//!   its user and products costs two DynamoDB round trips.
+//! - The answer is 200 with `data` and `errors`; a body that is not a GraphQL request is the usual
+//!   400 problem; every answer is `Cache-Control: private, no-store`.
+
+pub mod errors;
+pub mod loader;
+pub mod schema;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation};
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{EmptySubscription, Schema, ServerError, ServerResult, ValidationResult, Variables};
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+
+use api::auth::TokenService;
+use api::cursor::CursorCodec;
+use api::http::{json_response, respond};
+use api::placement::PlacementDeps;
+use api::{ApiError, ApiState, InitError};
+use store::orders::OrderRepository;
+use store::products::ProductCatalog;
+use store::users::UserRepository;
+
+use crate::errors::{QUERY_TOO_COMPLEX, request_error, with_codes};
+use crate::loader::{MAX_BATCH, RelatedLoader};
+use crate::schema::{Caller, Mutation, Query, RequestCause};
+
+/// Deepest field nesting a query may have (the standard introspection query needs 12).
+pub const MAX_DEPTH: usize = 12;
+/// Most fields a query may ask for, listings counting `limit` times their items' fields.
+pub const MAX_COMPLEXITY: usize = 2_000;
+
+pub type ShopSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// What the resolvers read and write through: the same adapters as the REST routes.
+pub struct Services {
+    /// Catalogue reads (through the instance's cache when there is one).
+    pub catalogue: Arc<dyn ProductCatalog>,
+    /// Placement: the catalogue as it is now, the orders and the idempotency records.
+    pub placement: PlacementDeps,
+    pub orders: Arc<dyn OrderRepository>,
+    pub users: Arc<dyn UserRepository>,
+    pub cursors: CursorCodec,
+}
+
+pub struct Deps {
+    pub schema: ShopSchema,
+    pub orders: Arc<dyn OrderRepository>,
+    pub tokens: TokenService,
+}
+
+impl Deps {
+    pub fn new(services: Services, tokens: TokenService, introspection: bool) -> Self {
+        let orders = Arc::clone(&services.orders);
+        let mut builder = Schema::build(Query, Mutation, EmptySubscription)
+            .data(Arc::new(services))
+            .extension(Limits { introspection });
+        if !introspection {
+            builder = builder.disable_introspection();
+        }
+        Self {
+            schema: builder.finish(),
+            orders,
+            tokens,
+        }
+    }
+
+    pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
+        let orders: Arc<dyn OrderRepository> = state.orders();
+        let services = Services {
+            catalogue: state.catalogue(),
+            placement: PlacementDeps::from_state(state),
+            orders,
+            users: state.users(),
+            cursors: state.cursors().await?,
+        };
+        let introspection = state
+            .env()
+            .optional("GRAPHQL_INTROSPECTION")
+            .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"));
+        Ok(Self::new(services, state.tokens().await?, introspection))
+    }
+}
+
+/// The schema's SDL, as committed in `schema.graphql` at the repository root.
+pub fn sdl() -> String {
+    Schema::build(Query, Mutation, EmptySubscription).finish().sdl()
+}
+
+/// A GraphQL request over HTTP (`extensions` is accepted and ignored).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct GraphqlBody {
+    query: String,
+    #[serde(default)]
+    variables: Option<serde_json::Value>,
+    #[serde(default)]
+    operation_name: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    extensions: Option<serde_json::Value>,
+}
+
+pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
+    respond(request, |request| async move {
+        let body: GraphqlBody = request.json()?;
+        let mut query = async_graphql::Request::new(body.query);
+        match body.variables {
+            None | Some(serde_json::Value::Null) => {}
+            Some(variables @ serde_json::Value::Object(_)) => {
+                query = query.variables(Variables::from_json(variables));
+            }
+            Some(_) => return Err(ApiError::invalid_field("variables", "must be an object")),
+        }
+        if let Some(operation_name) = body.operation_name {
+            query = query.operation_name(operation_name);
+        }
+        let caller = Caller(request.identity(&deps.tokens).map_err(|error| match error {
+            ApiError::Unauthorized(reason) => reason,
+            _ => "The access token is invalid.",
+        }));
+        let loader = DataLoader::new(
+            RelatedLoader {
+                orders: Arc::clone(&deps.orders),
+            },
+            tokio::spawn,
+        )
+        .max_batch_size(MAX_BATCH);
+        let query = query.data(caller).data(RequestCause(request.cause())).data(loader);
+        let mut response = deps.schema.execute(query).await;
+        response.errors = with_codes(std::mem::take(&mut response.errors));
+        json_response(StatusCode::OK, &response)
+    })
+    .await
+}
+
+/// Depth, complexity and introspection, checked once the query validated and before it runs.
+struct Limits {
+    introspection: bool,
+}
+
+impl ExtensionFactory for Limits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(LimitCheck {
+            introspection: self.introspection,
+            asks_introspection: AtomicBool::new(false),
+        })
+    }
+}
+
+/// One request's check (extensions are created per request).
+struct LimitCheck {
+    introspection: bool,
+    asks_introspection: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Extension for LimitCheck {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
+        self.asks_introspection
+            .store(asks_introspection(&document), Ordering::Relaxed);
+        Ok(document)
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await?;
+        if result.depth > MAX_DEPTH || result.complexity > MAX_COMPLEXITY {
+            tracing::info!(
+                depth = result.depth,
+                complexity = result.complexity,
+                "query refused as too complex"
+            );
+            let message = format!(
+                "The query is too complex: depth {} (at most {MAX_DEPTH}), complexity {} (at most {MAX_COMPLEXITY}).",
+                result.depth, result.complexity
+            );
+            return Err(vec![request_error(&message, QUERY_TOO_COMPLEX, 400)]);
+        }
+        if !self.introspection && self.asks_introspection.load(Ordering::Relaxed) {
+            return Err(vec![request_error(
+                "Introspection is disabled on this deployment.",
+                "forbidden",
+                403,
+            )]);
+        }
+        Ok(result)
+    }
+}
+
+/// Whether any selection of the document asks for `__schema` or `__type`.
+fn asks_introspection(document: &ExecutableDocument) -> bool {
+    let mut pending: Vec<&SelectionSet> = document
+        .operations
+        .iter()
+        .map(|(_, operation)| &operation.node.selection_set.node)
+        .collect();
+    pending.extend(
+        document
+            .fragments
+            .values()
+            .map(|fragment| &fragment.node.selection_set.node),
+    );
+    while let Some(set) = pending.pop() {
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) => {
+                    if matches!(field.node.name.node.as_str(), "__schema" | "__type") {
+                        return true;
+                    }
+                    pending.push(&field.node.selection_set.node);
+                }
+                Selection::InlineFragment(fragment) => pending.push(&fragment.node.selection_set.node),
+                // Named fragments are walked on their own above.
+                Selection::FragmentSpread(_) => {}
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::testing::{anonymous, as_user, json_of, request, secret, tokens};
+    use domain::{Email, Role, User, UserId};
+    use serde_json::{Value, json};
+    use store::testing::{KETTLE_ID, MUG_ID, OrderWorld, SAMPLE_ORDER_ID};
+
+    const PRODUCTS_EVENT: &str = include_str!("../../../events/graphql.json");
+    const ORDER_EVENT: &str = include_str!("../../../events/graphql.order.json");
+
+    fn deps_with(world: &OrderWorld, introspection: bool) -> Deps {
+        let services = Services {
+            catalogue: world.products.clone(),
+            placement: PlacementDeps {
+                products: world.products.clone(),
+                orders: world.orders.clone(),
+                idempotency: world.idempotency.clone(),
+            },
+            orders: world.orders.clone(),
+            users: world.users.clone(),
+            cursors: secret().cursors(),
+        };
+        Deps::new(services, tokens(), introspection)
+    }
+
+    fn deps(world: &OrderWorld) -> Deps {
+        deps_with(world, false)
+    }
+
+    /// events/graphql.json with this query and variables.
+    fn query(query: &str, variables: Value) -> Request {
+        let mut event: Value = serde_json::from_str(PRODUCTS_EVENT).unwrap();
+        event["body"] = json!({"query": query, "variables": variables}).to_string().into();
+        request(&event.to_string())
+    }
+
+    async fn run(deps: &Deps, request: Request) -> Value {
+        let response = handle(deps, request).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["cache-control"], "private, no-store");
+        json_of(&response)
+    }
+
+    fn codes(body: &Value) -> Vec<String> {
+        body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|error| error["extensions"]["code"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn schema_graphql_is_the_schema_of_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema.graphql");
+        let sdl = sdl();
+        if std::env::var("UPDATE_SCHEMA").is_ok_and(|value| value == "1") {
+            std::fs::write(path, &sdl).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == sdl,
+            "schema.graphql is not the schema of functions/graphql: regenerate it with \
+             `UPDATE_SCHEMA=1 cargo test -p graphql schema_graphql` and commit it"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sample_event_lists_the_catalogue_without_a_token() {
+        let world = OrderWorld::new(5).await;
+        let body = run(&deps(&world), request(PRODUCTS_EVENT)).await;
+        assert!(body.get("errors").is_none(), "{body}");
+        let items = body["data"]["products"]["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{body}");
+        assert_eq!(items[0]["name"], "Mug");
+        assert_eq!(items[0]["stockQuantity"], 5);
+        assert!(body["data"]["products"]["nextCursor"].is_string());
+    }
+
+    #[tokio::test]
+    async fn the_sample_order_comes_with_its_buyer_and_products() {
+        let world = OrderWorld::with_sample_order().await;
+        let request = as_user(request(ORDER_EVENT), &world.buyer, Role::Customer);
+        let body = run(&deps(&world), request).await;
+        assert!(body.get("errors").is_none(), "{body}");
+        let order = &body["data"]["order"];
+        assert_eq!(order["id"], SAMPLE_ORDER_ID);
+        assert_eq!(order["user"]["name"], "Bea Buyer");
+        assert_eq!(order["items"][0]["product"]["name"], "Mug");
+        assert_eq!(order["items"][1]["product"]["id"], KETTLE_ID);
+        assert_eq!(order["totalAmount"], 2 * 1299 + 4599);
+    }
+
+    #[tokio::test]
+    async fn another_customers_order_is_not_found_and_no_token_is_unauthorized() {
+        let world = OrderWorld::with_sample_order().await;
+        let deps = deps(&world);
+        let stranger = as_user(request(ORDER_EVENT), &UserId::generate(), Role::Customer);
+        let body = run(&deps, stranger).await;
+        assert_eq!(codes(&body), ["not-found"]);
+        assert_eq!(body["errors"][0]["extensions"]["status"], 404);
+        assert!(body["data"]["order"].is_null());
+        let body = run(&deps, anonymous(request(ORDER_EVENT))).await;
+        assert_eq!(codes(&body), ["unauthorized"]);
+        assert_eq!(body["errors"][0]["extensions"]["status"], 401);
+    }
+
+    #[tokio::test]
+    async fn me_is_the_callers_account() {
+        let world = OrderWorld::new(5).await;
+        let ada = User {
+            id: UserId::generate(),
+            email: Email::parse("ada@example.com").unwrap(),
+            name: "Ada".into(),
+            phone: None,
+            role: Role::Customer,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        world.users.create(&ada, "hash", "test").await.unwrap();
+        let request = as_user(
+            query("{ me { id email name role } }", Value::Null),
+            &ada.id,
+            Role::Customer,
+        );
+        let body = run(&deps(&world), request).await;
+        assert_eq!(body["data"]["me"]["email"], "ada@example.com", "{body}");
+        assert_eq!(body["data"]["me"]["role"], "customer");
+    }
+
+    const PLACE: &str = "mutation($items: [OrderLineInput!]!, $key: String) { \
+        placeOrder(items: $items, paymentToken: \"tok_visa\", idempotencyKey: $key) { id status totalAmount items { productId quantity price } } }";
+
+    #[tokio::test]
+    async fn placing_reserves_stock_and_a_replayed_key_answers_the_same_order() {
+        let world = OrderWorld::new(5).await;
+        let deps = deps(&world);
+        let variables = json!({"items": [{"productId": MUG_ID, "quantity": 2}], "key": "gql-key-1"});
+        let first = run(
+            &deps,
+            as_user(query(PLACE, variables.clone()), &world.buyer, Role::Customer),
+        )
+        .await;
+        assert!(first.get("errors").is_none(), "{first}");
+        assert_eq!(first["data"]["placeOrder"]["status"], "PENDING");
+        assert_eq!(first["data"]["placeOrder"]["totalAmount"], 2 * 1299);
+        assert_eq!(world.stock(MUG_ID).await, 3);
+        let again = run(&deps, as_user(query(PLACE, variables), &world.buyer, Role::Customer)).await;
+        assert_eq!(again["data"], first["data"]);
+        assert_eq!(world.orders.count(), 1);
+        assert_eq!(world.stock(MUG_ID).await, 3);
+        // The same key with other lines is REST's 422.
+        let other = json!({"items": [{"productId": MUG_ID, "quantity": 1}], "key": "gql-key-1"});
+        let refused = run(&deps, as_user(query(PLACE, other), &world.buyer, Role::Customer)).await;
+        assert_eq!(codes(&refused), ["validation"]);
+        assert_eq!(refused["errors"][0]["extensions"]["status"], 422);
+    }
+
+    #[tokio::test]
+    async fn refused_placements_change_nothing() {
+        let world = OrderWorld::new(1).await;
+        let deps = deps(&world);
+        for (lines, code, status) in [
+            (json!([{"productId": MUG_ID, "quantity": 0}]), "validation", 400),
+            (
+                json!([{"productId": UserId::generate().to_string(), "quantity": 1}]),
+                "validation",
+                400,
+            ),
+            (json!([{"productId": MUG_ID, "quantity": 2}]), "conflict", 409),
+        ] {
+            let variables = json!({"items": lines});
+            let body = run(&deps, as_user(query(PLACE, variables), &world.buyer, Role::Customer)).await;
+            assert_eq!(codes(&body), [code], "{body}");
+            assert_eq!(body["errors"][0]["extensions"]["status"], status);
+            assert!(body["data"].is_null(), "{body}");
+        }
+        assert_eq!(world.orders.count(), 0);
+        assert_eq!(world.stock(MUG_ID).await, 1);
+    }
+
+    #[tokio::test]
+    async fn cancelling_releases_the_stock_once() {
+        let world = OrderWorld::with_sample_order().await;
+        let deps = deps(&world);
+        let cancel = format!("mutation {{ cancelOrder(id: \"{SAMPLE_ORDER_ID}\") {{ status cancelReason }} }}");
+        for _ in 0..2 {
+            let body = run(
+                &deps,
+                as_user(query(&cancel, Value::Null), &world.buyer, Role::Customer),
+            )
+            .await;
+            assert_eq!(body["data"]["cancelOrder"]["status"], "CANCELLED", "{body}");
+            assert_eq!(body["data"]["cancelOrder"]["cancelReason"], "customer_cancelled");
+            assert_eq!(world.stock(MUG_ID).await, 5);
+        }
+    }
+
+    #[tokio::test]
+    async fn over_limit_queries_are_refused_before_anything_is_read() {
+        let world = OrderWorld::with_sample_order().await;
+        let deps = deps_with(&world, true);
+        let deep = format!(
+            "{{ __type(name: \"Query\") {{ {}name{} }} }}",
+            "fields { type { ofType { ".repeat(5),
+            " } } }".repeat(5)
+        );
+        let body = run(&deps, query(&deep, Value::Null)).await;
+        assert_eq!(codes(&body), [QUERY_TOO_COMPLEX], "{body}");
+        let wide = format!(
+            "{{ {} }}",
+            (0..30)
+                .map(|i| format!("p{i}: products(limit: 100) {{ items {{ id name }} }}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let body = run(&deps, query(&wide, Value::Null)).await;
+        assert_eq!(codes(&body), [QUERY_TOO_COMPLEX], "{body}");
+        assert!(body["data"].is_null());
+    }
+
+    #[tokio::test]
+    async fn introspection_is_off_unless_enabled() {
+        let world = OrderWorld::new(5).await;
+        let introspect = "{ __schema { queryType { name } } }";
+        let off = run(&deps(&world), query(introspect, Value::Null)).await;
+        assert_eq!(codes(&off), ["forbidden"], "{off}");
+        assert!(off["data"].is_null());
+        let on = run(&deps_with(&world, true), query(introspect, Value::Null)).await;
+        assert_eq!(on["data"]["__schema"]["queryType"]["name"], "Query", "{on}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_body_is_a_400_problem_and_a_bad_query_a_validation_error() {
+        let world = OrderWorld::new(5).await;
+        let deps = deps(&world);
+        let mut event: Value = serde_json::from_str(PRODUCTS_EVENT).unwrap();
+        event["body"] = "{\"query\": 1}".into();
+        let response = handle(&deps, request(&event.to_string())).await;
+        assert_eq!(response.status(), 400);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let body = run(&deps, query("{ products { nope } }", Value::Null)).await;
+        assert_eq!(codes(&body), ["validation"], "{body}");
+        let body = run(&deps, query("{ products(limit: 0) { items { id } } }", Value::Null)).await;
+        assert_eq!(codes(&body), ["validation"], "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["errors"][0]["field"], "limit");
+    }
+}
