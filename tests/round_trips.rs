@@ -1,6 +1,6 @@
-//! DynamoDB round trips of order placement and order details, measured by running the handlers in
-//! process against the emulator's real tables with a client that counts every request it sends
-//! (`wiring::testing::RoundTripCounter`). The customer and the products are created through the HTTP
+//! DynamoDB round trips of order placement, order details and GraphQL's order with its user and
+//! products, measured by running the handlers in process against the emulator's real tables with a
+//! client that counts every request it sends (`wiring::testing::RoundTripCounter`). The customer and the products are created through the HTTP
 //! API like any client; the in-process handlers accept tokens signed with the unit-test secret.
 //! Run with `--nocapture` to see the measured numbers.
 // Test code: a failed expectation is a failed test.
@@ -9,23 +9,26 @@
 use std::sync::Arc;
 
 use api::placement::PlacementDeps;
-use api::testing::{as_user, json_of, request, tokens};
+use api::testing::{as_user, json_of, request, secret, tokens};
 use domain::{Role, UserId};
 use e2e::{Api, Customer, ShopTables, emulator_sdk_config, unique_category};
 use lambda_http::Request;
 use serde_json::{Value, json};
 use store::idempotency::DynamoIdempotencyStore;
 use store::products::DynamoProductRepository;
+use store::users::DynamoUserRepository;
 use wiring::testing::RoundTripCounter;
 
 const CREATE_EVENT: &str = include_str!("../events/orders-create.json");
 const DETAILS_EVENT: &str = include_str!("../events/orders-details.json");
+const GRAPHQL_ORDER_EVENT: &str = include_str!("../events/graphql.order.json");
 
 /// The order handlers wired to the stack's tables through one counting DynamoDB client.
 struct Counted {
     counter: RoundTripCounter,
     create: orders_create::Deps,
     details: orders_details::Deps,
+    graphql: graphql::Deps,
 }
 
 impl Counted {
@@ -43,18 +46,34 @@ impl Counted {
                     &tables.inventory_adjustments,
                 )),
                 orders: orders.clone(),
-                idempotency: Arc::new(DynamoIdempotencyStore::new(client, &tables.idempotency)),
+                idempotency: Arc::new(DynamoIdempotencyStore::new(client.clone(), &tables.idempotency)),
             },
             tokens: tokens(),
         };
         let details = orders_details::Deps {
-            orders,
+            orders: orders.clone(),
             tokens: tokens(),
         };
+        let graphql = graphql::Deps::new(
+            graphql::Services {
+                catalogue: create.placement.products.clone(),
+                placement: PlacementDeps {
+                    products: create.placement.products.clone(),
+                    orders: orders.clone(),
+                    idempotency: create.placement.idempotency.clone(),
+                },
+                orders,
+                users: Arc::new(DynamoUserRepository::new(client.clone(), &tables.users)),
+                cursors: secret().cursors(),
+            },
+            tokens(),
+            false,
+        );
         Self {
             counter,
             create,
             details,
+            graphql,
         }
     }
 
@@ -74,6 +93,13 @@ impl Counted {
     async fn details(&self, request: Request) -> (u16, Value, usize) {
         self.counter.reset();
         let response = orders_details::handle(&self.details, request).await;
+        let trips = self.counter.count();
+        (response.status().as_u16(), json_of(&response), trips)
+    }
+
+    async fn graphql(&self, request: Request) -> (u16, Value, usize) {
+        self.counter.reset();
+        let response = graphql::handle(&self.graphql, request).await;
         let trips = self.counter.count();
         (response.status().as_u16(), json_of(&response), trips)
     }
@@ -194,4 +220,41 @@ async fn order_details_take_two_round_trips() {
     assert_eq!(details["items"][0]["product_name"], "E2E counted mug");
     assert_eq!(details["items"][1]["product_name"], "E2E counted kettle");
     assert_eq!(trips, 2, "DynamoDB requests of order details");
+}
+
+/// events/graphql.order.json asking for `order_id` (with its user and products), sent by `user`.
+fn graphql_order_request(order_id: &str, user: &UserId) -> Request {
+    let mut event: Value = serde_json::from_str(GRAPHQL_ORDER_EVENT).expect("events/graphql.order.json is JSON");
+    let mut body: Value = serde_json::from_str(event["body"].as_str().expect("a body")).expect("a JSON body");
+    body["variables"]["id"] = order_id.into();
+    event["body"] = body.to_string().into();
+    as_user(request(&event.to_string()), user, Role::Customer)
+}
+
+#[tokio::test]
+async fn a_graphql_order_with_its_user_and_products_takes_two_round_trips() {
+    let api = Api::from_env();
+    let counted = Counted::new().await;
+    let (customer, user_id, products) = shop(&api).await;
+    let (status, order, _, _) = counted.place(create_request(&products, None, &user_id)).await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().expect("order id");
+
+    // When the GraphQL handler serves order(id) with its user and every line's product
+    let (status, body, trips) = counted.graphql(graphql_order_request(order_id, &user_id)).await;
+    println!("round trips: GraphQL order with user and products = {trips}");
+
+    // Then the answer holds the buyer and the products, after two requests: the order, then one batch
+    // (DataLoader) read across the users and products tables
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("errors").is_none(), "{body}");
+    let read = &body["data"]["order"];
+    assert_eq!(read["user"]["id"], customer.id.as_str());
+    assert_eq!(read["user"]["email"], customer.email.as_str());
+    assert_eq!(read["items"][0]["product"]["name"], "E2E counted mug");
+    assert_eq!(read["items"][1]["product"]["name"], "E2E counted kettle");
+    assert_eq!(
+        trips, 2,
+        "DynamoDB requests of a GraphQL order with its user and products"
+    );
 }
