@@ -66,7 +66,7 @@ async fn placed_id(api: &Api, customer: &Customer, product_id: &str, quantity: i
 }
 
 #[tokio::test]
-async fn the_catalogue_is_filtered_and_paged() {
+async fn graphql_the_catalogue_is_filtered_and_paged() {
     // Given three products of a category of its own
     let api = Api::from_env();
     let admin = api.admin_token().await;
@@ -106,7 +106,7 @@ async fn the_catalogue_is_filtered_and_paged() {
 }
 
 #[tokio::test]
-async fn one_product_is_read_by_id_and_an_unknown_one_is_not_found() {
+async fn graphql_one_product_is_read_by_id_and_an_unknown_one_is_not_found() {
     // Given a product
     let api = Api::from_env();
     let id = product(&api, "GQL lamp", 2599, 7).await;
@@ -134,7 +134,7 @@ async fn one_product_is_read_by_id_and_an_unknown_one_is_not_found() {
 }
 
 #[tokio::test]
-async fn me_is_the_callers_own_account() {
+async fn graphql_me_is_the_callers_own_account() {
     // Given a customer
     let api = Api::from_env();
     let customer = api.customer().await;
@@ -156,7 +156,7 @@ async fn me_is_the_callers_own_account() {
 }
 
 #[tokio::test]
-async fn a_placed_order_is_read_back_with_its_buyer_and_products() {
+async fn graphql_a_placed_order_is_read_back_with_its_buyer_and_products() {
     // Given a customer and a product
     let api = Api::from_env();
     let customer = api.customer().await;
@@ -204,7 +204,7 @@ async fn a_placed_order_is_read_back_with_its_buyer_and_products() {
 }
 
 #[tokio::test]
-async fn another_users_order_is_not_found() {
+async fn graphql_another_users_order_is_not_found() {
     // Given an order of one customer
     let api = Api::from_env();
     let owner = api.customer().await;
@@ -237,7 +237,7 @@ async fn another_users_order_is_not_found() {
 }
 
 #[tokio::test]
-async fn without_a_token_the_callers_fields_are_unauthorized() {
+async fn graphql_without_a_token_the_callers_fields_are_unauthorized() {
     // Given a product
     let api = Api::from_env();
     let product_id = product(&api, "GQL anonymous mug", 500, 5).await;
@@ -256,7 +256,7 @@ async fn without_a_token_the_callers_fields_are_unauthorized() {
 }
 
 #[tokio::test]
-async fn invalid_placements_are_validation_errors_and_change_nothing() {
+async fn graphql_invalid_placements_are_validation_errors_and_change_nothing() {
     // Given a customer and a product
     let api = Api::from_env();
     let customer = api.customer().await;
@@ -279,7 +279,7 @@ async fn invalid_placements_are_validation_errors_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn not_enough_stock_is_a_conflict_naming_the_product() {
+async fn graphql_not_enough_stock_is_a_conflict_naming_the_product() {
     // Given a product with 2 units
     let api = Api::from_env();
     let customer = api.customer().await;
@@ -300,7 +300,7 @@ async fn not_enough_stock_is_a_conflict_naming_the_product() {
 }
 
 #[tokio::test]
-async fn a_replayed_idempotency_key_answers_the_same_order() {
+async fn graphql_a_replayed_idempotency_key_answers_the_same_order() {
     // Given a customer, a product and a key
     let api = Api::from_env();
     let customer = api.customer().await;
@@ -325,7 +325,7 @@ async fn a_replayed_idempotency_key_answers_the_same_order() {
 }
 
 #[tokio::test]
-async fn cancelling_releases_the_stock_once() {
+async fn graphql_cancelling_releases_the_stock_once() {
     // Given a placed order of 2 units
     let api = Api::from_env();
     let customer = api.customer().await;
@@ -348,7 +348,7 @@ async fn cancelling_releases_the_stock_once() {
 }
 
 #[tokio::test]
-async fn over_limit_queries_are_refused_before_anything_runs() {
+async fn graphql_over_limit_queries_are_refused_before_anything_runs() {
     // Given a customer and a product
     let api = Api::from_env();
     let customer = api.customer().await;
@@ -389,7 +389,7 @@ async fn over_limit_queries_are_refused_before_anything_runs() {
 }
 
 #[tokio::test]
-async fn introspection_is_off_by_default() {
+async fn graphql_introspection_is_off_by_default() {
     // When a client asks for the schema
     let api = Api::from_env();
     let reply = graphql(&api, None, "{ __schema { types { name } } }", Value::Null).await;
@@ -401,7 +401,7 @@ async fn introspection_is_off_by_default() {
 }
 
 #[tokio::test]
-async fn a_body_that_is_not_a_graphql_request_is_a_400_problem() {
+async fn graphql_a_body_that_is_not_a_graphql_request_is_a_400_problem() {
     // When a client sends a body without a query, or not JSON
     let api = Api::from_env();
     let missing = api.post_json("/graphql", None, &json!({"variables": {}})).await;
