@@ -568,6 +568,8 @@ def events(shop: Shop) -> dict[str, Callable[[], str]]:
         "orders-list": fixed("orders-list", {TOKEN: customer.token}),
         "orders-get": fixed("orders-get", {TOKEN: customer.token, SAMPLE_ORDER: shop.customer_order}),
         "orders-details": fixed("orders-details", {TOKEN: customer.token, SAMPLE_ORDER: shop.customer_order}),
+        # An order with its buyer and products: the batched (two round trip) GraphQL path.
+        "graphql": fixed("graphql.order", {TOKEN: customer.token, SAMPLE_ORDER: shop.customer_order}),
         "orders-cancel": lambda: substitute(sample("orders-cancel"), {TOKEN: buyer.token, SAMPLE_ORDER: take(shop.to_cancel)}),
         "orders-ship": lambda: substitute(sample("orders-ship"), {TOKEN: admin, SAMPLE_ORDER: take(shop.to_ship)}),
         "notifications-history": fixed("notifications-history", {TOKEN: customer.token}),
