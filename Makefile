@@ -35,7 +35,7 @@ TRACES_PORT ?= 6006
 # The docs page's viewer (functions/docs-page/assets/, from the npm registry; `make docs-assets`).
 SWAGGER_UI_VERSION := 5.35.0
 
-.PHONY: help tools arm64-target dev url watch metrics docs-assets test test-unit test-template test-e2e test-chaos test-load chaos load bench lint fmt build-aws clean redrive-outbox
+.PHONY: help tools arm64-target dev url ws-url watch metrics docs-assets test test-unit test-template test-e2e test-chaos test-load chaos load bench lint fmt build-aws clean redrive-outbox
 
 help:
 	@echo "make dev    - install tools, start the local emulator, deploy, seed, serve the API (Ctrl-C stops)"
@@ -43,6 +43,7 @@ help:
 	@echo "make test   - lint, unit tests, template checks, the end-to-end and chaos suites on private emulators"
 	@echo "             TRACES=1 also starts Phoenix: spans at :$(TRACES_PORT)/v1/traces, waterfalls at http://127.0.0.1:$(TRACES_PORT)"
 	@echo "make url    - print the running local API's base URL"
+	@echo "make ws-url - print the running local WebSocket API's URL (connect with ?token=<access token>)"
 	@echo "make metrics - the EMF metrics of the last MINUTES (default 15) from the functions' logs (STACK=..., AWS=1)"
 	@echo "make watch  - hot-reload the functions with cargo lambda watch against the make-dev emulator"
 	@echo "make bench  - every figure beside its budget: cold start, latency, RSS, zip sizes, cache and round trips"
@@ -89,6 +90,9 @@ dev: tools
 
 url:
 	@$(LOCAL_STACK) url
+
+ws-url:
+	@$(LOCAL_STACK) url --websocket
 
 # The EMF metrics the functions wrote in the last MINUTES, read back from CloudWatch Logs (the same
 # `logs` API on the emulator and on AWS): count, sum, min, max per metric and dimensions.

@@ -81,14 +81,17 @@ def main() -> int:
     if problems:
         return 1
     functions = [k for k, v in resources.items() if v["Type"] == "AWS::Lambda::Function"]
+    # The HTTP API's routes are in the OpenAPI body SAM generates; the WebSocket API's are resources.
     routes = [
         v["Properties"]["Body"]["paths"]
         for v in resources.values()
-        if v["Type"] == "AWS::ApiGatewayV2::Api"
+        if v["Type"] == "AWS::ApiGatewayV2::Api" and "Body" in v["Properties"]
     ]
     route_count = sum(len(methods) for paths in routes for methods in paths.values())
+    socket_routes = sum(1 for v in resources.values() if v["Type"] == "AWS::ApiGatewayV2::Route")
     print(
-        f"SAM transform ok: {len(resources)} resources, {len(functions)} functions, {route_count} routes; "
+        f"SAM transform ok: {len(resources)} resources, {len(functions)} functions, {route_count} HTTP routes, "
+        f"{socket_routes} WebSocket routes; "
         f"dashboard shows all {len(code_metrics())} metrics the code writes; every alarm notifies AlarmTopic"
     )
     return 0

@@ -324,6 +324,12 @@ def api_base(endpoint: str, api_id: str) -> str:
     return f"{endpoint}/_aws/execute-api/{api_id}"
 
 
+def websocket_url(endpoint: str, api_id: str, stage: str) -> str:
+    """The emulator serves a WebSocket API's stage under the same path as HTTP APIs (AWS: the stack
+    output WebSocketUrl)."""
+    return f"{endpoint.replace('http://', 'ws://', 1).replace('https://', 'wss://', 1)}/_aws/execute-api/{api_id}/{stage}"
+
+
 def promote(stack: str, endpoint: str, email: str) -> None:
     name = stack_outputs(stack, endpoint)["PromoteFunctionName"]
     result = client("lambda", endpoint).invoke(FunctionName=name, Payload=json.dumps({"email": email}).encode())
@@ -404,11 +410,13 @@ def deploy(args, emulator: Emulator, overrides: list[str] | None = None) -> dict
     ensure_routes(template, args.stack, emulator.endpoint, api_id)
     ensure_ttl(template, args.stack, emulator.endpoint)
     base = api_base(emulator.endpoint, api_id)
+    ws_url = websocket_url(emulator.endpoint, outputs["WebSocketApiId"], outputs["WebSocketStageName"])
     seed(base, args.stack, emulator.endpoint, args.admin_email, args.admin_password, demo_products=not args.no_demo)
     info = {
         "stack": args.stack,
         "endpoint": emulator.endpoint,
         "api_url": base,
+        "ws_url": ws_url,
         "admin_email": args.admin_email,
         "outputs": outputs,
     }
@@ -483,6 +491,7 @@ def cmd_up(args) -> int:
             f"""
   Shop API (stack {info['stack']}) is up.
     Base URL : {info['api_url']}
+    WebSocket: {info['ws_url']}?token=<access token>  (order updates; `make -s ws-url`)
     Admin    : {args.admin_email} / {args.admin_password}
   Try:
     curl {info['api_url']}/health
@@ -536,7 +545,7 @@ def cmd_url(args) -> int:
     info = json.loads(path.read_text())
     if not emulator_answers(info["endpoint"]):
         print(f"(the emulator at {info['endpoint']} is not running: start it with `make dev`)", file=sys.stderr)
-    print(info["api_url"])
+    print(info["ws_url"] if args.websocket else info["api_url"])
     return 0
 
 
@@ -601,6 +610,7 @@ def suite_env(info: dict, args, endpoint: str) -> dict[str, str]:
     outputs = info["outputs"]
     return dict(
         SHOP_API_URL=info["api_url"],
+        SHOP_WS_URL=info["ws_url"],
         SHOP_ADMIN_EMAIL=args.admin_email,
         SHOP_ADMIN_PASSWORD=args.admin_password,
         SHOP_JWT_SECRET=jwt_secret(args.stack, endpoint),
@@ -612,6 +622,7 @@ def suite_env(info: dict, args, endpoint: str) -> dict[str, str]:
         SHOP_IDEMPOTENCY_TABLE=outputs["IdempotencyTableName"],
         SHOP_INVENTORY_ADJUSTMENTS_TABLE=outputs["InventoryAdjustmentsTableName"],
         SHOP_GUARDS_TABLE=outputs["GuardsTableName"],
+        SHOP_CONNECTIONS_TABLE=outputs["ConnectionsTableName"],
         SHOP_NOTIFICATIONS_TABLE=outputs["NotificationsTableName"],
         SHOP_NOTIFICATIONS_QUEUE_URL=outputs["NotificationsQueueUrl"],
         SHOP_NOTIFICATIONS_DLQ_URL=outputs["NotificationsDeadLetterQueueUrl"],
@@ -627,8 +638,9 @@ def suite_env(info: dict, args, endpoint: str) -> dict[str, str]:
 # The suite's stack exports its spans to a recording receiver in front of Phoenix (scripts/traces.py), on
 # these ports, so that the observability check can follow one order through the functions.
 TRACES_PYTHON = VENV / "traces" / "bin" / "python"
-E2E_RECORDER_PORT = 4590
-E2E_PHOENIX_PORT = 4591
+# The suite's trace recorder and its Phoenix sit beside its emulator (4577 -> 4590, 4591), so a second
+# suite on another --port runs beside the first.
+RECORDER_PORT_OFFSET = 13
 
 
 class TraceRecorder:
@@ -669,7 +681,9 @@ def cmd_e2e(args) -> int:
     endpoint = f"http://127.0.0.1:{args.port}"
     if emulator_answers(endpoint):
         sys.exit(f"port {args.port} is taken by another emulator; the suite needs its own")
-    recorder = TraceRecorder(E2E_RECORDER_PORT, E2E_PHOENIX_PORT, LOCAL_DIR / "traces-e2e")
+    recorder = TraceRecorder(
+        args.port + RECORDER_PORT_OFFSET, args.port + RECORDER_PORT_OFFSET + 1, LOCAL_DIR / f"traces-e2e-{args.port}"
+    )
     emulator = Emulator(endpoint, args.port, state_dir=None)
     try:
         info = deploy(args, emulator, [*SUITE_OVERRIDES, f"OtlpEndpoint={recorder.url}"])
@@ -857,6 +871,7 @@ def main() -> int:
 
     url = sub.add_parser("url", help="print the local API's base URL")
     url.add_argument("--stack", default="shop-local")
+    url.add_argument("--websocket", action="store_true", help="print the WebSocket API's URL instead")
     url.set_defaults(func=cmd_url)
 
     e2e = sub.add_parser("e2e", help="run the end-to-end suite on a private emulator")

@@ -275,11 +275,56 @@ fn each_library_crate_depends_only_on_the_layers_below_it() {
     }
 }
 
+/// The functions behind the WebSocket API's routes (`AWS::ApiGatewayV2::Integration`s that invoke them).
+fn socket_functions() -> BTreeSet<String> {
+    let template: serde_yaml::Value = serde_yaml::from_str(&read("template.yaml")).unwrap();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let integrations: Vec<String> = resources
+        .values()
+        .filter(|resource| resource["Type"].as_str() == Some("AWS::ApiGatewayV2::Integration"))
+        .map(|resource| serde_yaml::to_string(&resource["Properties"]["IntegrationUri"]).unwrap())
+        .collect();
+    resources
+        .iter()
+        .filter(|(logical_id, _)| {
+            let arn = format!("${{{}.Arn}}", logical_id.as_str().unwrap());
+            integrations.iter().any(|uri| uri.contains(&arn))
+        })
+        .map(|(_, resource)| {
+            resource["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
 #[test]
 fn functions_use_the_edge_of_their_kind() {
+    let sockets = socket_functions();
+    assert_eq!(
+        sockets,
+        ["ws-connect", "ws-default", "ws-disconnect"].map(String::from).into(),
+        "the WebSocket routes' functions"
+    );
     for (function, routes) in template_functions() {
         let uses = direct_dependencies(&format!("functions/{function}/Cargo.toml"));
-        if routes.is_empty() {
+        if sockets.contains(&function) {
+            // A WebSocket route: the API edge (tokens, problems) without an HTTP route of its own.
+            assert!(
+                routes.is_empty(),
+                "{function} serves a WebSocket route: no HttpApi event"
+            );
+            assert!(
+                !uses.contains("worker"),
+                "{function} serves a WebSocket route: it is no event consumer"
+            );
+            let main = read(&format!("functions/{function}/src/main.rs"));
+            assert!(
+                main.contains("api::run_socket("),
+                "{function} must serve through api::run_socket"
+            );
+        } else if routes.is_empty() {
             assert!(!uses.contains("api"), "{function} is a worker: it has no HTTP edge");
         } else {
             assert!(
@@ -306,9 +351,10 @@ fn the_domain_links_no_aws_http_or_async_crate() {
 
 #[test]
 fn no_worker_links_the_http_token_or_password_stack() {
+    let sockets = socket_functions();
     let workers: Vec<String> = template_functions()
         .into_iter()
-        .filter(|(_, routes)| routes.is_empty())
+        .filter(|(function, routes)| routes.is_empty() && !sockets.contains(function))
         .map(|(function, _)| function)
         .collect();
     assert!(workers.len() >= 4, "{workers:?}");

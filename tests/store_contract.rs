@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
 use e2e::{ShopTables, emulator_sdk_config, env_var};
+use store::connections::DynamoConnectionRegistry;
 use store::contract::Stores;
 use store::idempotency::{Claim, DynamoIdempotencyStore, IdempotencyStore, RETENTION_SECS};
 use store::login_failures::{DynamoLoginFailures, LoginFailures, Subject};
@@ -39,7 +40,11 @@ async fn dynamo_stores() -> Stores {
         )),
         counters: Arc::new(DynamoWindowCounter::new(client.clone(), guards.clone())),
         login_failures: Arc::new(DynamoLoginFailures::new(client.clone(), guards)),
-        ledger: Arc::new(DynamoPaymentLedger::new(client, &tables.orders)),
+        ledger: Arc::new(DynamoPaymentLedger::new(client.clone(), &tables.orders)),
+        connections: Arc::new(DynamoConnectionRegistry::new(
+            client,
+            &env_var("SHOP_CONNECTIONS_TABLE"),
+        )),
     }
 }
 
@@ -75,8 +80,9 @@ async fn expiring_records_carry_the_ttl_attribute_their_tables_expire_on() {
     let client = aws_sdk_dynamodb::Client::new(&emulator_sdk_config().await);
     let tables = ShopTables::from_env();
     let guards = env_var("SHOP_GUARDS_TABLE");
-    // Given the two tables whose records expire, TTL is on, on `expires_at`
-    for table in [&tables.idempotency, &guards] {
+    let connections = env_var("SHOP_CONNECTIONS_TABLE");
+    // Given the three tables whose records expire, TTL is on, on `expires_at`
+    for table in [&tables.idempotency, &guards, &connections] {
         let ttl = client.describe_time_to_live().table_name(table).send().await.unwrap();
         let description = ttl.time_to_live_description.expect("a TTL description");
         assert_eq!(

@@ -18,6 +18,7 @@ use domain::{
 };
 
 use crate::StoreError;
+use crate::connections::{Connection, ConnectionRegistry};
 use crate::idempotency::{Claim, IdempotencyStore, StoredResponse};
 use crate::login_failures::{LoginFailures, Subject};
 use crate::notifications::{Channel, DeliveryStatus, Notification, NotificationRepository, notification_id};
@@ -40,6 +41,7 @@ pub struct Stores {
     pub counters: Arc<dyn WindowCounter>,
     pub login_failures: Arc<dyn LoginFailures>,
     pub ledger: Arc<dyn PaymentLedger>,
+    pub connections: Arc<dyn ConnectionRegistry>,
 }
 
 impl Stores {
@@ -48,7 +50,8 @@ impl Stores {
         use crate::idempotency::InMemoryIdempotency;
         use crate::login_failures::InMemoryLoginFailures;
         use crate::memory::{
-            InMemoryNotifications, InMemoryOrders, InMemoryPaymentLedger, InMemoryProducts, InMemoryUsers,
+            InMemoryConnections, InMemoryNotifications, InMemoryOrders, InMemoryPaymentLedger, InMemoryProducts,
+            InMemoryUsers,
         };
         use crate::rate_counter::InMemoryWindowCounter;
         let products = Arc::new(InMemoryProducts::default());
@@ -70,6 +73,7 @@ impl Stores {
             counters: Arc::new(InMemoryWindowCounter::default()),
             login_failures: Arc::new(InMemoryLoginFailures::default()),
             ledger: Arc::new(InMemoryPaymentLedger::new(orders)),
+            connections: Arc::new(InMemoryConnections::default()),
         }
     }
 }
@@ -94,6 +98,7 @@ macro_rules! storage_contract {
             the_payment_ledger_counts_attempts_only_while_pending,
             payment_status_follows_the_life_cycle,
             login_reservations_count_attempts_in_flight,
+            connections_are_found_by_user_until_forgotten_or_expired,
         );
     };
     (@each $stores:expr; $($check:ident,)*) => {
@@ -670,4 +675,40 @@ pub async fn the_payment_ledger_counts_attempts_only_while_pending(stores: &Stor
 #[cfg(test)]
 mod on_the_fakes {
     crate::storage_contract!(crate::contract::Stores::in_memory());
+}
+
+pub async fn connections_are_found_by_user_until_forgotten_or_expired(stores: &Stores) {
+    // Given two connections of one user and one of another, recorded at `now`
+    let (owner, other) = (UserId::generate(), UserId::generate());
+    let now = 1_800_000_000;
+    let open = |user: &UserId| {
+        Connection::opened(
+            &format!("conn-{}", uuid::Uuid::new_v4().simple()),
+            user,
+            now_rfc3339(),
+            now,
+        )
+    };
+    let (first, second, others) = (open(&owner), open(&owner), open(&other));
+    for connection in [&first, &second, &others] {
+        stores.connections.register(connection).await.unwrap();
+    }
+    // When the owner's connections are read, then exactly theirs are found
+    let mut found = stores.connections.of_user(&owner.to_string(), now).await.unwrap();
+    found.sort();
+    let mut expected = vec![first.connection_id.clone(), second.connection_id.clone()];
+    expected.sort();
+    assert_eq!(found, expected);
+    // When one is forgotten (twice: forgetting is idempotent), then only the other is left
+    stores.connections.forget(&first.connection_id).await.unwrap();
+    stores.connections.forget(&first.connection_id).await.unwrap();
+    let found = stores.connections.of_user(&owner.to_string(), now).await.unwrap();
+    assert_eq!(found, vec![second.connection_id.clone()]);
+    // When the records' lifetime has passed, then no connection is found, even before TTL deletes them
+    let found = stores
+        .connections
+        .of_user(&owner.to_string(), second.expires_at)
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "{found:?}");
 }

@@ -9,6 +9,7 @@ mod ops;
 mod paging;
 
 pub mod catalogue_cache;
+pub mod connections;
 pub mod idempotency;
 pub mod login_failures;
 pub mod notifications;

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use std::sync::Arc;
 
+use crate::connections::{Connection, ConnectionRegistry, MAX_CONNECTIONS_PER_USER};
 use crate::idempotency::{IdempotencyStore, InMemoryIdempotency, Lease, StoredResponse};
 use crate::orders::{OrderCursor, OrderRepository, PlaceOutcome, releases_stock, transitioned};
 use crate::payments::PaymentLedger;
@@ -516,5 +517,50 @@ impl PaymentLedger for InMemoryPaymentLedger {
         self.orders.set_payment_status(order_id, PaymentStatus::Refunded)?;
         self.owed.lock().map_err(|_| poisoned())?.remove(order_id);
         Ok(())
+    }
+}
+
+/// Open WebSocket connections, by id.
+#[derive(Default)]
+pub struct InMemoryConnections {
+    connections: Mutex<HashMap<String, Connection>>,
+}
+
+impl InMemoryConnections {
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .connections
+            .lock()
+            .map(|connections| connections.keys().cloned().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+}
+
+#[async_trait]
+impl ConnectionRegistry for InMemoryConnections {
+    async fn register(&self, connection: &Connection) -> Result<(), StoreError> {
+        let mut connections = self.connections.lock().map_err(|_| poisoned())?;
+        connections.insert(connection.connection_id.clone(), connection.clone());
+        Ok(())
+    }
+
+    async fn forget(&self, connection_id: &str) -> Result<(), StoreError> {
+        let mut connections = self.connections.lock().map_err(|_| poisoned())?;
+        connections.remove(connection_id);
+        Ok(())
+    }
+
+    async fn of_user(&self, user_id: &str, now_epoch_secs: u64) -> Result<Vec<String>, StoreError> {
+        let connections = self.connections.lock().map_err(|_| poisoned())?;
+        let mut ids: Vec<String> = connections
+            .values()
+            .filter(|connection| connection.user_id == user_id && connection.expires_at > now_epoch_secs)
+            .map(|connection| connection.connection_id.clone())
+            .collect();
+        ids.sort();
+        ids.truncate(MAX_CONNECTIONS_PER_USER);
+        Ok(ids)
     }
 }

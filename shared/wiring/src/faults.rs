@@ -38,7 +38,8 @@ pub enum FaultKind {
 }
 
 /// The targets a rule may name.
-pub const AWS_TARGETS: [&str; 4] = ["dynamodb", "sns", "sqs", "secretsmanager"];
+/// `execute-api` is API Gateway's management API (the WebSocket pusher's `PostToConnection`).
+pub const AWS_TARGETS: [&str; 5] = ["dynamodb", "sns", "sqs", "secretsmanager", "execute-api"];
 pub const PROVIDER_TARGETS: [&str; 3] = ["payment", "email", "sms"];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -227,6 +228,14 @@ fn aws_call(request: &HttpRequest) -> Option<(String, String)> {
     let service = scope.split('/').nth(3)?.to_owned();
     let operation = match request.headers().get("x-amz-target") {
         Some(target) => target.rsplit('.').next()?.to_owned(),
+        // The management API is REST: `/@connections/{id}`, the method says which operation.
+        None if service == "execute-api" => match request.method() {
+            "POST" => "PostToConnection",
+            "GET" => "GetConnection",
+            "DELETE" => "DeleteConnection",
+            _ => return None,
+        }
+        .to_owned(),
         None => {
             let body = std::str::from_utf8(request.body().bytes()?).ok()?;
             body.split('&')
@@ -302,5 +311,46 @@ mod tests {
         let half = FaultPlan::parse("payment=error:0.5").unwrap();
         let hits = (0..2000).filter(|_| half.decide("payment", "charge").is_some()).count();
         assert!((800..1200).contains(&hits), "{hits} of 2000");
+    }
+
+    fn signed(method: &str, service: &str, target: Option<&str>, body: &str) -> HttpRequest {
+        let mut request = HttpRequest::new(SdkBody::from(body.to_owned()));
+        request.set_method(method).unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("AWS4-HMAC-SHA256 Credential=test/20261206/us-east-1/{service}/aws4_request, SignedHeaders=host"),
+        );
+        if let Some(target) = target {
+            request.headers_mut().insert("x-amz-target", target.to_owned());
+        }
+        request
+    }
+
+    #[test]
+    fn each_aws_call_is_named_by_its_service_and_operation() {
+        // JSON protocols name the operation in a header, query protocols in the body, and the
+        // WebSocket management API (REST) by the method on /@connections/{id}
+        let cases = [
+            (
+                signed("POST", "dynamodb", Some("DynamoDB_20120810.GetItem"), "{}"),
+                ("dynamodb", "GetItem"),
+            ),
+            (
+                signed("POST", "sns", None, "Action=Publish&Version=2010-03-31"),
+                ("sns", "Publish"),
+            ),
+            (
+                signed("POST", "execute-api", None, "{\"type\":\"order.updated\"}"),
+                ("execute-api", "PostToConnection"),
+            ),
+            (
+                signed("DELETE", "execute-api", None, ""),
+                ("execute-api", "DeleteConnection"),
+            ),
+        ];
+        for (request, (service, operation)) in cases {
+            assert_eq!(aws_call(&request), Some((service.to_owned(), operation.to_owned())));
+        }
+        assert!(FaultPlan::parse("execute-api.PostToConnection=error:0.5").is_ok());
     }
 }
