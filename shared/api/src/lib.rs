@@ -1,6 +1,6 @@
 //! The HTTP edge of the shop: requests in, RFC 9457 problems and JSON out. Tokens and passwords,
-//! pagination cursors and listings, the per-client rate limiter and the login guard, and
-//! [`run_api`], the entry point every API function's `main.rs` calls.
+//! pagination cursors and listings, the per-client rate limiter and the login guard, the WebSocket
+//! edge, and [`run_api`] / [`run_socket`], the entry points of the API functions' `main.rs`.
 
 pub mod auth;
 pub mod catalogue;
@@ -16,6 +16,7 @@ pub mod state;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod users;
+pub mod websocket;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -55,6 +56,23 @@ where
 {
     let (_, deps) = init(service, build).await?;
     http::serve_unlimited(move |request| handler(Arc::clone(&deps), request)).await
+}
+
+/// Runs a WebSocket route function (`$connect`, `$disconnect`, `$default`): the same cold start as
+/// [`run_api`], then every socket event into `handler`. No rate limiter: API Gateway's stage
+/// throttling limits handshakes, and a connection costs one write.
+pub async fn run_socket<D, H, Fut>(
+    service: &'static str,
+    build: impl AsyncFnOnce(&ApiState) -> Result<D, InitError>,
+    handler: H,
+) -> Result<(), lambda_http::Error>
+where
+    D: Send + Sync + 'static,
+    H: Fn(Arc<D>, websocket::SocketEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = websocket::SocketResponse> + Send,
+{
+    let (_, deps) = init(service, build).await?;
+    websocket::serve(move |event| handler(Arc::clone(&deps), event)).await
 }
 
 /// Cold start: telemetry (`service` is the function's crate name), then the wiring, then the
