@@ -12,7 +12,7 @@ use api::placement::PlacementDeps;
 use api::testing::{as_user, json_of, request, secret, tokens};
 use domain::{Role, UserId};
 use e2e::{Api, Customer, ShopTables, emulator_sdk_config, unique_category};
-use lambda_http::Request;
+use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 use store::idempotency::DynamoIdempotencyStore;
 use store::products::DynamoProductRepository;
@@ -91,15 +91,17 @@ impl Counted {
     }
 
     async fn details(&self, request: Request) -> (u16, Value, usize) {
-        self.counter.reset();
-        let response = orders_details::handle(&self.details, request).await;
-        let trips = self.counter.count();
-        (response.status().as_u16(), json_of(&response), trips)
+        self.measure(orders_details::handle(&self.details, request)).await
     }
 
     async fn graphql(&self, request: Request) -> (u16, Value, usize) {
+        self.measure(graphql::handle(&self.graphql, request)).await
+    }
+
+    /// Runs `handled` (a handler's answer, not started yet) and returns (status, body, round trips).
+    async fn measure(&self, handled: impl Future<Output = Response<Body>>) -> (u16, Value, usize) {
         self.counter.reset();
-        let response = graphql::handle(&self.graphql, request).await;
+        let response = handled.await;
         let trips = self.counter.count();
         (response.status().as_u16(), json_of(&response), trips)
     }
@@ -118,6 +120,15 @@ async fn shop(api: &Api) -> (Customer, UserId, [String; 2]) {
     }
     let ids: [String; 2] = ids.try_into().expect("two products");
     (customer, user_id, ids)
+}
+
+/// A fresh customer (see [`shop`]) and an order of theirs, placed by the counted handler.
+async fn placed_order(api: &Api, counted: &Counted) -> (Customer, UserId, String) {
+    let (customer, user_id, products) = shop(api).await;
+    let (status, order, _, _) = counted.place(create_request(&products, None, &user_id)).await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().expect("order id").to_owned();
+    (customer, user_id, order_id)
 }
 
 /// events/orders-create.json with its body naming `products` (2 of the first, 1 of the second) and,
@@ -203,10 +214,8 @@ async fn placing_an_order_with_a_key_takes_two_sequential_rounds() {
 async fn order_details_take_two_round_trips() {
     let api = Api::from_env();
     let counted = Counted::new().await;
-    let (customer, user_id, products) = shop(&api).await;
-    let (status, order, _, _) = counted.place(create_request(&products, None, &user_id)).await;
-    assert_eq!(status, 201, "{order}");
-    let order_id = order["id"].as_str().expect("order id");
+    let (customer, user_id, order_id) = placed_order(&api, &counted).await;
+    let order_id = order_id.as_str();
 
     // When the handler serves the order's details
     let (status, details, trips) = counted.details(details_request(order_id, &user_id)).await;
@@ -235,10 +244,8 @@ fn graphql_order_request(order_id: &str, user: &UserId) -> Request {
 async fn a_graphql_order_with_its_user_and_products_takes_two_round_trips() {
     let api = Api::from_env();
     let counted = Counted::new().await;
-    let (customer, user_id, products) = shop(&api).await;
-    let (status, order, _, _) = counted.place(create_request(&products, None, &user_id)).await;
-    assert_eq!(status, 201, "{order}");
-    let order_id = order["id"].as_str().expect("order id");
+    let (customer, user_id, order_id) = placed_order(&api, &counted).await;
+    let order_id = order_id.as_str();
 
     // When the GraphQL handler serves order(id) with its user and every line's product
     let (status, body, trips) = counted.graphql(graphql_order_request(order_id, &user_id)).await;

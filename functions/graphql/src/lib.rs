@@ -250,7 +250,7 @@ fn asks_introspection(document: &ExecutableDocument) -> bool {
 mod tests {
     use super::*;
     use api::testing::{anonymous, as_user, json_of, request, secret, tokens};
-    use domain::{Email, Role, User, UserId};
+    use domain::{Role, UserId};
     use serde_json::{Value, json};
     use store::testing::{KETTLE_ID, MUG_ID, OrderWorld, SAMPLE_ORDER_ID};
 
@@ -360,22 +360,10 @@ mod tests {
     #[tokio::test]
     async fn me_is_the_callers_account() {
         let world = OrderWorld::new(5).await;
-        let ada = User {
-            id: UserId::generate(),
-            email: Email::parse("ada@example.com").unwrap(),
-            name: "Ada".into(),
-            phone: None,
-            role: Role::Customer,
-            created_at: "2026-01-01T00:00:00Z".into(),
-        };
-        world.users.create(&ada, "hash", "test").await.unwrap();
-        let request = as_user(
-            query("{ me { id email name role } }", Value::Null),
-            &ada.id,
-            Role::Customer,
-        );
-        let body = run(&deps(&world), request).await;
-        assert_eq!(body["data"]["me"]["email"], "ada@example.com", "{body}");
+        let me = query("{ me { id email name role } }", Value::Null);
+        let body = run(&deps(&world), as_user(me, &world.buyer, Role::Customer)).await;
+        assert_eq!(body["data"]["me"]["id"], world.buyer.to_string(), "{body}");
+        assert_eq!(body["data"]["me"]["email"], "buyer@example.com");
         assert_eq!(body["data"]["me"]["role"], "customer");
     }
 
