@@ -577,6 +577,12 @@ def events(shop: Shop) -> dict[str, Callable[[], str]]:
         "notifications-worker": lambda: worker_event("notifications-worker", shop, shop.buyer_order, next(recipients)),
         "events-publisher": fixed("events-publisher", {name: shop.tables[var] for name, var in SAMPLE_TABLES.items()}),
         "users-promote": fixed("users-promote", {SAMPLE_PROMOTED_EMAIL: shop.promoted_email}),
+        # The WebSocket routes: a verified handshake recorded (one PutItem), a close, a client frame.
+        "ws-connect": fixed("ws-connect", {TOKEN: customer.token}),
+        "ws-disconnect": fixed("ws-disconnect", {}),
+        "ws-default": fixed("ws-default", {}),
+        # A placement and a confirmation of the customer's order: one Query of their connections each.
+        "ws-pusher": fixed("ws-pusher", {SAMPLE_BUYER: customer.id}),
         REFERENCE: fixed("products-get", {SAMPLE_PRODUCT: shop.hot_products[0]}),
     }
 
