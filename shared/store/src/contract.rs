@@ -672,11 +672,6 @@ pub async fn the_payment_ledger_counts_attempts_only_while_pending(stores: &Stor
     assert!(ledger.refund_made(&unknown).await.is_err());
 }
 
-#[cfg(test)]
-mod on_the_fakes {
-    crate::storage_contract!(crate::contract::Stores::in_memory());
-}
-
 pub async fn connections_are_found_by_user_until_forgotten_or_expired(stores: &Stores) {
     // Given two connections of one user and one of another, recorded at `now`
     let (owner, other) = (UserId::generate(), UserId::generate());
@@ -711,4 +706,9 @@ pub async fn connections_are_found_by_user_until_forgotten_or_expired(stores: &S
         .await
         .unwrap();
     assert!(found.is_empty(), "{found:?}");
+}
+
+#[cfg(test)]
+mod on_the_fakes {
+    crate::storage_contract!(crate::contract::Stores::in_memory());
 }
