@@ -14,11 +14,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
-use domain::Order;
 use domain::events::{
     CORRELATION_ATTRIBUTE, EVENT_TYPE_ATTRIBUTE, Envelope, EventType, low_stock_event, order_event, user_event,
 };
 use store::StoreError;
+use store::orders::order_from_image;
 use store::products::product_from_image;
 use store::users::user_from_image;
 use wiring::config::Config;
@@ -222,8 +222,8 @@ pub fn envelope_of(tables: &SourceTables, record: &EventRecord) -> Result<Option
     let (old, new) = (image(&record.change.old_image), image(&record.change.new_image));
     match table_of(record) {
         Some(table) if table == tables.orders => {
-            let old: Option<Order> = old.map(serde_dynamo::from_item).transpose()?;
-            let new: Option<Order> = new.map(serde_dynamo::from_item).transpose()?;
+            let old = order_from_image(&record.change.old_image)?;
+            let new = order_from_image(&record.change.new_image)?;
             Ok(order_event(old.as_ref(), new.as_ref()))
         }
         Some(table) if table == tables.products => {

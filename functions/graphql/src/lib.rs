@@ -456,6 +456,18 @@ mod tests {
         let body = run(&deps, query(&wide, Value::Null)).await;
         assert_eq!(codes(&body), [QUERY_TOO_COMPLEX], "{body}");
         assert!(body["data"].is_null());
+        // Many aliased mutations in one request (one count for the rate limiter) are refused too,
+        // and nothing is cancelled
+        let many = format!(
+            "mutation {{ {} }}",
+            (0..5)
+                .map(|i| format!("c{i}: cancelOrder(id: \"{SAMPLE_ORDER_ID}\") {{ status }}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let body = run(&deps, as_user(query(&many, Value::Null), &world.buyer, Role::Customer)).await;
+        assert_eq!(codes(&body), [QUERY_TOO_COMPLEX], "{body}");
+        assert_eq!(world.stock(MUG_ID).await, 3);
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use domain::{Order, OrderStatus, PaymentStatus, unix_now};
 use serde::Serialize;
 use store::StoreError;
 use store::connections::ConnectionRegistry;
+use store::orders::order_from_image;
 
 pub const UPDATE_TYPE: &str = "order.updated";
 
@@ -133,12 +134,10 @@ pub enum PushError {
 /// The update of one stream record, if any. An image this code cannot read is skipped with an
 /// error log: the outbox parks such records; a push is not worth stopping the shard for.
 fn record_update(record: &EventRecord) -> Option<(Order, OrderUpdate)> {
-    let read = |item: &serde_dynamo::Item| -> Result<Option<Order>, serde_dynamo::Error> {
-        (!item.is_empty())
-            .then(|| serde_dynamo::from_item(item.clone()))
-            .transpose()
-    };
-    match (read(&record.change.old_image), read(&record.change.new_image)) {
+    match (
+        order_from_image(&record.change.old_image),
+        order_from_image(&record.change.new_image),
+    ) {
         (Ok(old), Ok(new)) => {
             let (_, update) = update_of(old.as_ref(), new.as_ref())?;
             Some((new?, update))
@@ -173,13 +172,19 @@ pub async fn handle(deps: &Deps, event: Event) -> Result<(), PushError> {
     Ok(())
 }
 
-/// Posts one update to every open connection of the order's owner; returns how many got it.
+/// Posts one update to every open connection of the order's owner, all at once (at most
+/// `MAX_CONNECTIONS_PER_USER`, each within the SDK's timeouts, so one slow connection cannot hold the
+/// batch past the function's timeout); returns how many got it.
 async fn push(deps: &Deps, order: &Order, update: &OrderUpdate) -> Result<usize, PushError> {
     let connections = deps.connections.of_user(&order.user_id.to_string(), unix_now()).await?;
     let data = serde_json::to_vec(update)?;
+    let data = &data;
+    let posts = connections
+        .iter()
+        .map(|connection_id| async move { (connection_id, deps.poster.post(connection_id, data).await) });
     let mut delivered = 0;
-    for connection_id in &connections {
-        match deps.poster.post(connection_id, &data).await {
+    for (connection_id, posted) in futures_util::future::join_all(posts).await {
+        match posted {
             Ok(Posted::Delivered) => delivered += 1,
             Ok(Posted::Gone) => {
                 tracing::info!(connection_id, "connection gone; forgetting it");

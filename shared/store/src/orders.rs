@@ -37,6 +37,14 @@ pub enum PlaceOutcome {
 }
 
 /// Where a listing of a user's orders resumes (newest first).
+/// The order of an orders-table stream image (`None` for an empty image: the record's other side).
+pub fn order_from_image(item: &serde_dynamo::Item) -> Result<Option<Order>, StoreError> {
+    if item.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_dynamo::from_item(item.clone())?))
+}
+
 pub type OrderCursor = NewestFirstCursor;
 
 /// The listing position of `order`.
