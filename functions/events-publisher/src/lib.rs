@@ -202,8 +202,9 @@ impl RecordParking for SqsParking {
     }
 }
 
+/// A record's image, if it has one that is not a delivery probe.
 fn image(item: &serde_dynamo::Item) -> Option<serde_dynamo::Item> {
-    (!item.is_empty()).then(|| item.clone())
+    (!item.is_empty() && !store::probe::is_probe(item)).then(|| item.clone())
 }
 
 fn table_of(record: &EventRecord) -> Option<&str> {

@@ -15,6 +15,7 @@ pub mod login_failures;
 pub mod notifications;
 pub mod orders;
 pub mod payments;
+pub mod probe;
 pub mod products;
 pub mod rate_counter;
 pub mod users;

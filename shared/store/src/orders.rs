@@ -36,15 +36,16 @@ pub enum PlaceOutcome {
     LeaseLost,
 }
 
-/// Where a listing of a user's orders resumes (newest first).
-/// The order of an orders-table stream image (`None` for an empty image: the record's other side).
+/// The order of an orders-table stream image (`None` for an empty image, the record's other side, and
+/// for a delivery probe).
 pub fn order_from_image(item: &serde_dynamo::Item) -> Result<Option<Order>, StoreError> {
-    if item.is_empty() {
+    if item.is_empty() || crate::probe::is_probe(item) {
         return Ok(None);
     }
     Ok(Some(serde_dynamo::from_item(item.clone())?))
 }
 
+/// Where a listing of a user's orders resumes (newest first).
 pub type OrderCursor = NewestFirstCursor;
 
 /// The listing position of `order`.

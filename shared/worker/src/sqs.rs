@@ -119,6 +119,11 @@ where
         // The work continues the trace of the change that published the message (OpenTelemetry's
         // messaging conventions: the producer's context as parent of the processing span).
         wiring::telemetry::continue_trace(&span, trace_parent(&message));
+        if string_attribute(&message, store::probe::PROBE_ATTRIBUTE).is_some() {
+            let _entered = span.enter();
+            tracing::info!("delivery probe passed");
+            continue;
+        }
         let outcome = handle(message).instrument(span.clone()).await;
         let _entered = span.enter();
         match outcome {
@@ -257,6 +262,25 @@ mod tests {
             .map(|f| f.item_identifier.as_str())
             .collect();
         assert_eq!(failed, ["b", "d"]);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_probe_passes_without_being_handled() {
+        let mut probe = message("p", "not an event");
+        let mut attribute = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+        attribute.string_value = Some("local-stack".into());
+        attribute.data_type = Some("String".into());
+        probe.message_attributes.insert(store::probe::PROBE_ATTRIBUTE.into(), attribute);
+        let mut event = SqsEvent::default();
+        event.records = vec![probe];
+        let handled = std::sync::atomic::AtomicUsize::new(0);
+        let response = run_batch(event, |_| {
+            handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err(MessageError::Poison("a probe must not get here".into())) }
+        })
+        .await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
