@@ -22,6 +22,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
+
+import mappings
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = ROOT / ".local"
@@ -83,11 +86,16 @@ def emulator_answers(endpoint: str) -> bool:
 
 
 class Emulator:
-    """A MiniStack process this script started (and so must stop), or None for one already running."""
+    """A MiniStack process this script started (and so must stop), or None for one already running.
+
+    `log_path` is the emulator's own log when this script started it (the mapping proof reads it), and
+    `positions_reset` how many persisted stream positions were reset before the start (None: fresh)."""
 
     def __init__(self, endpoint: str, port: int, state_dir: Path | None):
         self.endpoint = endpoint
         self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self.positions_reset: int | None = None
         if emulator_answers(endpoint):
             log(f"using the emulator already answering at {endpoint}")
             return
@@ -99,6 +107,7 @@ class Emulator:
         env.update(BIND_HOST="127.0.0.1", GATEWAY_PORT=str(port), AWS_ENDPOINT_URL=endpoint)
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
+            self.positions_reset = mappings.reset_stream_positions(state_dir)
             env.update(PERSIST_STATE="1", STATE_DIR=str(state_dir), S3_PERSIST="1")
         else:
             env.pop("PERSIST_STATE", None)
@@ -112,6 +121,7 @@ class Emulator:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        self.log_path = log_path
         deadline = time.monotonic() + 60
         while not emulator_answers(endpoint):
             if self.process.poll() is not None:
@@ -174,9 +184,10 @@ def build_bootstraps(template: dict) -> Path:
     log(f"building {len(crates)} functions for the host")
     command = ["cargo", "build", "--locked", *[arg for crate in crates for arg in ("-p", crate)]]
     subprocess.run(command, cwd=ROOT, check=True)
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
     out = ROOT / "target" / "lambda-local"
     for crate in crates:
-        binary = ROOT / "target" / "debug" / crate
+        binary = target_dir / "debug" / crate
         target = out / crate / "bootstrap"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists() or target.read_bytes() != binary.read_bytes():
@@ -412,6 +423,7 @@ def deploy(args, emulator: Emulator, overrides: list[str] | None = None) -> dict
     base = api_base(emulator.endpoint, api_id)
     ws_url = websocket_url(emulator.endpoint, outputs["WebSocketApiId"], outputs["WebSocketStageName"])
     seed(base, args.stack, emulator.endpoint, args.admin_email, args.admin_password, demo_products=not args.no_demo)
+    prove_mappings(args.stack, emulator)
     info = {
         "stack": args.stack,
         "endpoint": emulator.endpoint,
@@ -449,6 +461,15 @@ def deploy(args, emulator: Emulator, overrides: list[str] | None = None) -> dict
         + "\n"
     )
     return info
+
+
+def prove_mappings(stack: str, emulator: Emulator) -> None:
+    """After every deploy (or skipped one): each event source mapping of the stack delivers a probe
+    (scripts/mappings.py; the emulator's stream positions do not survive its restarts as they should)."""
+    mappings.prove(
+        stack, emulator.endpoint, lambda service: client(service, emulator.endpoint),
+        emulator.log_path, emulator.positions_reset,
+    )
 
 
 def parameter_overrides(raw: str) -> list[str]:
@@ -728,20 +749,38 @@ def cmd_e2e(args) -> int:
 # ---------------------------------------------------------------- chaos
 
 
-# Scenario -> (stack, FaultInjection, other overrides). More deliveries than the suite's stack, so the
-# faults are outlasted by retries rather than dead-lettered; where most provider calls fail, retries
-# come back at once (no doubling backoff) and an open breaker probes again after a second, so the
-# scenario settles in seconds instead of waiting out backoffs that the invariants do not depend on.
+class Scenario(NamedTuple):
+    """One chaos stack: its FaultInjection ("" for none), other overrides, what the table shows as its
+    faults, and whether the harness cuts its orders-table relay after the deploy (the sweep scenario)."""
+
+    stack: str
+    faults: str
+    overrides: list[str]
+    shown: str = ""
+    cut_orders_relay: bool = False
+
+
+# More deliveries than the suite's stack, so the faults are outlasted by retries rather than
+# dead-lettered; where most provider calls fail, retries come back at once (no doubling backoff) and an
+# open breaker probes again after a second, so the scenario settles in seconds instead of waiting out
+# backoffs that the invariants do not depend on.
 FAST_RETRIES = ["NotificationsRetryBaseSeconds=0", "BreakerOpenSeconds=1"]
+# The orders sweep settles an order still pending after a minute, every minute (the value is quoted: SAM
+# cuts an unquoted override at its first space).
+FAST_SWEEP = ["StuckOrderMinutes=1", 'SweepSchedule="rate(1 minute)"']
 CHAOS_SCENARIOS = {
-    "payment": (
+    "payment": Scenario(
         "shop-chaos-payment",
         "payment=lost-response:0.3;payment=error:0.3",
         ["PaymentsMaxReceiveCount=40", *FAST_RETRIES],
     ),
-    "send": ("shop-chaos-send", "email=error:0.5;sms=error:0.5", ["NotificationsMaxReceiveCount=40", *FAST_RETRIES]),
-    "transactions": ("shop-chaos-tx", "dynamodb.TransactWriteItems=lost-response:0.3", []),
-    "publish": ("shop-chaos-publish", "sns=error:0.5", []),
+    "send": Scenario("shop-chaos-send", "email=error:0.5;sms=error:0.5", ["NotificationsMaxReceiveCount=40", *FAST_RETRIES]),
+    "transactions": Scenario("shop-chaos-tx", "dynamodb.TransactWriteItems=lost-response:0.3", []),
+    # Also the restart scenario's stack: the orders whose events a restart lost are the sweep's.
+    "publish": Scenario("shop-chaos-publish", "sns=error:0.5", FAST_SWEEP),
+    # The events publisher's mapping on the orders stream is disabled once the stack is proven, so no
+    # order event is ever relayed: only the sweep can settle its orders.
+    "sweep": Scenario("shop-chaos-sweep", "", FAST_SWEEP, shown="publisher's orders mapping disabled", cut_orders_relay=True),
 }
 # The restart scenario runs on the publish stack's emulator, after the others: a restart stops every stack.
 CHAOS_RESTART_STACK = "shop-chaos-publish"
@@ -781,10 +820,15 @@ def cmd_chaos(args) -> int:
         from concurrent.futures import ThreadPoolExecutor
 
         def deploy_scenario(scenario: str) -> dict:
-            stack, faults, extra = CHAOS_SCENARIOS[scenario]
-            overrides = [*SUITE_OVERRIDES, f"FaultInjection={faults}", *extra]
-            info = deploy(argparse.Namespace(**{**vars(args), "stack": stack}), emulator, overrides)
-            return {"api_url": info["api_url"], "outputs": info["outputs"], "faults": faults}
+            spec = CHAOS_SCENARIOS[scenario]
+            # SAM refuses an empty override ("FaultInjection="); the template's default is no faults.
+            faults = [f"FaultInjection={spec.faults}"] if spec.faults else []
+            info = deploy(argparse.Namespace(**{**vars(args), "stack": spec.stack}), emulator,
+                          [*SUITE_OVERRIDES, *faults, *spec.overrides])
+            if spec.cut_orders_relay:
+                mappings.disable(spec.stack, "events-publisher", info["outputs"]["OrdersTableName"],
+                                 lambda service: client(service, endpoint))
+            return {"api_url": info["api_url"], "outputs": info["outputs"], "faults": spec.faults}
 
         # The first deploy alone (it creates SAM's managed bucket), the others side by side.
         first, *others = CHAOS_SCENARIOS
@@ -803,7 +847,7 @@ def cmd_chaos(args) -> int:
         log("running the fault scenarios in parallel")
         status = subprocess.run([*test, "--skip", "chaos_restart"], cwd=ROOT, env=env).returncode
         # Counted now: the emulator's logs do not outlive its restart.
-        injected = {scenario: faults_injected(stack, endpoint) for scenario, (stack, _, _) in CHAOS_SCENARIOS.items()}
+        injected = {scenario: faults_injected(spec.stack, endpoint) for scenario, spec in CHAOS_SCENARIOS.items()}
         # The restart scenario: traffic starts, the emulator restarts under it, the traffic goes on.
         started, restarted = state_dir / "traffic-started", state_dir / "emulator-restarted"
         env.update(SHOP_CHAOS_TRAFFIC_STARTED=str(started), SHOP_CHAOS_RESTARTED=str(restarted))
@@ -814,7 +858,9 @@ def cmd_chaos(args) -> int:
         time.sleep(2)
         log("restarting the emulator in the middle of the traffic")
         emulator.stop()
+        # Through the stream-position reset; the test goes on once the restart stack is proven again.
         emulator = Emulator(endpoint, args.port, state_dir)
+        prove_mappings(CHAOS_RESTART_STACK, emulator)
         restarted.write_text("restarted")
         status = traffic.wait() or status
         rows = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
@@ -822,7 +868,8 @@ def cmd_chaos(args) -> int:
         print(f"  {'scenario':<14} {'faults':<48} {'operations':>10} {'injected':>9} {'violations':>10}")
         for row in rows:
             scenario = row["scenario"]
-            faults = stacks.get(scenario, {}).get("faults", "emulator restart")
+            spec = CHAOS_SCENARIOS.get(scenario)
+            faults = (spec.shown or spec.faults) if spec else "emulator restart"
             count = injected.get(scenario, 1)
             print(f"  {scenario:<14} {faults:<48} {row['operations']:>10} {count:>9} {row['violations']:>10}")
         missing = {*CHAOS_SCENARIOS, "restart"} - {row["scenario"] for row in rows}

@@ -1,0 +1,169 @@
+"""Keeps a local stack's event source mappings delivering across emulator restarts, and proves it.
+
+MiniStack persists each DynamoDB stream mapping's read position as an absolute record number, but not
+the stream records nor their counter: after a restart the stream counts from 0 again while the mapping
+waits at its old number, silently skipping that many new records (docs/local-aws.md). So:
+
+- `reset_stream_positions` sets the persisted positions back to 0 before the emulator is started on a
+  state directory;
+- `prove` writes one probe item to each stream source table and sends one probe message to each queue
+  source, then waits until the emulator's log shows every enabled mapping of the stack delivered
+  something after that moment. Every stream reader and queue worker lets probes pass without acting on
+  them (shared/store/src/probe.rs, shared/worker/src/sqs.rs).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+PROBE_KEY = "probe#local-stack"
+PROBE_ATTRIBUTE = "shop_probe"
+PROOF_TIMEOUT_SECONDS = 60
+# What MiniStack logs after each batch it delivered (services/lambda_svc.py, the ESM poller).
+DELIVERED = re.compile(
+    r"ESM: Lambda (?P<function>\S+) processed \d+ (?:DynamoDB stream records|SQS messages) from (?P<source>\S+)"
+)
+
+
+def log(message: str) -> None:
+    print(f"[local-stack] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- before a start
+
+
+def reset_stream_positions(state_dir: Path) -> int | None:
+    """Sets every persisted DynamoDB stream position in `state_dir`/lambda.json to 0 and returns how
+    many there were (None when there is no persisted Lambda state, i.e. a fresh start).
+
+    The keys stay: a LATEST mapping without a position would anchor at the stream's end when first
+    polled, skipping the records written before that. Records not delivered before the stop are lost
+    either way (the orders sweep settles their orders)."""
+    path = state_dir / "lambda.json"
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    positions = state.get("payload", {}).get("dynamodb_stream_positions", {}).get("data", {})
+    for key in positions:
+        positions[key] = 0
+    path.write_text(json.dumps(state))
+    log(f"reset {len(positions)} stream positions of persisted event source mappings "
+        "(emulator workaround, docs/local-aws.md)")
+    return len(positions)
+
+
+# ---------------------------------------------------------------- after a deploy
+
+
+def stack_mappings(stack: str, cfn, lam) -> list[dict]:
+    """Every event source mapping of the stack's functions (enabled or not)."""
+    resources = cfn.describe_stack_resources(StackName=stack)["StackResources"]
+    functions = [r["PhysicalResourceId"] for r in resources if r["ResourceType"] == "AWS::Lambda::Function"]
+    found = []
+    for function in functions:
+        found.extend(lam.list_event_source_mappings(FunctionName=function).get("EventSourceMappings", []))
+    return found
+
+
+def function_name(mapping: dict) -> str:
+    return mapping["FunctionArn"].split(":function:")[-1].split(":")[0]
+
+
+def source_name(mapping: dict) -> tuple[str, str]:
+    """("dynamodb", table) or ("sqs", queue) from the mapping's source ARN."""
+    arn = mapping["EventSourceArn"]
+    service = arn.split(":")[2]
+    if service == "dynamodb":
+        return service, arn.split(":table/")[1].split("/stream/")[0]
+    return service, arn.split(":")[-1]
+
+
+def label(mapping: dict) -> str:
+    service, source = source_name(mapping)
+    return f"{function_name(mapping)} <- {source} ({service})"
+
+
+def probe_item(dynamodb, table: str) -> dict:
+    """A probe item for `table`: its key attributes set to PROBE_KEY (0 for numbers), entity=probe."""
+    description = dynamodb.describe_table(TableName=table)["Table"]
+    types = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
+    item = {"entity": {"S": "probe"}}
+    for key in description["KeySchema"]:
+        kind = types[key["AttributeName"]]
+        item[key["AttributeName"]] = {kind: "0" if kind == "N" else PROBE_KEY}
+    return item
+
+
+def send_probes(mappings: list[dict], dynamodb, sqs) -> dict[str, dict]:
+    """One probe item per source table, one probe message per source queue; returns table -> item."""
+    items = {}
+    for service, source in sorted({source_name(m) for m in mappings}):
+        if service == "dynamodb":
+            items[source] = probe_item(dynamodb, source)
+            dynamodb.put_item(TableName=source, Item=items[source])
+        elif service == "sqs":
+            sqs.send_message(
+                QueueUrl=sqs.get_queue_url(QueueName=source)["QueueUrl"],
+                MessageBody='{"probe": true}',
+                MessageAttributes={PROBE_ATTRIBUTE: {"DataType": "String", "StringValue": "local-stack"}},
+            )
+    return items
+
+
+def delivered_since(log_path: Path, offset: int) -> set[tuple[str, str]]:
+    """(function, source) of every delivery the emulator logged after byte `offset` of its log."""
+    with open(log_path, "rb") as file:
+        file.seek(offset)
+        text = file.read().decode(errors="replace")
+    return {(m["function"].split(":")[-1], m["source"]) for m in DELIVERED.finditer(text)}
+
+
+def prove(stack: str, endpoint: str, clients, emulator_log: Path | None, positions_reset: int | None) -> None:
+    """Shows that every enabled event source mapping of `stack` delivers: probes in, then the
+    emulator's own log read from just before them until each mapping logged a delivered batch.
+    Several stacks on one emulator may prove themselves at once (each reads only its functions' lines).
+    Exits naming the mappings that did not deliver within PROOF_TIMEOUT_SECONDS."""
+    if emulator_log is None:
+        log(f"event source mappings: proof skipped (the emulator at {endpoint} was not started by this "
+            "script, so its log is not ours to read)")
+        return
+    mappings = stack_mappings(stack, clients("cloudformation"), clients("lambda"))
+    enabled = [m for m in mappings if m.get("State", "Enabled") == "Enabled"]
+    dynamodb = clients("dynamodb")
+    started = time.monotonic()
+    offset = emulator_log.stat().st_size
+    items = send_probes(enabled, dynamodb, clients("sqs"))
+    waiting = {(function_name(m), source_name(m)[1]): m for m in enabled}
+    deadline = started + PROOF_TIMEOUT_SECONDS
+    while waiting and time.monotonic() < deadline:
+        time.sleep(0.5)
+        for delivered in delivered_since(emulator_log, offset) & waiting.keys():
+            waiting.pop(delivered)
+    for table, item in items.items():
+        dynamodb.delete_item(TableName=table, Key={k: v for k, v in item.items() if k != "entity"})
+    if waiting:
+        sys.exit(
+            f"event source mappings of {stack} that did not deliver a probe within {PROOF_TIMEOUT_SECONDS} s: "
+            + "; ".join(sorted(label(m) for m in waiting.values()))
+            + f" (see {emulator_log})"
+        )
+    reset = "fresh state" if positions_reset is None else f"stream positions reset: {positions_reset}"
+    skipped = f", {len(mappings) - len(enabled)} disabled" if len(enabled) < len(mappings) else ""
+    log(f"event source mappings of {stack}: {len(enabled)} of {len(enabled)} delivered a probe{skipped} "
+        f"in {time.monotonic() - started:.1f} s ({reset})")
+
+
+def disable(stack: str, function_suffix: str, table: str, clients) -> str:
+    """Disables the mapping of the stack's function `<stack>-<function_suffix>` on `table`'s stream and
+    returns its UUID (the chaos sweep scenario: that table's events are never relayed)."""
+    lam = clients("lambda")
+    for mapping in stack_mappings(stack, clients("cloudformation"), lam):
+        if function_name(mapping) == f"{stack}-{function_suffix}" and source_name(mapping) == ("dynamodb", table):
+            lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
+            log(f"disabled the event source mapping {label(mapping)}")
+            return mapping["UUID"]
+    sys.exit(f"{stack} has no mapping of {stack}-{function_suffix} on the stream of {table}")
