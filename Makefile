@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 SAM_VENV := $(VENV)/sam
 MINISTACK_VENV := $(VENV)/ministack
-# Pinned tool versions (../shared/LOCAL-AWS.md). SAM and MiniStack pin conflicting boto3 versions,
+# Pinned tool versions (docs/local-aws.md). SAM and MiniStack pin conflicting boto3 versions,
 # so each lives in its own venv under .venv/.
 CARGO_LAMBDA_VERSION := 1.9.2
 SAM_CLI_VERSION := 1.170.0
@@ -30,30 +30,39 @@ TRACES_VENV := $(VENV)/traces
 PHOENIX_VERSION := 20.26.1
 PLAYWRIGHT_VERSION := 1.65.2
 CHROMIUM := /usr/bin/chromium
-TRACES := $(TRACES_VENV)/bin/python scripts/traces.py
+TRACES_SCRIPT := $(TRACES_VENV)/bin/python scripts/traces.py
 TRACES_PORT ?= 6006
+# `make dev TRACES=1` also installs and starts Phoenix; TRACES is the user's flag and nothing else.
+TRACES_ON := $(filter 1,$(TRACES))
+# What serving the stack needs (the SAM and MiniStack venvs), and what the page checks need beside it
+# (Phoenix and Playwright, Debian's Chromium): only the targets that run those checks install them.
+STACK_TOOLS := $(SAM_VENV)/.installed $(MINISTACK_VENV)/.installed
+PAGE_TOOLS := $(TRACES_VENV)/.installed $(CHROMIUM)
+# When this make started (before installs and the Rust build): `make dev` reports its time to ready from it.
+MAKE_STARTED := $(shell date +%s)
 # The docs page's viewer (functions/docs-page/assets/, from the npm registry; `make docs-assets`).
 SWAGGER_UI_VERSION := 5.35.0
 
 .PHONY: help tools arm64-target dev url ws-url watch metrics docs-assets test test-unit test-template test-e2e test-chaos test-load chaos load bench lint fmt build-aws clean redrive-outbox
 
 help:
-	@echo "make dev    - install tools, start the local emulator, deploy, seed, serve the API (Ctrl-C stops)"
+	@echo "make dev    - install the SAM and MiniStack venvs, start the local emulator, deploy, seed, prove the"
+	@echo "             event source mappings, serve the API (Ctrl-C stops)"
 	@echo "             PARAMS=\"Name=Value ...\" overrides template parameters (e.g. FaultInjection)"
-	@echo "make test   - lint, unit tests, template checks, the end-to-end and chaos suites on private emulators"
 	@echo "             TRACES=1 also starts Phoenix: spans at :$(TRACES_PORT)/v1/traces, waterfalls at http://127.0.0.1:$(TRACES_PORT)"
+	@echo "make test   - lint, unit tests, template checks, the end-to-end and chaos suites on private emulators"
 	@echo "make url    - print the running local API's base URL"
 	@echo "make ws-url - print the running local WebSocket API's URL (connect with ?token=<access token>)"
 	@echo "make metrics - the EMF metrics of the last MINUTES (default 15) from the functions' logs (STACK=..., AWS=1)"
 	@echo "make watch  - hot-reload the functions with cargo lambda watch against the make-dev emulator"
 	@echo "make bench  - every figure beside its budget: cold start, latency, RSS, zip sizes, cache and round trips"
 	@echo "make load   - load test (Locust): mixed scenario, p50/p95/p99, invariants; local or SHOP_API_URL"
-	@echo "make chaos  - the fault scenarios (payment, send, lost transaction answers, publish, restart)"
+	@echo "make chaos  - the fault scenarios (payment, send, lost transaction answers, publish, sweep, restart)"
 	@echo "make build-aws - release arm64 build of every function, as sam build does"
 	@echo "make redrive-outbox - feed the outbox's failed records to the publisher again (STACK=..., AWS=1)"
 	@echo "make docs-assets - fetch the docs page's Swagger UI files again from npm (SWAGGER_UI_VERSION)"
 
-tools: $(SAM_VENV)/.installed $(MINISTACK_VENV)/.installed $(TRACES_VENV)/.installed $(CHROMIUM)
+tools: $(STACK_TOOLS) $(PAGE_TOOLS)
 
 # AWS runs the functions on arm64 (Graviton): the release builds for it need that target's std
 # (a no-op once installed).
@@ -85,8 +94,9 @@ $(CHROMIUM):
 		{ apt-get update && apt-get install -y --no-install-recommends chromium; }'
 
 # PARAMS="Name=Value ..." overrides template parameters of the local stack (a changed set redeploys).
-dev: tools
-	$(LOCAL_STACK) up --serve --params "$(PARAMS)" $(if $(TRACES),--traces-port $(TRACES_PORT))
+# Only the SAM and MiniStack venvs; TRACES=1 adds the traces venv and Phoenix on TRACES_PORT.
+dev: $(STACK_TOOLS) $(if $(TRACES_ON),$(TRACES_VENV)/.installed)
+	$(LOCAL_STACK) up --serve --params "$(PARAMS)" --since $(MAKE_STARTED) $(if $(TRACES_ON),--traces-port $(TRACES_PORT))
 
 url:
 	@$(LOCAL_STACK) url
@@ -97,14 +107,14 @@ ws-url:
 # The EMF metrics the functions wrote in the last MINUTES, read back from CloudWatch Logs (the same
 # `logs` API on the emulator and on AWS): count, sum, min, max per metric and dimensions.
 MINUTES ?= 15
-metrics: tools
+metrics: $(STACK_TOOLS)
 	@$(LOCAL_STACK) metrics --stack $(STACK) --minutes $(MINUTES) $(if $(AWS),--aws)
 
-watch: tools
+watch: $(STACK_TOOLS)
 	@test -f .local/shop-local.watch.env || { echo "run 'make dev' first (watch uses its emulator and tables)"; exit 1; }
 	PATH="$(TOOLS_PATH)" cargo lambda watch -A 127.0.0.1 -P 9000 --env-file .local/shop-local.watch.env
 
-test: tools lint test-unit test-template test-e2e test-load test-chaos
+test: lint test-unit test-template test-e2e test-load test-chaos
 
 lint:
 	cargo fmt --all -- --check
@@ -117,16 +127,17 @@ test-unit:
 	cargo test --locked --workspace --exclude e2e --tests
 	cargo test --locked -p e2e --test layout
 
-test-template: tools
+test-template: $(STACK_TOOLS)
 	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml
 	$(SAM_VENV)/bin/python scripts/check_template.py
 
-test-e2e: tools
+# The observability and docs page checks run beside the suite: Phoenix, Playwright and Chromium.
+test-e2e: $(STACK_TOOLS) $(PAGE_TOOLS)
 	$(LOCAL_STACK) e2e
 
 # Failure paths proven: a private emulator, one stack per fault scenario (FaultInjection), the
 # invariants checked after each; then an emulator restart under traffic. One row per scenario.
-test-chaos: tools
+test-chaos: $(STACK_TOOLS)
 	$(LOCAL_STACK) chaos
 
 chaos: test-chaos
@@ -138,11 +149,11 @@ $(LOAD_VENV)/.installed:
 
 # The mixed load scenario (loadtest/locustfile.py) and its invariants, on a private emulator (port 4580),
 # or against SHOP_API_URL (with SHOP_ADMIN_EMAIL/SHOP_ADMIN_PASSWORD). LOAD_ARGS="--users 20 --duration 2m".
-load: tools $(LOAD_VENV)/.installed
+load: $(STACK_TOOLS) $(LOAD_VENV)/.installed
 	$(LOAD_TEST) $(LOAD_ARGS)
 
 # The short run inside `make test`; always local (an exported SHOP_API_URL is ignored).
-test-load: tools $(LOAD_VENV)/.installed
+test-load: $(STACK_TOOLS) $(LOAD_VENV)/.installed
 	SHOP_API_URL= $(LOAD_TEST) --users 8 --spawn-rate 4 --duration 30s
 
 # Every performance figure beside its budget, in one run (scripts/bench.py): release builds of every
@@ -150,12 +161,12 @@ test-load: tools $(LOAD_VENV)/.installed
 # p50-p99 / peak RSS under the script's own Runtime API with the contenders alternating, arm64 zip
 # sizes, catalogue-cache and rate-limiter DynamoDB counts, round trips and order-to-notification
 # latency, on a private emulator (port 4578). BENCH_ARGS="--rounds 3 --warm 50".
-bench: tools arm64-target
+bench: $(STACK_TOOLS) arm64-target
 	PATH="$(TOOLS_PATH)" $(SAM_VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
 
 # Feeds the outbox's failed records (failed-records queue) to the events publisher again (README
 # "Failure handling"). Local stack by default; STACK=shop-dev AWS=1 for a stack on AWS.
-redrive-outbox: tools
+redrive-outbox: $(STACK_TOOLS)
 	$(SAM_VENV)/bin/python scripts/redrive_outbox.py --stack $(STACK) \
 		$(if $(AWS),,--endpoint $$($(LOCAL_STACK) endpoint --stack $(STACK)))
 
@@ -167,7 +178,7 @@ docs-assets:
 	cp .local/swagger-ui/package/swagger-ui-bundle.js .local/swagger-ui/package/swagger-ui.css \
 		.local/swagger-ui/package/LICENSE .local/swagger-ui/package/NOTICE functions/docs-page/assets/
 
-build-aws: tools arm64-target
+build-aws: $(STACK_TOOLS) arm64-target
 	PATH="$(TOOLS_PATH)" $(SAM_VENV)/bin/sam build
 
 clean:
