@@ -473,7 +473,7 @@ def prove_mappings(stack: str, emulator: Emulator) -> None:
 
 
 def parameter_overrides(raw: str) -> list[str]:
-    """`Name=Value Name2=Value2` (API.md "Local stack and deployment parameters"), checked against the
+    """`Name=Value Name2=Value2` (README "The two commands"), checked against the
     template's parameters so that a typo stops here instead of being ignored."""
     known = set(load_template().get("Parameters", {}))
     overrides = []
@@ -795,7 +795,7 @@ CHAOS_RESTART_STACK = "shop-chaos-publish"
 
 
 def faults_injected(stack: str, endpoint: str) -> int:
-    """How many "fault injected" lines the stack's functions logged (API.md: each one is logged)."""
+    """How many "fault injected" lines the stack's functions logged (each one is logged)."""
     logs = client("logs", endpoint)
     count = 0
     groups = logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{stack}-").get("logGroups", [])
