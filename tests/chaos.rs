@@ -506,6 +506,8 @@ async fn chaos_restart_loses_no_committed_order() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // After the restart the shop still works: a few more orders, placed now.
+    let after_restart = place_round_robin(&stack, &customers, &product_id, 4).await;
     let mut violations = Vec::new();
     if back_since.is_none() {
         violations.push("the emulator was not restarted during the traffic".into());
@@ -520,7 +522,97 @@ async fn chaos_restart_loses_no_committed_order() {
             violations.push(format!("committed order {order_id} is gone ({})", reply.status));
         }
     }
-    let orders = orders_of(&stack, &customers).await;
+    // Every order settles (those whose events the restart lost, through the sweep: this stack's
+    // StuckOrderMinutes is 1) and is notified once: placed, then confirmed.
+    let orders = quiet_orders(&stack, &customers, &mut violations).await;
+    violations.extend(money_violations(&orders, &net_charges(&stack).await));
     violations.extend(stock_violations(&stack, &[(product_id, initial)], &orders).await);
-    report("restart", attempts, &violations);
+    let expected = [("order.created", "email"), ("order.confirmed", "email")];
+    for (n, customer) in customers.iter().enumerate() {
+        let mut theirs: Vec<String> = committed
+            .iter()
+            .filter(|(owner, _)| *owner == n)
+            .map(|(_, id)| id.clone())
+            .collect();
+        theirs.extend(after_restart[n].iter().cloned());
+        notifications_sent_once(&stack, customer, &theirs, &expected, &mut violations).await;
+    }
+    report("restart", attempts + 4, &violations);
+}
+
+/// The outbox of this scenario's stack relays no order event (`local_stack.py chaos` disabled the
+/// publisher's orders-stream mapping): every order's `order.created` is lost, as when a stream
+/// record ages out. The scheduled sweep (StuckOrderMinutes 1, every minute) must settle each one
+/// through the payment worker, charged once, notified once; a second sweep then changes nothing.
+#[tokio::test]
+async fn chaos_sweep_settles_orders_whose_events_were_lost() {
+    let stack = stack("sweep").await;
+    let initial = 100;
+    let product_id = product(&stack, 900, initial).await;
+    let customers = vec![stack.api.customer().await, stack.api.customer().await];
+    let approved = place_round_robin(&stack, &customers, &product_id, 4).await;
+    let mut declined = Vec::new();
+    for customer in &customers {
+        let body = json!({"items": [{"product_id": product_id, "quantity": 2}], "payment_token": "tok_decline"});
+        let placed = stack.api.place_order(Some(&customer.token), &body, None).await;
+        declined.push(id_of(placed.expect(201)));
+    }
+    let mut violations = Vec::new();
+    let orders = quiet_orders(&stack, &customers, &mut violations).await;
+    for order in &orders {
+        let id = id_of(order);
+        let expected = if declined.contains(&id) {
+            "CANCELLED"
+        } else {
+            "CONFIRMED"
+        };
+        if order["status"] != expected {
+            violations.push(format!("order {id} is {} (expected {expected})", order["status"]));
+        }
+    }
+    violations.extend(money_violations(&orders, &net_charges(&stack).await));
+    violations.extend(stock_violations(&stack, &[(product_id, initial)], &orders).await);
+    // The sweep's `order.created` is the outbox's own: one "order received" each, never two.
+    for (n, customer) in customers.iter().enumerate() {
+        let mut theirs = approved[n].clone();
+        theirs.push(declined[n].clone());
+        notifications_sent_once(
+            &stack,
+            customer,
+            &theirs,
+            &[("order.created", "email")],
+            &mut violations,
+        )
+        .await;
+    }
+
+    // A second sweep, run now as the scheduled one runs, finds nothing waiting and changes nothing.
+    let before = orders_of(&stack, &customers).await;
+    let sdk = e2e::emulator_sdk_config().await;
+    let deps = orders_sweeper::Deps {
+        unsettled: std::sync::Arc::new(store::unsettled::DynamoUnsettledOrders::new(
+            stack.dynamodb.clone(),
+            stack.outputs["OrdersTableName"].as_str().unwrap(),
+        )),
+        sink: std::sync::Arc::new(worker::publish::SnsSink::new(
+            aws_sdk_sns::Client::new(&sdk),
+            stack.outputs["EventsTopicArn"].as_str().unwrap().to_owned(),
+        )),
+        settings: orders_sweeper::Settings {
+            // Anything still waiting at all would be due.
+            stuck_after: time::Duration::minutes(-5),
+            batch_size: 100,
+        },
+    };
+    let again = orders_sweeper::sweep(&deps, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    if again.found != 0 {
+        violations.push(format!("a second sweep found orders still waiting: {again:?}"));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if orders_of(&stack, &customers).await != before {
+        violations.push("a second sweep changed orders".into());
+    }
+    report(stack.scenario, 6, &violations);
 }

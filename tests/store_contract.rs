@@ -42,9 +42,10 @@ async fn dynamo_stores() -> Stores {
         login_failures: Arc::new(DynamoLoginFailures::new(client.clone(), guards)),
         ledger: Arc::new(DynamoPaymentLedger::new(client.clone(), &tables.orders)),
         connections: Arc::new(DynamoConnectionRegistry::new(
-            client,
+            client.clone(),
             &env_var("SHOP_CONNECTIONS_TABLE"),
         )),
+        unsettled: Arc::new(store::unsettled::DynamoUnsettledOrders::new(client, &tables.orders)),
     }
 }
 

@@ -13,16 +13,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
-use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
-use domain::events::{
-    CORRELATION_ATTRIBUTE, EVENT_TYPE_ATTRIBUTE, Envelope, EventType, low_stock_event, order_event, user_event,
-};
+use domain::events::{Envelope, EventType, low_stock_event, order_event, user_event};
 use store::StoreError;
 use store::orders::order_from_image;
 use store::products::product_from_image;
 use store::users::user_from_image;
 use wiring::config::Config;
-use wiring::telemetry::TRACE_PARENT;
+pub use worker::publish::{EventSink, PublishError, SnsSink};
 
 /// SNS accepts at most ten messages and 256 KiB per PublishBatch; attributes count too, hence the margin.
 const PUBLISH_BATCH: usize = 10;
@@ -44,72 +41,6 @@ fn publish_batches(pending: &[Envelope]) -> Vec<&[Envelope]> {
         batches.push(&pending[start..]);
     }
     batches
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("publishing events failed: {0}")]
-pub struct PublishError(pub String);
-
-/// Where events go. The SNS topic in production; a recorder in tests.
-#[async_trait]
-pub trait EventSink: Send + Sync {
-    async fn publish(&self, events: &[Envelope]) -> Result<(), PublishError>;
-}
-
-pub struct SnsSink {
-    client: aws_sdk_sns::Client,
-    topic_arn: String,
-}
-
-impl SnsSink {
-    pub fn new(client: aws_sdk_sns::Client, topic_arn: String) -> Self {
-        Self { client, topic_arn }
-    }
-}
-
-fn string_attribute(value: &str) -> Result<MessageAttributeValue, PublishError> {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .map_err(|error| PublishError(error.to_string()))
-}
-
-#[async_trait]
-impl EventSink for SnsSink {
-    async fn publish(&self, events: &[Envelope]) -> Result<(), PublishError> {
-        let mut entries = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            let message = serde_json::to_string(event).map_err(|error| PublishError(error.to_string()))?;
-            let entry = PublishBatchRequestEntry::builder()
-                .id(index.to_string())
-                .message(message)
-                .message_attributes(EVENT_TYPE_ATTRIBUTE, string_attribute(event.event_type.as_str())?)
-                .message_attributes(CORRELATION_ATTRIBUTE, string_attribute(&event.correlation_id)?);
-            let entry = match &event.trace_parent {
-                Some(trace_parent) => entry.message_attributes(TRACE_PARENT, string_attribute(trace_parent)?),
-                None => entry,
-            };
-            let entry = entry.build().map_err(|error| PublishError(error.to_string()))?;
-            entries.push(entry);
-        }
-        let output = self
-            .client
-            .publish_batch()
-            .topic_arn(&self.topic_arn)
-            .set_publish_batch_request_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|error| PublishError(wiring::telemetry::error_chain(&error)))?;
-        match output.failed() {
-            [] => Ok(()),
-            failed => Err(PublishError(format!(
-                "{} of {} entries failed",
-                failed.len(),
-                events.len()
-            ))),
-        }
-    }
 }
 
 /// The tables whose streams feed the relay, to tell records apart by their source.
@@ -466,6 +397,38 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(ids(&first), ids(&second));
+    }
+
+    #[tokio::test]
+    async fn delivery_probes_of_every_source_table_pass_unpublished_and_unparked() {
+        let mut raw: serde_json::Value = serde_json::to_value(stream_event()).unwrap();
+        let template = raw["Records"][0].clone();
+        let probe = serde_json::json!({"id": {"S": "probe#local-stack"}, "pk": {"S": "probe#local-stack"}, "entity": {"S": "probe"}});
+        let records: Vec<serde_json::Value> = ["shop-UsersTable-1", "shop-ProductsTable-1", "shop-OrdersTable-1"]
+            .iter()
+            .map(|table| {
+                let mut record = template.clone();
+                record["eventSourceARN"] =
+                    format!("arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-11-25T00:00:00.000")
+                        .into();
+                record["dynamodb"]["NewImage"] = probe.clone();
+                record["dynamodb"]["Keys"] = serde_json::json!({"id": {"S": "probe#local-stack"}});
+                record
+            })
+            .collect();
+        raw["Records"] = records.into();
+        let recorder = Arc::new(Recorder::default());
+        let parking = Arc::new(ParkingLot::default());
+
+        let relayed = handle(
+            &deps_parking(recorder.clone(), parking.clone()),
+            serde_json::from_value(raw).unwrap(),
+        )
+        .await;
+
+        assert!(relayed.is_ok());
+        assert!(recorder.published.lock().unwrap().is_empty());
+        assert!(parking.0.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

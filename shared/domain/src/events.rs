@@ -161,12 +161,32 @@ pub fn order_event(old: Option<&Order>, new: Option<&Order>) -> Option<Envelope>
         (Some(_), OrderStatus::Shipped) => EventType::OrderShipped,
         (Some(_), OrderStatus::Pending) => return None,
     };
+    Some(order_envelope(event_type, new, old.map(|order| order.status)))
+}
+
+/// The event that hands `order` to the payment step again, while it waits for it: its
+/// `order.created` while the charge is not made, its `order.cancelled` while a refund is owed. The
+/// sweep publishes it when the outbox's own was lost; it has the id the outbox gave it, so every
+/// consumer that saw it already drops it. (`previous_status` is not known here and left out.)
+pub fn payment_step_event(order: &Order) -> Option<Envelope> {
+    if !order.payment_status.awaits_payment_step(order.status) {
+        return None;
+    }
+    let event_type = match order.status {
+        OrderStatus::Pending => EventType::OrderCreated,
+        OrderStatus::Cancelled => EventType::OrderCancelled,
+        OrderStatus::Confirmed | OrderStatus::Shipped => return None,
+    };
+    Some(order_envelope(event_type, order, None))
+}
+
+fn order_envelope(event_type: EventType, new: &Order, previous_status: Option<OrderStatus>) -> Envelope {
     let occurred_at = if event_type == EventType::OrderCreated {
         &new.created_at
     } else {
         &new.updated_at
     };
-    Some(Envelope {
+    Envelope {
         event_id: event_id(event_type, &new.id.to_string()),
         event_type,
         version: ENVELOPE_VERSION,
@@ -190,9 +210,9 @@ pub fn order_event(old: Option<&Order>, new: Option<&Order>) -> Option<Envelope>
             total_amount: new.total_amount,
             currency: new.currency.code().to_owned(),
             cancel_reason: new.cancel_reason,
-            previous_status: old.map(|order| order.status),
+            previous_status,
         }),
-    })
+    }
 }
 
 /// The alert a product change raises when its stock crosses the low-stock threshold downwards.
@@ -250,7 +270,7 @@ pub fn user_event(old: Option<&User>, new: Option<&User>, correlation_id: Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Email, NewOrder, NewProduct, ProductId, Role, UserId};
+    use crate::{Email, NewOrder, NewProduct, PaymentStatus, ProductId, Role, UserId};
 
     fn order(status: OrderStatus) -> Order {
         let product = NewProduct::parse("Mug", None, "kitchen", 1299, None, 5)
@@ -332,6 +352,38 @@ mod tests {
             order_event(None, Some(&new)).unwrap().event_id,
             order_event(Some(&new), Some(&confirmed)).unwrap().event_id
         );
+    }
+
+    #[test]
+    fn the_payment_step_gets_again_the_event_the_outbox_gave_it() {
+        let pending = order(OrderStatus::Pending);
+        let created = order_event(None, Some(&pending)).unwrap();
+        assert_eq!(payment_step_event(&pending), Some(created), "same id, same data");
+
+        let mut owed = order(OrderStatus::Confirmed);
+        owed.payment_status = PaymentStatus::Paid;
+        let mut cancelled = owed.clone();
+        cancelled.status = OrderStatus::Cancelled;
+        cancelled.payment_status = PaymentStatus::RefundPending;
+        let outbox = order_event(Some(&owed), Some(&cancelled)).unwrap();
+        let again = payment_step_event(&cancelled).unwrap();
+        assert_eq!(
+            (again.event_id, again.event_type),
+            (outbox.event_id, EventType::OrderCancelled)
+        );
+    }
+
+    #[test]
+    fn settled_orders_are_not_handed_to_the_payment_step() {
+        let mut paid = order(OrderStatus::Confirmed);
+        paid.payment_status = PaymentStatus::Paid;
+        let mut never_charged = order(OrderStatus::Cancelled);
+        never_charged.payment_status = PaymentStatus::Pending;
+        let mut refunded = never_charged.clone();
+        refunded.payment_status = PaymentStatus::Refunded;
+        for settled in [paid, never_charged, refunded] {
+            assert_eq!(payment_step_event(&settled), None, "{:?}", settled.status);
+        }
     }
 
     #[test]

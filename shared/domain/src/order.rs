@@ -259,6 +259,16 @@ impl PaymentStatus {
         }
     }
 
+    /// Whether an order in `status` with this payment status waits for the payment step: a charge not
+    /// yet made (a pending order whose card asks for nothing more) or a refund owed. Nothing may stay
+    /// here for long; the sweep looks for orders that did.
+    pub fn awaits_payment_step(self, status: OrderStatus) -> bool {
+        matches!(
+            (status, self),
+            (OrderStatus::Pending, Self::Pending) | (_, Self::RefundPending)
+        )
+    }
+
     /// Where an order's move from `from` to `to` takes its payment: confirming is being paid, a
     /// payment decline is declined, and cancelling a paid order owes the money back.
     pub fn after_move(self, from: OrderStatus, to: OrderStatus, reason: Option<CancelReason>) -> Self {

@@ -26,6 +26,7 @@ use crate::orders::{OrderRepository, PlaceOutcome, StepError, StepOutcome, step}
 use crate::payments::PaymentLedger;
 use crate::products::{AdjustOutcome, Adjustment, Inventory, ProductCatalog, ProductEditor};
 use crate::rate_counter::{WindowCounter, WindowCounts};
+use crate::unsettled::{UnsettledOrders, WaitingOrder};
 use crate::users::UserRepository;
 
 /// One implementation of every storage trait, over the same data.
@@ -42,6 +43,7 @@ pub struct Stores {
     pub login_failures: Arc<dyn LoginFailures>,
     pub ledger: Arc<dyn PaymentLedger>,
     pub connections: Arc<dyn ConnectionRegistry>,
+    pub unsettled: Arc<dyn UnsettledOrders>,
 }
 
 impl Stores {
@@ -72,8 +74,9 @@ impl Stores {
             notifications: Arc::new(InMemoryNotifications::default()),
             counters: Arc::new(InMemoryWindowCounter::default()),
             login_failures: Arc::new(InMemoryLoginFailures::default()),
-            ledger: Arc::new(InMemoryPaymentLedger::new(orders)),
+            ledger: Arc::new(InMemoryPaymentLedger::new(orders.clone())),
             connections: Arc::new(InMemoryConnections::default()),
+            unsettled: orders,
         }
     }
 }
@@ -99,6 +102,7 @@ macro_rules! storage_contract {
             payment_status_follows_the_life_cycle,
             login_reservations_count_attempts_in_flight,
             connections_are_found_by_user_until_forgotten_or_expired,
+            orders_waiting_for_the_payment_step_are_found_until_settled,
         );
     };
     (@each $stores:expr; $($check:ident,)*) => {
@@ -670,6 +674,89 @@ pub async fn the_payment_ledger_counts_attempts_only_while_pending(stores: &Stor
         "attempts never create an order"
     );
     assert!(ledger.refund_made(&unknown).await.is_err());
+}
+
+/// `order` as the sweep's index shows it now, among every order waiting since before now.
+async fn waiting(stores: &Stores, order: &Order) -> Option<WaitingOrder> {
+    // The tables are shared with other checks and suites: look among many.
+    let everything = stores
+        .unsettled
+        .waiting_since_before(&now_rfc3339(), 10_000)
+        .await
+        .unwrap();
+    everything.into_iter().find(|found| found.order.id == order.id)
+}
+
+pub async fn orders_waiting_for_the_payment_step_are_found_until_settled(stores: &Stores) {
+    let buyer = fresh_user(stores).await;
+    let product = fresh_product(stores, 1000, 5).await;
+    // A placed order waits for its charge from the moment it was placed
+    let order = placed(stores, &buyer, &[(&product, 1)]).await;
+    let found = waiting(stores, &order).await.expect("a new order waits for its charge");
+    assert_eq!(
+        (found.since.as_str(), found.order.status),
+        (order.created_at.as_str(), OrderStatus::Pending)
+    );
+    assert!(
+        stores
+            .unsettled
+            .waiting_since_before(&order.created_at, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.order.id != order.id),
+        "not before it began to wait"
+    );
+    // A sweep restarts its wait once: a second sweep holding the same sighting is refused
+    let later = now_rfc3339();
+    assert!(stores.unsettled.restart_wait(&found, &later).await.unwrap());
+    assert!(
+        !stores.unsettled.restart_wait(&found, &later).await.unwrap(),
+        "taken already"
+    );
+    let again = waiting(stores, &order).await.expect("still waiting");
+    assert_eq!(again.since, later);
+    // Paid: no longer waiting, and a sweep that saw it before leaves it alone
+    let confirmed = step(
+        stores.orders.as_ref(),
+        order.clone(),
+        Transition::ConfirmPayment,
+        None,
+        &domain::Cause::untraced("c"),
+    )
+    .await
+    .unwrap()
+    .into_order();
+    assert_eq!(waiting(stores, &order).await, None, "settled");
+    assert!(!stores.unsettled.restart_wait(&again, &now_rfc3339()).await.unwrap());
+    // Cancelled after payment: it waits for its refund until the refund is made
+    step(
+        stores.orders.as_ref(),
+        confirmed,
+        Transition::Cancel,
+        None,
+        &domain::Cause::untraced("c"),
+    )
+    .await
+    .unwrap();
+    let owed = waiting(stores, &order).await.expect("a refund owed waits");
+    assert_eq!(owed.order.payment_status, PaymentStatus::RefundPending);
+    stores.ledger.owe_refund(&order.id, 1000).await.unwrap();
+    assert!(waiting(stores, &order).await.is_some(), "still owed");
+    stores.ledger.refund_made(&order.id).await.unwrap();
+    assert_eq!(waiting(stores, &order).await, None, "refunded");
+    // Cancelled before any charge: nothing to settle
+    let never_charged = placed(stores, &buyer, &[(&product, 1)]).await;
+    step(
+        stores.orders.as_ref(),
+        never_charged.clone(),
+        Transition::Cancel,
+        None,
+        &domain::Cause::untraced("c"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(waiting(stores, &never_charged).await, None);
 }
 
 pub async fn connections_are_found_by_user_until_forgotten_or_expired(stores: &Stores) {

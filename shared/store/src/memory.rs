@@ -16,6 +16,7 @@ use crate::payments::PaymentLedger;
 use crate::products::{
     AdjustOutcome, Adjustment, Inventory, ProductCatalog, ProductCursor, ProductEditor, ProductFilter,
 };
+use crate::unsettled::{UnsettledOrders, WaitingOrder};
 use crate::users::{LoginRecord, UserRepository};
 use crate::{Page, StoreError};
 use domain::{
@@ -214,6 +215,8 @@ impl InMemoryProducts {
 /// placement and conditional transitions as the DynamoDB adapter.
 pub struct InMemoryOrders {
     orders: Mutex<HashMap<OrderId, Order>>,
+    /// The sweep's index: since when each order waits for the payment step.
+    waiting: Mutex<HashMap<OrderId, String>>,
     pub products: Arc<InMemoryProducts>,
     pub users: Arc<InMemoryUsers>,
     pub idempotency: Arc<InMemoryIdempotency>,
@@ -227,6 +230,7 @@ impl InMemoryOrders {
     ) -> Self {
         Self {
             orders: Mutex::default(),
+            waiting: Mutex::default(),
             products,
             users,
             idempotency,
@@ -238,6 +242,18 @@ impl InMemoryOrders {
         let mut orders = self.orders.lock().map_err(|_| poisoned())?;
         if let Some(order) = orders.get_mut(id) {
             order.payment_status = status;
+            self.note_wait(order, &domain::now_rfc3339())?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the sweep's index in step with a write of `order` at `now`, as the table's writes do.
+    fn note_wait(&self, order: &Order, now: &str) -> Result<(), StoreError> {
+        let mut waiting = self.waiting.lock().map_err(|_| poisoned())?;
+        if order.payment_status.awaits_payment_step(order.status) {
+            waiting.insert(order.id.clone(), now.to_owned());
+        } else {
+            waiting.remove(&order.id);
         }
         Ok(())
     }
@@ -283,6 +299,7 @@ impl OrderRepository for InMemoryOrders {
             .lock()
             .map_err(|_| poisoned())?
             .insert(order.id.clone(), order.clone());
+        self.note_wait(order, &order.created_at)?;
         Ok(PlaceOutcome::Placed)
     }
 
@@ -332,6 +349,7 @@ impl OrderRepository for InMemoryOrders {
             self.products.move_stock(&changes)?.map_err(|_| poisoned())?;
         }
         *stored = transitioned(order, to, reason, now, cause);
+        self.note_wait(stored, now)?;
         Ok(Some(stored.clone()))
     }
 
@@ -444,6 +462,38 @@ impl crate::notifications::NotificationRepository for InMemoryNotifications {
             })
             .count();
         Ok(u32::try_from(counted).unwrap_or(u32::MAX).min(up_to))
+    }
+}
+
+#[async_trait]
+impl UnsettledOrders for InMemoryOrders {
+    async fn waiting_since_before(&self, before: &str, limit: usize) -> Result<Vec<WaitingOrder>, StoreError> {
+        let orders = self.orders.lock().map_err(|_| poisoned())?;
+        let waiting = self.waiting.lock().map_err(|_| poisoned())?;
+        let mut found: Vec<WaitingOrder> = waiting
+            .iter()
+            .filter(|(_, since)| since.as_str() < before)
+            .filter_map(|(id, since)| {
+                orders.get(id).map(|order| WaitingOrder {
+                    order: order.clone(),
+                    since: since.clone(),
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| a.since.cmp(&b.since));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn restart_wait(&self, found: &WaitingOrder, now: &str) -> Result<bool, StoreError> {
+        let mut waiting = self.waiting.lock().map_err(|_| poisoned())?;
+        match waiting.get_mut(&found.order.id) {
+            Some(since) if *since == found.since => {
+                *since = now.to_owned();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use domain::{
 use crate::catalogue_cache::CatalogueCache;
 use crate::idempotency::{DynamoIdempotencyStore, Lease, StoredResponse};
 use crate::products::{id_key as product_key, products_from_items};
+use crate::unsettled;
 use crate::users::{UserItem, user_key};
 use crate::{
     NewestFirstCursor, Page, StoreError, batch_get, condition_failed, newest_for_user, request_token, transact,
@@ -267,13 +268,26 @@ impl DynamoOrderRepository {
             expression.push_str(", cancel_reason = :reason");
             values.insert(":reason".into(), serde_dynamo::to_attribute_value(reason)?);
         }
+        let mut removed = Vec::new();
         match &cause.trace_parent {
             Some(trace_parent) => {
                 expression.push_str(", trace_parent = :trace_parent");
                 values.insert(":trace_parent".into(), AttributeValue::S(trace_parent.clone()));
             }
             // An untraced change must not pass on the trace of the change before it.
-            None => expression.push_str(" REMOVE trace_parent"),
+            None => removed.push("trace_parent"),
+        }
+        // In the sweep's index while it waits for the payment step, from the moment it began to.
+        if payment.awaits_payment_step(to) {
+            for (name, value) in unsettled::waiting_attributes(&order.id, now) {
+                expression.push_str(&format!(", {name} = :{name}"));
+                values.insert(format!(":{name}"), value);
+            }
+        } else {
+            removed.extend([unsettled::SHARD_ATTRIBUTE, unsettled::SINCE_ATTRIBUTE]);
+        }
+        if !removed.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
         }
         let update = Update::builder()
             .table_name(&self.tables.orders)
@@ -304,9 +318,13 @@ impl OrderRepository for DynamoOrderRepository {
             .iter()
             .map(|line| self.stock_change(line, true, &order.correlation_id))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(order)?;
+        if order.payment_status.awaits_payment_step(order.status) {
+            item.extend(unsettled::waiting_attributes(&order.id, &order.created_at));
+        }
         let put = Put::builder()
             .table_name(&self.tables.orders)
-            .set_item(Some(serde_dynamo::to_item(order)?))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(id)")
             .build()
             .map_err(|error| StoreError::Failed(Box::new(error)))?;

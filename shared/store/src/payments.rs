@@ -6,9 +6,10 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use domain::{OrderId, OrderStatus, PaymentStatus};
+use domain::{OrderId, OrderStatus, PaymentStatus, now_rfc3339};
 use serde::Deserialize;
 
+use crate::unsettled::{SHARD_ATTRIBUTE, SINCE_ATTRIBUTE, shard_of};
 use crate::{StoreError, is_condition_failure};
 
 /// What the payment step keeps on each order: the charge attempts made, and a refund owed.
@@ -93,7 +94,11 @@ impl PaymentLedger for DynamoPaymentLedger {
             .update_item()
             .table_name(&self.orders_table)
             .key("id", serde_dynamo::to_attribute_value(order_id)?)
-            .update_expression("SET refund_due = :amount, payment_status = :refund_pending")
+            // A refund owed waits for the payment step: in the sweep's index from now on.
+            .update_expression(format!(
+                "SET refund_due = :amount, payment_status = :refund_pending, {SHARD_ATTRIBUTE} = :shard, \
+                 {SINCE_ATTRIBUTE} = :now"
+            ))
             // Only a cancelled order is owed its money back (and ADD/SET never create an order); a
             // refund already made is not owed again (a late reconciliation must not undo it).
             .condition_expression(
@@ -101,6 +106,8 @@ impl PaymentLedger for DynamoPaymentLedger {
             )
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":amount", serde_dynamo::to_attribute_value(amount)?)
+            .expression_attribute_values(":shard", AttributeValue::S(shard_of(order_id)))
+            .expression_attribute_values(":now", AttributeValue::S(now_rfc3339()))
             .expression_attribute_values(":refunded", serde_dynamo::to_attribute_value(PaymentStatus::Refunded)?)
             .expression_attribute_values(
                 ":refund_pending",
@@ -133,7 +140,9 @@ impl PaymentLedger for DynamoPaymentLedger {
             .update_item()
             .table_name(&self.orders_table)
             .key("id", serde_dynamo::to_attribute_value(order_id)?)
-            .update_expression("SET payment_status = :refunded REMOVE refund_due")
+            .update_expression(format!(
+                "SET payment_status = :refunded REMOVE refund_due, {SHARD_ATTRIBUTE}, {SINCE_ATTRIBUTE}"
+            ))
             .condition_expression("#status = :cancelled")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":refunded", serde_dynamo::to_attribute_value(PaymentStatus::Refunded)?)

@@ -1,11 +1,13 @@
 //! What every event consumer shares: the SQS batch runner with per-message failures and retry
-//! delays, the circuit breaker around providers, provider timeouts and fault injection, the at-most-once guard, and [`run_worker`], the
-//! entry point of a worker's `main.rs`. No HTTP stack: workers link neither `lambda_http` nor the
+//! delays, the circuit breaker around providers, provider timeouts and fault injection, the
+//! at-most-once guard, publishing to the events topic, and [`run_worker`], the entry point of a
+//! worker's `main.rs`. No HTTP stack: workers link neither `lambda_http` nor the
 //! token and password crates (`tests/layout.rs` checks it).
 
 pub mod breaker;
 pub mod once;
 pub mod provider;
+pub mod publish;
 pub mod sqs;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -270,7 +270,9 @@ mod tests {
         let mut attribute = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
         attribute.string_value = Some("local-stack".into());
         attribute.data_type = Some("String".into());
-        probe.message_attributes.insert(store::probe::PROBE_ATTRIBUTE.into(), attribute);
+        probe
+            .message_attributes
+            .insert(store::probe::PROBE_ATTRIBUTE.into(), attribute);
         let mut event = SqsEvent::default();
         event.records = vec![probe];
         let handled = std::sync::atomic::AtomicUsize::new(0);

@@ -1,0 +1,24 @@
+use std::sync::Arc;
+
+use store::unsettled::DynamoUnsettledOrders;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    worker::run_worker(
+        env!("CARGO_PKG_NAME"),
+        async |state, env| {
+            let sink =
+                worker::publish::SnsSink::new(aws_sdk_sns::Client::new(&state.sdk), env.required("EVENTS_TOPIC_ARN")?);
+            Ok(orders_sweeper::Deps {
+                unsettled: Arc::new(DynamoUnsettledOrders::new(
+                    state.dynamodb.clone(),
+                    &state.config.tables.orders,
+                )),
+                sink: Arc::new(sink),
+                settings: orders_sweeper::Settings::from_env(env)?,
+            })
+        },
+        |deps, scheduled: serde_json::Value| async move { Ok(orders_sweeper::handle(&deps, scheduled).await?) },
+    )
+    .await
+}
