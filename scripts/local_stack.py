@@ -775,7 +775,7 @@ class Scenario(NamedTuple):
 FAST_RETRIES = ["NotificationsRetryBaseSeconds=0", "BreakerOpenSeconds=1"]
 # The orders sweep settles an order still pending after a minute, every minute (the value is quoted: SAM
 # cuts an unquoted override at its first space).
-FAST_SWEEP = ["StuckOrderMinutes=1", 'SweepSchedule="rate(1 minute)"']
+FAST_SWEEP = ["StuckOrderMinutes=1", "SweepIntervalMinutes=1"]
 CHAOS_SCENARIOS = {
     "payment": Scenario(
         "shop-chaos-payment",
