@@ -577,6 +577,8 @@ def events(shop: Shop) -> dict[str, Callable[[], str]]:
         "notifications-worker": lambda: worker_event("notifications-worker", shop, shop.buyer_order, next(recipients)),
         "events-publisher": fixed("events-publisher", {name: shop.tables[var] for name, var in SAMPLE_TABLES.items()}),
         "users-promote": fixed("users-promote", {SAMPLE_PROMOTED_EMAIL: shop.promoted_email}),
+        # A scheduled sweep: one Query of each of the index's 16 partitions (nothing is stuck here).
+        "orders-sweeper": fixed("orders-sweeper", {}),
         # The WebSocket routes: a verified handshake recorded (one PutItem), a close, a client frame.
         "ws-connect": fixed("ws-connect", {TOKEN: customer.token}),
         "ws-disconnect": fixed("ws-disconnect", {}),
