@@ -155,8 +155,7 @@ mod tests {
     use domain::events::EventType;
     use domain::{Cause, OrderStatus, PaymentStatus, Transition};
     use std::sync::Mutex;
-    use store::contract::Stores;
-    use store::orders::step;
+    use store::contract::{Stores, stepped};
 
     /// The events topic, recording what it is given; failing while `down`.
     #[derive(Default)]
@@ -301,25 +300,9 @@ mod tests {
     async fn settled_orders_are_left_alone() {
         let world = world(SETTINGS);
         let paid = placed(&world.stores).await;
-        step(
-            world.stores.orders.as_ref(),
-            paid,
-            Transition::ConfirmPayment,
-            None,
-            &Cause::untraced("c"),
-        )
-        .await
-        .unwrap();
+        stepped(&world.stores, paid, Transition::ConfirmPayment).await;
         let never_charged = placed(&world.stores).await;
-        step(
-            world.stores.orders.as_ref(),
-            never_charged,
-            Transition::Cancel,
-            None,
-            &Cause::untraced("c"),
-        )
-        .await
-        .unwrap();
+        stepped(&world.stores, never_charged, Transition::Cancel).await;
 
         let report = sweep(&world.deps, in_minutes(60)).await.unwrap();
 
@@ -331,26 +314,8 @@ mod tests {
     async fn a_refund_owed_too_long_is_handed_on_as_the_cancellation() {
         let world = world(SETTINGS);
         let order = placed(&world.stores).await;
-        let confirmed = step(
-            world.stores.orders.as_ref(),
-            order,
-            Transition::ConfirmPayment,
-            None,
-            &Cause::untraced("c"),
-        )
-        .await
-        .unwrap()
-        .into_order();
-        let cancelled = step(
-            world.stores.orders.as_ref(),
-            confirmed.clone(),
-            Transition::Cancel,
-            None,
-            &Cause::untraced("c"),
-        )
-        .await
-        .unwrap()
-        .into_order();
+        let confirmed = stepped(&world.stores, order, Transition::ConfirmPayment).await;
+        let cancelled = stepped(&world.stores, confirmed.clone(), Transition::Cancel).await;
         assert_eq!(
             (cancelled.status, cancelled.payment_status),
             (OrderStatus::Cancelled, PaymentStatus::RefundPending)

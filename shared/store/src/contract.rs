@@ -676,6 +676,20 @@ pub async fn the_payment_ledger_counts_attempts_only_while_pending(stores: &Stor
     assert!(ledger.refund_made(&unknown).await.is_err());
 }
 
+/// `order` after the life-cycle step `transition` (with no reason), which must be allowed.
+pub async fn stepped(stores: &Stores, order: Order, transition: Transition) -> Order {
+    step(
+        stores.orders.as_ref(),
+        order,
+        transition,
+        None,
+        &domain::Cause::untraced("contract"),
+    )
+    .await
+    .unwrap()
+    .into_order()
+}
+
 /// `order` as the sweep's index shows it now, among every order waiting since before now.
 async fn waiting(stores: &Stores, order: &Order) -> Option<WaitingOrder> {
     // The tables are shared with other checks and suites: look among many.
@@ -717,28 +731,11 @@ pub async fn orders_waiting_for_the_payment_step_are_found_until_settled(stores:
     let again = waiting(stores, &order).await.expect("still waiting");
     assert_eq!(again.since, later);
     // Paid: no longer waiting, and a sweep that saw it before leaves it alone
-    let confirmed = step(
-        stores.orders.as_ref(),
-        order.clone(),
-        Transition::ConfirmPayment,
-        None,
-        &domain::Cause::untraced("c"),
-    )
-    .await
-    .unwrap()
-    .into_order();
+    let confirmed = stepped(stores, order.clone(), Transition::ConfirmPayment).await;
     assert_eq!(waiting(stores, &order).await, None, "settled");
     assert!(!stores.unsettled.restart_wait(&again, &now_rfc3339()).await.unwrap());
     // Cancelled after payment: it waits for its refund until the refund is made
-    step(
-        stores.orders.as_ref(),
-        confirmed,
-        Transition::Cancel,
-        None,
-        &domain::Cause::untraced("c"),
-    )
-    .await
-    .unwrap();
+    stepped(stores, confirmed, Transition::Cancel).await;
     let owed = waiting(stores, &order).await.expect("a refund owed waits");
     assert_eq!(owed.order.payment_status, PaymentStatus::RefundPending);
     stores.ledger.owe_refund(&order.id, 1000).await.unwrap();
@@ -747,15 +744,7 @@ pub async fn orders_waiting_for_the_payment_step_are_found_until_settled(stores:
     assert_eq!(waiting(stores, &order).await, None, "refunded");
     // Cancelled before any charge: nothing to settle
     let never_charged = placed(stores, &buyer, &[(&product, 1)]).await;
-    step(
-        stores.orders.as_ref(),
-        never_charged.clone(),
-        Transition::Cancel,
-        None,
-        &domain::Cause::untraced("c"),
-    )
-    .await
-    .unwrap();
+    stepped(stores, never_charged.clone(), Transition::Cancel).await;
     assert_eq!(waiting(stores, &never_charged).await, None);
 }
 
