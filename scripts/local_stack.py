@@ -773,8 +773,7 @@ class Scenario(NamedTuple):
 # open breaker probes again after a second, so the scenario settles in seconds instead of waiting out
 # backoffs that the invariants do not depend on.
 FAST_RETRIES = ["NotificationsRetryBaseSeconds=0", "BreakerOpenSeconds=1"]
-# The orders sweep settles an order still pending after a minute, every minute (the value is quoted: SAM
-# cuts an unquoted override at its first space).
+# The orders sweep settles an order still pending after a minute, every minute.
 FAST_SWEEP = ["StuckOrderMinutes=1", "SweepIntervalMinutes=1"]
 CHAOS_SCENARIOS = {
     "payment": Scenario(
