@@ -472,6 +472,14 @@ def prove_mappings(stack: str, emulator: Emulator) -> None:
     )
 
 
+def drain_mappings(stack: str, emulator: Emulator) -> None:
+    """Before a graceful stop of an emulator of ours: every change committed so far leaves the streams
+    first (scripts/mappings.py)."""
+    if emulator.process is None or emulator.process.poll() is not None:
+        return
+    mappings.drain(stack, lambda service: client(service, emulator.endpoint), emulator.log_path)
+
+
 def parameter_overrides(raw: str) -> list[str]:
     """`Name=Value Name2=Value2` (README "The two commands"), checked against the
     template's parameters so that a typo stops here instead of being ignored."""
@@ -548,6 +556,9 @@ def cmd_up(args) -> int:
             signal.signal(signal.SIGTERM, on_signal)
             while not stop["now"] and emulator.process.poll() is None:
                 time.sleep(0.5)
+            # A second Ctrl-C skips the wait.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            drain_mappings(args.stack, emulator)
         return 0
     finally:
         if args.serve or args.ephemeral:
@@ -812,6 +823,13 @@ def faults_injected(stack: str, endpoint: str) -> int:
     return count
 
 
+def wait_for_file(path: Path, process: subprocess.Popen, timeout: float) -> None:
+    """Until `path` exists (a marker a test writes), the test ends, or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def cmd_chaos(args) -> int:
     """A private emulator with persisted state, one stack per fault scenario, the chaos suite
     (tests/chaos.rs) on them in parallel, then the restart scenario; one row per scenario."""
@@ -826,12 +844,12 @@ def cmd_chaos(args) -> int:
     try:
         from concurrent.futures import ThreadPoolExecutor
 
-        def deploy_scenario(scenario: str) -> dict:
+        def deploy_scenario(scenario: str, changed: list[str] | None = None) -> dict:
             spec = CHAOS_SCENARIOS[scenario]
             # SAM refuses an empty override ("FaultInjection="); the template's default is no faults.
             faults = [f"FaultInjection={spec.faults}"] if spec.faults else []
             info = deploy(argparse.Namespace(**{**vars(args), "stack": spec.stack}), emulator,
-                          [*SUITE_OVERRIDES, *faults, *spec.overrides])
+                          [*SUITE_OVERRIDES, *faults, *spec.overrides, *(changed or [])])
             if spec.cut_orders_relay:
                 mappings.disable(spec.stack, "events-publisher", info["outputs"]["OrdersTableName"],
                                  lambda service: client(service, endpoint))
@@ -855,19 +873,27 @@ def cmd_chaos(args) -> int:
         status = subprocess.run([*test, "--skip", "chaos_restart"], cwd=ROOT, env=env).returncode
         # Counted now: the emulator's logs do not outlive its restart.
         injected = {scenario: faults_injected(spec.stack, endpoint) for scenario, spec in CHAOS_SCENARIOS.items()}
-        # The restart scenario: traffic starts, the emulator restarts under it, the traffic goes on.
+        # The restart scenario: traffic starts; the emulator is stopped as Ctrl-C stops it (the clients
+        # pause, the streams drain) and started again on its state; the traffic goes on.
         started, restarted = state_dir / "traffic-started", state_dir / "emulator-restarted"
-        env.update(SHOP_CHAOS_TRAFFIC_STARTED=str(started), SHOP_CHAOS_RESTARTED=str(restarted))
+        stopping, paused = state_dir / "emulator-stopping", state_dir / "traffic-paused"
+        env.update(
+            SHOP_CHAOS_TRAFFIC_STARTED=str(started), SHOP_CHAOS_RESTARTED=str(restarted),
+            SHOP_CHAOS_STOPPING=str(stopping), SHOP_CHAOS_PAUSED=str(paused),
+        )
         traffic = subprocess.Popen([*test, "chaos_restart"], cwd=ROOT, env=env)
-        deadline = time.monotonic() + 300
-        while not started.exists() and traffic.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for_file(started, traffic, 300)
         time.sleep(2)
-        log("restarting the emulator in the middle of the traffic")
+        stopping.write_text("stopping")
+        wait_for_file(paused, traffic, 60)
+        log("restarting the emulator right after the traffic")
+        drain_mappings(CHAOS_RESTART_STACK, emulator)
         emulator.stop()
-        # Through the stream-position reset; the test goes on once the restart stack is proven again.
+        # Through the stream-position reset, then a changed parameter redeployed onto the persisted
+        # state (one that updates the outbox's stream mappings), as `make dev PARAMS=...` does; the test
+        # goes on once the stack is proven again (deploy proves it).
         emulator = Emulator(endpoint, args.port, state_dir)
-        prove_mappings(CHAOS_RESTART_STACK, emulator)
+        deploy_scenario("publish", changed=["OutboxMaxRetryAttempts=99"])
         restarted.write_text("restarted")
         status = traffic.wait() or status
         rows = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []

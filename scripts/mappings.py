@@ -8,7 +8,9 @@ waits at its old number, silently skipping that many new records (docs/local-aws
   state directory;
 - `prove` writes one probe item to each stream source table and sends one probe message to each queue
   source, then waits until the emulator's log shows every enabled mapping of the stack delivered
-  something after that moment. Every stream reader and queue worker lets probes pass without acting on
+  something after that moment;
+- `drain` does the same before a graceful stop, so that no change committed before it is still waiting
+  in a stream when the emulator (which keeps no stream records across a restart) stops. Every stream reader and queue worker lets probes pass without acting on
   them (shared/store/src/probe.rs, shared/worker/src/sqs.rs).
 """
 
@@ -131,6 +133,39 @@ def prove(stack: str, endpoint: str, clients, emulator_log: Path | None, positio
         log(f"event source mappings: proof skipped (the emulator at {endpoint} was not started by this "
             "script, so its log is not ours to read)")
         return
+    started = time.monotonic()
+    count, waiting = probe_through(stack, clients, emulator_log)
+    if waiting:
+        sys.exit(
+            f"event source mappings of {stack} that did not deliver a probe within {PROOF_TIMEOUT_SECONDS} s: "
+            + "; ".join(waiting)
+            + f" (see {emulator_log})"
+        )
+    reset = "fresh state" if positions_reset is None else f"stream positions reset: {positions_reset}"
+    log(f"event source mappings of {stack}: {count} of {count} delivered a probe "
+        f"in {time.monotonic() - started:.1f} s ({reset})")
+
+
+def drain(stack: str, clients, emulator_log: Path | None) -> None:
+    """Before a graceful stop: waits until every enabled mapping of `stack` has delivered a probe
+    written now. Stream records are delivered in order, so every change committed before it has then
+    left for its consumers; the emulator keeps no stream record across a restart, so a record still
+    waiting at the stop would be lost (its order settled only by the sweep, its notification never
+    sent). Warns, and lets the stop go on, when a mapping does not deliver in time."""
+    if emulator_log is None:
+        return
+    started = time.monotonic()
+    _, waiting = probe_through(stack, clients, emulator_log)
+    if waiting:
+        log(f"warning: before stopping, these mappings of {stack} did not deliver within "
+            f"{PROOF_TIMEOUT_SECONDS} s, so events still in flight may be lost: " + "; ".join(waiting))
+    else:
+        log(f"event source mappings of {stack} drained before stopping in {time.monotonic() - started:.1f} s")
+
+
+def probe_through(stack: str, clients, emulator_log: Path) -> tuple[int, list[str]]:
+    """Probes every enabled mapping of `stack` and waits for each to deliver one (at most
+    PROOF_TIMEOUT_SECONDS): how many were probed, and the labels of those that did not deliver."""
     mappings = stack_mappings(stack, clients("cloudformation"), clients("lambda"))
     enabled = [m for m in mappings if m.get("State", "Enabled") == "Enabled"]
     dynamodb = clients("dynamodb")
@@ -145,16 +180,9 @@ def prove(stack: str, endpoint: str, clients, emulator_log: Path | None, positio
             waiting.pop(delivered)
     for table, item in items.items():
         dynamodb.delete_item(TableName=table, Key={k: v for k, v in item.items() if k != "entity"})
-    if waiting:
-        sys.exit(
-            f"event source mappings of {stack} that did not deliver a probe within {PROOF_TIMEOUT_SECONDS} s: "
-            + "; ".join(sorted(label(m) for m in waiting.values()))
-            + f" (see {emulator_log})"
-        )
-    reset = "fresh state" if positions_reset is None else f"stream positions reset: {positions_reset}"
-    skipped = f", {len(mappings) - len(enabled)} disabled" if len(enabled) < len(mappings) else ""
-    log(f"event source mappings of {stack}: {len(enabled)} of {len(enabled)} delivered a probe{skipped} "
-        f"in {time.monotonic() - started:.1f} s ({reset})")
+    if len(enabled) < len(mappings):
+        log(f"{stack}: {len(mappings) - len(enabled)} disabled event source mapping(s) left out")
+    return len(enabled), sorted(label(m) for m in waiting.values())
 
 
 def disable(stack: str, function_suffix: str, table: str, clients) -> str:
