@@ -147,26 +147,65 @@ def prove(stack: str, endpoint: str, clients, emulator_log: Path | None, positio
 
 
 def drain(stack: str, clients, emulator_log: Path | None) -> None:
-    """Before a graceful stop: waits until every enabled mapping of `stack` has delivered a probe
-    written now. Stream records are delivered in order, so every change committed before it has then
-    left for its consumers; the emulator keeps no stream record across a restart, so a record still
-    waiting at the stop would be lost (its order settled only by the sweep, its notification never
-    sent). Warns, and lets the stop go on, when a mapping does not deliver in time."""
+    """Before a graceful stop: lets the work in flight finish, so that no change committed before the
+    stop is still waiting in a stream (the emulator keeps no stream record across a restart: such a
+    change's events would be lost, its order settled only by the sweep, its notification never sent).
+
+    Rounds until quiet: the stack's queues empty (the workers' writes are made), then a probe through
+    every stream mapping (stream records are delivered in order, so every change committed before the
+    probe has been relayed, its messages already queued), then the queues still empty (the relay
+    produced no new work). Warns, and
+    lets the stop go on, after PROOF_TIMEOUT_SECONDS (a message backing off for longer stays queued;
+    queues are kept across a restart)."""
     if emulator_log is None:
         return
     started = time.monotonic()
-    _, waiting = probe_through(stack, clients, emulator_log)
-    if waiting:
-        log(f"warning: before stopping, these mappings of {stack} did not deliver within "
-            f"{PROOF_TIMEOUT_SECONDS} s, so events still in flight may be lost: " + "; ".join(waiting))
-    else:
-        log(f"event source mappings of {stack} drained before stopping in {time.monotonic() - started:.1f} s")
+    deadline = started + PROOF_TIMEOUT_SECONDS
+    queues = queue_urls(stack, clients)
+    sqs = clients("sqs")
+    while True:
+        while queued(sqs, queues) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        # Streams only: a probe message would itself keep the queues busy.
+        _, waiting = probe_through(stack, clients, emulator_log, streams_only=True)
+        if waiting:
+            log(f"warning: before stopping, these mappings of {stack} did not deliver within "
+                f"{PROOF_TIMEOUT_SECONDS} s, so events still in flight may be lost: " + "; ".join(waiting))
+            return
+        if not queued(sqs, queues):
+            log(f"event source mappings of {stack} drained before stopping in {time.monotonic() - started:.1f} s")
+            return
+        if time.monotonic() >= deadline:
+            log(f"warning: the queues of {stack} were still busy after {PROOF_TIMEOUT_SECONDS} s; "
+                "events of the work still in flight may be lost")
+            return
 
 
-def probe_through(stack: str, clients, emulator_log: Path) -> tuple[int, list[str]]:
-    """Probes every enabled mapping of `stack` and waits for each to deliver one (at most
-    PROOF_TIMEOUT_SECONDS): how many were probed, and the labels of those that did not deliver."""
+def queue_urls(stack: str, clients) -> list[str]:
+    """The queues the stack's functions consume (their event source mappings' queues)."""
+    sqs = clients("sqs")
     mappings = stack_mappings(stack, clients("cloudformation"), clients("lambda"))
+    names = sorted({source for service, source in map(source_name, mappings) if service == "sqs"})
+    return [sqs.get_queue_url(QueueName=name)["QueueUrl"] for name in names]
+
+
+def queued(sqs, queues: list[str]) -> bool:
+    """Whether any of the queues holds a message, visible or being handled."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]
+    for url in queues:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        if any(int(attributes.get(name, "0")) for name in names):
+            return True
+    return False
+
+
+def probe_through(stack: str, clients, emulator_log: Path, streams_only: bool = False) -> tuple[int, list[str]]:
+    """Probes every enabled mapping of `stack` (only the stream ones with `streams_only`) and waits for
+    each to deliver one (at most PROOF_TIMEOUT_SECONDS): how many were probed, and the labels of those
+    that did not deliver."""
+    mappings = stack_mappings(stack, clients("cloudformation"), clients("lambda"))
+    if streams_only:
+        mappings = [m for m in mappings if source_name(m)[0] == "dynamodb"]
     enabled = [m for m in mappings if m.get("State", "Enabled") == "Enabled"]
     dynamodb = clients("dynamodb")
     started = time.monotonic()
