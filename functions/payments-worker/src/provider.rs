@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use domain::{OrderId, now_rfc3339};
 use serde::{Deserialize, Serialize};
-use store::{StoreError, is_condition_failure};
+use store::{StoreError, applied};
 use wiring::FaultPlan;
 use worker::provider::{CallFailure, PROVIDER_TIMEOUT, guarded};
 
@@ -110,11 +110,7 @@ impl ChargeBook for DynamoChargeBook {
             .condition_expression("attribute_not_exists(order_id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(StoreError::from_sdk(error)),
-        }
+        applied(result)
     }
 
     async fn refund_once(&self, order_id: &OrderId, amount: i64) -> Result<bool, StoreError> {
@@ -131,11 +127,7 @@ impl ChargeBook for DynamoChargeBook {
             .return_values(ReturnValue::None)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(StoreError::from_sdk(error)),
-        }
+        applied(result)
     }
 
     async fn get(&self, order_id: &OrderId) -> Result<Option<ChargeEntry>, StoreError> {

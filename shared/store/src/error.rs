@@ -56,6 +56,20 @@ pub fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) 
         .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
 
+/// Whether a conditional single-item write applied: `false` when its condition did not hold, an
+/// error for any other failure.
+pub fn applied<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(error) if is_condition_failure(&error) => Ok(false),
+        Err(error) => Err(StoreError::from_sdk(error)),
+    }
+}
+
 /// For a cancelled transaction, the reason of each of its items, in order; `None` when the transaction
 /// failed for another reason.
 pub fn cancellation_reasons<R>(error: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<CancellationReason>> {

@@ -28,6 +28,6 @@ pub mod memory;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
-pub use error::{BoxError, StoreError, cancellation_reasons, condition_failed, is_condition_failure};
+pub use error::{BoxError, StoreError, applied, cancellation_reasons, condition_failed, is_condition_failure};
 pub use ops::{batch_get, request_token, transact};
 pub use paging::{MAX_QUERY_READS, NewestFirstCursor, Page, newest_for_user, query_page};

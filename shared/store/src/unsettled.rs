@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use domain::{Order, OrderId};
 
-use crate::{StoreError, is_condition_failure};
+use crate::{StoreError, applied};
 
 pub const UNSETTLED_INDEX: &str = "by_unsettled";
 pub const SHARD_ATTRIBUTE: &str = "unsettled_shard";
@@ -121,11 +121,7 @@ impl UnsettledOrders for DynamoUnsettledOrders {
             ])))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(StoreError::from_sdk(error)),
-        }
+        applied(result)
     }
 }
 
