@@ -8,8 +8,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     worker::run_worker(
         env!("CARGO_PKG_NAME"),
         async |state, env| {
-            let sink =
-                events_publisher::SnsSink::new(aws_sdk_sns::Client::new(&state.sdk), env.required("EVENTS_TOPIC_ARN")?);
+            let sink = events_publisher::SnsSink::events_topic(state, env)?;
             let parking = events_publisher::SqsParking {
                 client: aws_sdk_sqs::Client::new(&state.sdk),
                 queue_url: env.required("FAILED_RECORDS_QUEUE_URL")?,

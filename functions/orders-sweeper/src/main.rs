@@ -7,8 +7,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     worker::run_worker(
         env!("CARGO_PKG_NAME"),
         async |state, env| {
-            let sink =
-                worker::publish::SnsSink::new(aws_sdk_sns::Client::new(&state.sdk), env.required("EVENTS_TOPIC_ARN")?);
+            let sink = worker::publish::SnsSink::events_topic(state, env)?;
             Ok(orders_sweeper::Deps {
                 unsettled: Arc::new(DynamoUnsettledOrders::new(
                     state.dynamodb.clone(),

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use domain::events::{CORRELATION_ATTRIBUTE, EVENT_TYPE_ATTRIBUTE, Envelope};
 use wiring::telemetry::TRACE_PARENT;
+use wiring::{AppState, ConfigError, Env};
 
 #[derive(Debug, thiserror::Error)]
 #[error("publishing events failed: {0}")]
@@ -25,6 +26,15 @@ pub struct SnsSink {
 impl SnsSink {
     pub fn new(client: aws_sdk_sns::Client, topic_arn: String) -> Self {
         Self { client, topic_arn }
+    }
+
+    /// The deployment's events topic (`EVENTS_TOPIC_ARN`), through a client of the function's SDK
+    /// configuration (its timeouts and fault injection).
+    pub fn events_topic(state: &AppState, env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self::new(
+            aws_sdk_sns::Client::new(&state.sdk),
+            env.required("EVENTS_TOPIC_ARN")?,
+        ))
     }
 }
 
