@@ -7,8 +7,9 @@ waits at its old number, silently skipping that many new records (docs/local-aws
 - `reset_stream_positions` sets the persisted positions back to 0 before the emulator is started on a
   state directory;
 - `prove` writes one probe item to each stream source table and sends one probe message to each queue
-  source, then waits until the emulator's log shows every enabled mapping of the stack delivered
-  something after that moment;
+  source, each with a name of its own, then waits until the emulator's log shows every enabled
+  mapping's function passed its source's probe (the readers log each probe's name as they let it
+  pass: a batch that was under way before the probe was written does not count);
 - `drain` does the same before a graceful stop, so that no change committed before it is still waiting
   in a stream when the emulator (which keeps no stream records across a restart) stops. Every stream reader and queue worker lets probes pass without acting on
   them (shared/store/src/probe.rs, shared/worker/src/sqs.rs).
@@ -20,15 +21,18 @@ import json
 import re
 import sys
 import time
+import uuid
 from pathlib import Path
 
 PROBE_KEY = "probe#local-stack"
 PROBE_ATTRIBUTE = "shop_probe"
 PROOF_TIMEOUT_SECONDS = 60
-# What MiniStack logs after each batch it delivered (services/lambda_svc.py, the ESM poller).
-DELIVERED = re.compile(
-    r"ESM: Lambda (?P<function>\S+) processed \d+ (?:DynamoDB stream records|SQS messages) from (?P<source>\S+)"
-)
+# What MiniStack logs before a delivered batch's function output (services/lambda_svc.py, the ESM
+# poller); the output runs to the emulator's next log line.
+OUTPUT_HEADER = re.compile(r"^\S+ \S+ INFO \[lambda\] ESM: Lambda (?P<function>\S+) output:$")
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
+# The attribute of a probe item that names it (shared/store/src/probe.rs).
+PROBE_NAME = "probe"
 
 
 def log(message: str) -> None:
@@ -89,44 +93,57 @@ def label(mapping: dict) -> str:
     return f"{function_name(mapping)} <- {source} ({service})"
 
 
-def probe_item(dynamodb, table: str) -> dict:
-    """A probe item for `table`: its key attributes set to PROBE_KEY (0 for numbers), entity=probe."""
+def probe_item(dynamodb, table: str, name: str) -> dict:
+    """The probe item `name` for `table`: its key attributes set to PROBE_KEY (0 for numbers),
+    entity=probe."""
     description = dynamodb.describe_table(TableName=table)["Table"]
     types = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
-    item = {"entity": {"S": "probe"}}
+    item = {"entity": {"S": "probe"}, PROBE_NAME: {"S": name}}
     for key in description["KeySchema"]:
         kind = types[key["AttributeName"]]
         item[key["AttributeName"]] = {kind: "0" if kind == "N" else PROBE_KEY}
     return item
 
 
-def send_probes(mappings: list[dict], dynamodb, sqs) -> dict[str, dict]:
-    """One probe item per source table, one probe message per source queue; returns table -> item."""
-    items = {}
+def send_probes(mappings: list[dict], dynamodb, sqs) -> tuple[dict[str, str], dict[str, dict]]:
+    """One probe item per source table, one probe message per source queue, each named anew: returns
+    source -> probe name, and table -> item written."""
+    names, items = {}, {}
     for service, source in sorted({source_name(m) for m in mappings}):
+        names[source] = f"{PROBE_KEY}#{uuid.uuid4().hex}"
         if service == "dynamodb":
-            items[source] = probe_item(dynamodb, source)
+            items[source] = probe_item(dynamodb, source, names[source])
             dynamodb.put_item(TableName=source, Item=items[source])
         elif service == "sqs":
             sqs.send_message(
                 QueueUrl=sqs.get_queue_url(QueueName=source)["QueueUrl"],
                 MessageBody='{"probe": true}',
-                MessageAttributes={PROBE_ATTRIBUTE: {"DataType": "String", "StringValue": "local-stack"}},
+                MessageAttributes={PROBE_ATTRIBUTE: {"DataType": "String", "StringValue": names[source]}},
             )
-    return items
+    return names, items
 
 
-def delivered_since(log_path: Path, offset: int) -> set[tuple[str, str]]:
-    """(function, source) of every delivery the emulator logged after byte `offset` of its log."""
+def passed_since(log_path: Path, offset: int, names: set[str]) -> set[tuple[str, str]]:
+    """(function, probe name) of every probe among `names` that a function's output, as the emulator
+    logged it after byte `offset` of its log, says it passed."""
     with open(log_path, "rb") as file:
         file.seek(offset)
         text = file.read().decode(errors="replace")
-    return {(m["function"].split(":")[-1], m["source"]) for m in DELIVERED.finditer(text)}
+    passed, function = set(), None
+    for line in text.splitlines():
+        header = OUTPUT_HEADER.match(line)
+        if header:
+            function = header["function"].split(":")[-1]
+        elif LOG_LINE.match(line):
+            function = None
+        elif function and "delivery probe passed" in line:
+            passed.update((function, name) for name in names if name in line)
+    return passed
 
 
 def prove(stack: str, endpoint: str, clients, emulator_log: Path | None, positions_reset: int | None) -> None:
     """Shows that every enabled event source mapping of `stack` delivers: probes in, then the
-    emulator's own log read from just before them until each mapping logged a delivered batch.
+    emulator's own log read from just before them until each mapping's function logged passing its probe.
     Several stacks on one emulator may prove themselves at once (each reads only its functions' lines).
     Exits naming the mappings that did not deliver within PROOF_TIMEOUT_SECONDS."""
     if emulator_log is None:
@@ -152,9 +169,10 @@ def drain(stack: str, clients, emulator_log: Path | None) -> None:
     change's events would be lost, its order settled only by the sweep, its notification never sent).
 
     Rounds until quiet: the stack's queues empty (the workers' writes are made), then a probe through
-    every stream mapping (stream records are delivered in order, so every change committed before the
-    probe has been relayed, its messages already queued), then the queues still empty (the relay
-    produced no new work). Warns, and
+    every stream mapping (stream records are delivered in order, so once a reader passed this probe,
+    every change committed before it has been relayed, its messages already queued: the events topic
+    delivers to queues within its Publish), then the queues still empty (the relay produced no new
+    work). Warns, and
     lets the stop go on, after PROOF_TIMEOUT_SECONDS (a message backing off for longer stays queued;
     queues are kept across a restart)."""
     if emulator_log is None:
@@ -210,13 +228,13 @@ def probe_through(stack: str, clients, emulator_log: Path, streams_only: bool = 
     dynamodb = clients("dynamodb")
     started = time.monotonic()
     offset = emulator_log.stat().st_size
-    items = send_probes(enabled, dynamodb, clients("sqs"))
-    waiting = {(function_name(m), source_name(m)[1]): m for m in enabled}
+    names, items = send_probes(enabled, dynamodb, clients("sqs"))
+    waiting = {(function_name(m), names[source_name(m)[1]]): m for m in enabled}
     deadline = started + PROOF_TIMEOUT_SECONDS
     while waiting and time.monotonic() < deadline:
         time.sleep(0.5)
-        for delivered in delivered_since(emulator_log, offset) & waiting.keys():
-            waiting.pop(delivered)
+        for passed in passed_since(emulator_log, offset, set(names.values())) & waiting.keys():
+            waiting.pop(passed)
     for table, item in items.items():
         dynamodb.delete_item(TableName=table, Key={k: v for k, v in item.items() if k != "entity"})
     if len(enabled) < len(mappings):

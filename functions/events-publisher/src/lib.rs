@@ -193,6 +193,9 @@ const PUBLISH_ROUNDS: u32 = 3;
 pub async fn handle(deps: &Deps, event: Event) -> Result<(), PublishError> {
     let mut pending: Vec<Envelope> = Vec::new();
     for record in &event.records {
+        if store::probe::passes(&record.change.old_image, &record.change.new_image) {
+            continue;
+        }
         match envelope_of(&deps.tables, record) {
             Ok(Some(envelope)) => pending.push(envelope),
             Ok(None) => {}

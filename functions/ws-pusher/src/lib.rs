@@ -153,6 +153,9 @@ fn record_update(record: &EventRecord) -> Option<(Order, OrderUpdate)> {
 pub async fn handle(deps: &Deps, event: Event) -> Result<(), PushError> {
     let mut pushed = 0;
     for record in &event.records {
+        if store::probe::passes(&record.change.old_image, &record.change.new_image) {
+            continue;
+        }
         let Some((order, update)) = record_update(record) else {
             continue;
         };

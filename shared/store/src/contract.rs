@@ -697,15 +697,17 @@ pub async fn stepped(stores: &Stores, order: Order, transition: Transition) -> O
     .into_order()
 }
 
-/// `order` as the sweep's index shows it now, among every order waiting since before now.
+/// `order` as the sweep's index shows it now, among every order of its partition waiting since
+/// before now.
 async fn waiting(stores: &Stores, order: &Order) -> Option<WaitingOrder> {
     // The tables are shared with other checks and suites: look among many.
-    let everything = stores
-        .unsettled
-        .waiting_since_before(&now_rfc3339(), 10_000)
-        .await
-        .unwrap();
-    everything.into_iter().find(|found| found.order.id == order.id)
+    waiting_in_its_shard(stores, order, &now_rfc3339()).await
+}
+
+async fn waiting_in_its_shard(stores: &Stores, order: &Order, before: &str) -> Option<WaitingOrder> {
+    let shard = crate::unsettled::shard_of(&order.id);
+    let found = stores.unsettled.waiting_in(&shard, before, 10_000).await.unwrap();
+    found.into_iter().find(|found| found.order.id == order.id)
 }
 
 /// Checks on the emulator run against a live stack, whose payment worker acts on every order placed
@@ -722,14 +724,9 @@ pub async fn orders_waiting_for_the_payment_step_are_found_until_settled(stores:
         (found.since.as_str(), found.order.status),
         (order.created_at.as_str(), OrderStatus::Pending)
     );
-    assert!(
-        stores
-            .unsettled
-            .waiting_since_before(&order.created_at, 10_000)
-            .await
-            .unwrap()
-            .iter()
-            .all(|o| o.order.id != order.id),
+    assert_eq!(
+        waiting_in_its_shard(stores, &order, &order.created_at).await,
+        None,
         "not before it began to wait"
     );
     // A sweep restarts its wait once: a second sweep holding the same sighting is refused

@@ -467,12 +467,12 @@ impl crate::notifications::NotificationRepository for InMemoryNotifications {
 
 #[async_trait]
 impl UnsettledOrders for InMemoryOrders {
-    async fn waiting_since_before(&self, before: &str, limit: usize) -> Result<Vec<WaitingOrder>, StoreError> {
+    async fn waiting_in(&self, shard: &str, before: &str, limit: usize) -> Result<Vec<WaitingOrder>, StoreError> {
         let orders = self.orders.lock().map_err(|_| poisoned())?;
         let waiting = self.waiting.lock().map_err(|_| poisoned())?;
         let mut found: Vec<WaitingOrder> = waiting
             .iter()
-            .filter(|(_, since)| since.as_str() < before)
+            .filter(|(id, since)| since.as_str() < before && crate::unsettled::shard_of(id) == shard)
             .filter_map(|(id, since)| {
                 orders.get(id).map(|order| WaitingOrder {
                     order: order.clone(),

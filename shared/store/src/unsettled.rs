@@ -49,9 +49,21 @@ pub struct WaitingOrder {
 /// What the sweep reads and writes.
 #[async_trait]
 pub trait UnsettledOrders: Send + Sync {
-    /// Orders waiting since before `before` (RFC 3339), at most `limit`, oldest first within each
-    /// index partition. Read from an index: an order may already have moved on.
-    async fn waiting_since_before(&self, before: &str, limit: usize) -> Result<Vec<WaitingOrder>, StoreError>;
+    /// Orders of one index partition (`shard`, see [`shard_of`]) waiting since before `before`
+    /// (RFC 3339), at most `limit`, oldest first. Read from an index: an order may already have moved on.
+    async fn waiting_in(&self, shard: &str, before: &str, limit: usize) -> Result<Vec<WaitingOrder>, StoreError>;
+    /// Orders waiting since before `before`, at most `limit`: partition after partition, oldest first
+    /// within each.
+    async fn waiting_since_before(&self, before: &str, limit: usize) -> Result<Vec<WaitingOrder>, StoreError> {
+        let mut found = Vec::new();
+        for shard in SHARDS {
+            if found.len() >= limit {
+                break;
+            }
+            found.extend(self.waiting_in(&shard.to_string(), before, limit - found.len()).await?);
+        }
+        Ok(found)
+    }
     /// Starts the order's wait again at `now`, if it still waits since the time it was found with:
     /// `false` when it has moved on (or another sweep took it first), and then it is not to be touched.
     async fn restart_wait(&self, waiting: &WaitingOrder, now: &str) -> Result<bool, StoreError>;
@@ -73,35 +85,29 @@ impl DynamoUnsettledOrders {
 
 #[async_trait]
 impl UnsettledOrders for DynamoUnsettledOrders {
-    async fn waiting_since_before(&self, before: &str, limit: usize) -> Result<Vec<WaitingOrder>, StoreError> {
+    async fn waiting_in(&self, shard: &str, before: &str, limit: usize) -> Result<Vec<WaitingOrder>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.orders_table)
+            .index_name(UNSETTLED_INDEX)
+            .key_condition_expression("#shard = :shard AND #since < :before")
+            .expression_attribute_names("#shard", SHARD_ATTRIBUTE)
+            .expression_attribute_names("#since", SINCE_ATTRIBUTE)
+            .expression_attribute_values(":shard", AttributeValue::S(shard.to_owned()))
+            .expression_attribute_values(":before", AttributeValue::S(before.to_owned()))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        // The index projects the whole order, and when it began to wait.
         let mut found = Vec::new();
-        for shard in SHARDS {
-            if found.len() >= limit {
-                break;
-            }
-            let wanted = limit - found.len();
-            let output = self
-                .client
-                .query()
-                .table_name(&self.orders_table)
-                .index_name(UNSETTLED_INDEX)
-                .key_condition_expression("#shard = :shard AND #since < :before")
-                .expression_attribute_names("#shard", SHARD_ATTRIBUTE)
-                .expression_attribute_names("#since", SINCE_ATTRIBUTE)
-                .expression_attribute_values(":shard", AttributeValue::S(shard.to_string()))
-                .expression_attribute_values(":before", AttributeValue::S(before.to_owned()))
-                .limit(i32::try_from(wanted).unwrap_or(i32::MAX))
-                .send()
-                .await
-                .map_err(StoreError::from_sdk)?;
-            // The index projects the whole order, and when it began to wait.
-            for mut item in output.items.unwrap_or_default().into_iter().take(wanted) {
-                let Some(AttributeValue::S(since)) = item.remove(SINCE_ATTRIBUTE) else {
-                    continue;
-                };
-                let order: Order = serde_dynamo::from_item(item)?;
-                found.push(WaitingOrder { order, since });
-            }
+        for mut item in output.items.unwrap_or_default().into_iter().take(limit) {
+            let Some(AttributeValue::S(since)) = item.remove(SINCE_ATTRIBUTE) else {
+                continue;
+            };
+            let order: Order = serde_dynamo::from_item(item)?;
+            found.push(WaitingOrder { order, since });
         }
         Ok(found)
     }

@@ -119,9 +119,9 @@ where
         // The work continues the trace of the change that published the message (OpenTelemetry's
         // messaging conventions: the producer's context as parent of the processing span).
         wiring::telemetry::continue_trace(&span, trace_parent(&message));
-        if string_attribute(&message, store::probe::PROBE_ATTRIBUTE).is_some() {
+        if let Some(probe) = string_attribute(&message, store::probe::PROBE_ATTRIBUTE) {
             let _entered = span.enter();
-            tracing::info!("delivery probe passed");
+            tracing::info!(probe = %probe, "delivery probe passed");
             continue;
         }
         let outcome = handle(message).instrument(span.clone()).await;
