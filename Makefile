@@ -12,6 +12,9 @@ CARGO_LAMBDA_VERSION := 1.9.2
 SAM_CLI_VERSION := 1.170.0
 MINISTACK_VERSION := 1.5.33
 SAM_TRANSLATOR_VERSION := 1.115.0
+# The template's security scan (`make test-template`); a venv of its own, its pins are not SAM's.
+CHECKOV_VENV := $(VENV)/checkov
+CHECKOV_VERSION := 3.3.30
 
 export AWS_DEFAULT_REGION ?= us-east-1
 # The stack `make metrics` and `make redrive-outbox` read (shop-local is `make dev`'s).
@@ -82,6 +85,11 @@ $(MINISTACK_VENV)/.installed:
 		ministack==$(MINISTACK_VERSION) aws-sam-translator==$(SAM_TRANSLATOR_VERSION)
 	touch $@
 
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	touch $@
+
 $(TRACES_VENV)/.installed:
 	$(PYTHON) -m venv $(TRACES_VENV)
 	$(TRACES_VENV)/bin/pip install --quiet --disable-pip-version-check \
@@ -127,9 +135,12 @@ test-unit:
 	cargo test --locked --workspace --exclude e2e --tests
 	cargo test --locked -p e2e --test layout
 
-test-template: $(STACK_TOOLS)
+# checkov fails on any finding not suppressed in the template itself (Metadata: checkov: skip:, each with
+# its reason); --skip-download keeps it offline (no Prisma Cloud guideline links).
+test-template: $(STACK_TOOLS) $(CHECKOV_VENV)/.installed
 	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml
 	$(SAM_VENV)/bin/python scripts/check_template.py
+	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
 # The observability and docs page checks run beside the suite: Phoenix, Playwright and Chromium.
 test-e2e: $(STACK_TOOLS) $(PAGE_TOOLS)

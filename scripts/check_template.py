@@ -2,7 +2,9 @@
 """Applies the SAM transform to template.yaml, as CloudFormation will: catches SAM-specific mistakes
 (misspelled event properties, bad policy templates) that `sam validate --lint` lets through. Then checks
 what no linter knows: the dashboard's body is valid JSON that shows every metric the code writes, and
-every alarm notifies the alarm topic."""
+every alarm notifies the alarm topic; every function API Gateway invokes, and every worker, has its reserved
+concurrency parameter; both API stages write JSON access logs without headers or query strings; every checkov
+suppression says why. (checkov itself runs beside this script in `make test-template`.)"""
 
 import json
 import os
@@ -61,9 +63,67 @@ def observability_problems(resources: dict) -> list[str]:
     return problems
 
 
+def reserved(parameter: str, condition: str) -> dict:
+    return {"Fn::If": [condition, {"Ref": parameter}, {"Ref": "AWS::NoValue"}]}
+
+
+PUBLIC_CONCURRENCY = reserved("PublicFunctionReservedConcurrency", "ReservePublicConcurrency")
+WORKER_CONCURRENCY = reserved("WorkerReservedConcurrency", "ReserveWorkerConcurrency")
+WORKER_EVENTS = {"SQS", "DynamoDB", "Kinesis", "Schedule", "ScheduleV2", "EventBridgeRule", "SNS"}
+# $context variables that would put a token, a header, a query string or a raw path into the access logs.
+UNLOGGED = re.compile(r"\$context\.(?:authorizer|path|resourcePath|identity\.(?!sourceIp\b)|requestOverride|responseOverride)|\$(?:request|input|method)\.|querystring|header", re.I)
+
+
+def edge_problems(resources: dict) -> list[str]:
+    """Reserved concurrency of the public and worker functions, the stages' access logs, checkov reasons."""
+    problems = []
+    socket_targets = {
+        name
+        for v in resources.values()
+        if v["Type"] == "AWS::ApiGatewayV2::Integration"
+        for name in re.findall(r"\$\{([A-Za-z0-9]+)\.Arn\}", json.dumps(v["Properties"].get("IntegrationUri", "")))
+    }
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        events = {e["Type"] for e in (resource["Properties"].get("Events") or {}).values()}
+        actual = resource["Properties"].get("ReservedConcurrentExecutions")
+        if "HttpApi" in events or name in socket_targets:
+            if actual != PUBLIC_CONCURRENCY:
+                problems.append(f"{name} is invoked by API Gateway but does not reserve PublicFunctionReservedConcurrency")
+        elif events & WORKER_EVENTS and actual != WORKER_CONCURRENCY:
+            problems.append(f"{name} is a worker but does not reserve WorkerReservedConcurrency")
+    stages = {n: v["Properties"] for n, v in resources.items() if v["Type"] in ("AWS::Serverless::HttpApi", "AWS::ApiGatewayV2::Stage")}
+    for name, props in stages.items():
+        settings = props.get("AccessLogSettings") or {}
+        try:
+            fields = json.loads(settings.get("Format", ""))
+        except ValueError:
+            problems.append(f"{name}: access log format is not one JSON object")
+            continue
+        values = " ".join(map(str, fields.values()))
+        for needed in ("$context.requestId", "$context.routeKey", "$context.status"):
+            if needed not in values:
+                problems.append(f"{name}: access logs lack {needed}")
+        if "Latency" not in values:
+            problems.append(f"{name}: access logs lack a latency")
+        if UNLOGGED.search(values):
+            problems.append(f"{name}: access logs would record {UNLOGGED.search(values).group(0)} (tokens, headers, query strings stay out)")
+    for name, resource in resources.items():
+        for skip in ((resource.get("Metadata") or {}).get("checkov") or {}).get("skip", []):
+            if not str(skip.get("comment", "")).strip():
+                problems.append(f"{name}: checkov skip {skip.get('id')} gives no reason")
+    return problems
+
+
 def main() -> int:
     path = ROOT / "template.yaml"
     template = yaml_parse(path.read_text())
+    problems = edge_problems(template["Resources"])
+    for problem in problems:
+        print(f"template.yaml: {problem}", file=sys.stderr)
+    if problems:
+        return 1
     # As `sam package` would: local code paths become S3 locations.
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function":
@@ -92,7 +152,8 @@ def main() -> int:
     print(
         f"SAM transform ok: {len(resources)} resources, {len(functions)} functions, {route_count} HTTP routes, "
         f"{socket_routes} WebSocket routes; "
-        f"dashboard shows all {len(code_metrics())} metrics the code writes; every alarm notifies AlarmTopic"
+        f"dashboard shows all {len(code_metrics())} metrics the code writes; every alarm notifies AlarmTopic; "
+        f"public functions and workers reserve their concurrency; access logs hold no tokens, headers or query strings"
     )
     return 0
 

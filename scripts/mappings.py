@@ -236,7 +236,7 @@ def probe_through(stack: str, clients, emulator_log: Path, streams_only: bool = 
         for passed in passed_since(emulator_log, offset, set(names.values())) & waiting.keys():
             waiting.pop(passed)
     for table, item in items.items():
-        dynamodb.delete_item(TableName=table, Key={k: v for k, v in item.items() if k != "entity"})
+        dynamodb.delete_item(TableName=table, Key={k: v for k, v in item.items() if k not in ("entity", PROBE_NAME)})
     if len(enabled) < len(mappings):
         log(f"{stack}: {len(mappings) - len(enabled)} disabled event source mapping(s) left out")
     return len(enabled), sorted(label(m) for m in waiting.values())

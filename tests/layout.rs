@@ -196,7 +196,7 @@ fn every_route_but_health_is_served_behind_the_rate_limiter() {
         } else {
             // One entry point does the limiting for everyone; a function cannot skip it by accident.
             assert!(
-                main.contains("api::run_api("),
+                main.contains("api::run_api(") || main.contains("api::run_api_refusing_with("),
                 "{function} must serve through the rate limiter (api::run_api)"
             );
             assert!(

@@ -265,3 +265,60 @@ async fn a_graphql_order_with_its_user_and_products_takes_two_round_trips() {
         "DynamoDB requests of a GraphQL order with its user and products"
     );
 }
+
+/// events/graphql.order.json with `query` as its document, sent by `user`.
+fn graphql_request(query: &str, user: &UserId) -> Request {
+    let mut event: Value = serde_json::from_str(GRAPHQL_ORDER_EVENT).expect("events/graphql.order.json is JSON");
+    event["body"] = json!({"query": query, "variables": {}}).to_string().into();
+    as_user(request(&event.to_string()), user, Role::Customer)
+}
+
+#[tokio::test]
+async fn the_heaviest_graphql_request_allowed_reads_within_its_budget_and_a_refused_one_reads_nothing() {
+    let api = Api::from_env();
+    let counted = Counted::new().await;
+    let (_, user_id, order_id) = placed_order(&api, &counted).await;
+
+    // When one request asks for 25 aliased orders by id, each with its buyer and products (each
+    // priced as a read, a batch for its buyer and one for its products: the batches may not meet),
+    // plus its account and a full page of its orders and of the catalogue: 91 reads at most
+    let aliases: String = (0..25)
+        .map(|i| format!("o{i}: order(id: \"{order_id}\") {{ id user {{ name }} items {{ product {{ name }} }} }} "))
+        .collect();
+    let document = format!(
+        "{{ {aliases} me {{ id }} orders(limit: 100) {{ items {{ id }} }} products(limit: 100) {{ items {{ id }} }} }}"
+    );
+    let (status, body, trips) = counted.graphql(graphql_request(&document, &user_id)).await;
+    let weight = graphql::cost::weigh(
+        &async_graphql::parser::parse_query(&document).expect("it parses"),
+        &async_graphql::Variables::default(),
+    )
+    .expect("it is weighed");
+    println!(
+        "round trips: the heaviest allowed GraphQL request = {trips} (priced at {} reads, budget {})",
+        weight.storage_reads(),
+        graphql::cost::LIMITS.max_reads
+    );
+
+    // Then it is served, after no more reads than its price, which is within the budget
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(body["data"]["o24"]["id"], order_id.as_str());
+    assert!(weight.storage_reads() <= graphql::cost::LIMITS.max_reads, "{weight:?}");
+    assert!(
+        trips as u64 <= weight.storage_reads(),
+        "{trips} reads, priced at {weight:?}"
+    );
+
+    // And ten reads more are refused without a single read
+    let more: String = (0..10).map(|i| format!("p{i}: me {{ id }} ")).collect();
+    let (status, body, trips) = counted
+        .graphql(graphql_request(
+            &document.replacen("{ ", &format!("{{ {more}"), 1),
+            &user_id,
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "query-too-complex", "{body}");
+    assert_eq!(trips, 0, "a refused document read the storage");
+}

@@ -2,9 +2,11 @@
 //! `extensions.status`, the status REST answers for the same error.
 
 use api::ApiError;
-use async_graphql::{ErrorExtensionValues, ServerError, Value};
+use async_graphql::{ErrorExtensionValues, Pos, ServerError, Value};
+use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::{Body, Response};
 
-/// Code of an over-limit query (depth or complexity), refused before anything is read.
+/// Code of an over-limit document (`cost::LIMITS`), refused before anything is read.
 pub const QUERY_TOO_COMPLEX: &str = "query-too-complex";
 /// Code of a query the schema refuses (syntax, unknown fields, wrong argument types), as REST's 400.
 pub const VALIDATION: &str = "validation";
@@ -87,4 +89,21 @@ pub fn with_codes(mut errors: Vec<ServerError>) -> Vec<ServerError> {
         }
     }
     errors
+}
+
+/// A request refused before the schema ran (over the rate limit): the REST status and headers
+/// (`Retry-After`), with a GraphQL body whose one error carries the code (`rate-limited`).
+pub fn refusal(error: &ApiError, _correlation_id: &str) -> Response<Body> {
+    let body = async_graphql::Response::from_errors(vec![graphql_error(error).into_server_error(Pos::default())]);
+    let mut response = Response::new(Body::from(serde_json::to_vec(&body).unwrap_or_default()));
+    *response.status_mut() = error.status();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let ApiError::RateLimited { retry_after_secs } = error {
+        headers.insert(header::RETRY_AFTER, (*retry_after_secs).into());
+    }
+    if error.status() == StatusCode::UNAUTHORIZED {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }

@@ -4,9 +4,9 @@
 //! - Identity comes from the bearer token, as for REST; fields that need one answer `unauthorized`
 //!   without it. Errors carry `extensions.code` and `extensions.status` (the REST status); see
 //!   [`errors`].
-//! - A query deeper than [`MAX_DEPTH`] or more complex than [`MAX_COMPLEXITY`] is refused as
-//!   `query-too-complex` during validation, before any resolver runs (nothing is read). Listings
-//!   count as `limit` times their items.
+//! - A document over the limits of [`cost::LIMITS`] (size, tokens, nesting; once its fragments are
+//!   expanded: fields, aliases, directives, depth, storage reads and writes, placements) is refused
+//!   as `query-too-complex` before it is validated and before any resolver runs ([`limits`]).
 //! - Introspection (`__schema`, `__type`) is off unless the deployment sets
 //!   `GRAPHQL_INTROSPECTION=true` (template parameter `GraphqlIntrospection`).
 //! - An order's `user` and its lines' `product` are batched per request ([`loader`]): an order with
@@ -14,17 +14,16 @@
 //! - The answer is 200 with `data` and `errors`; a body that is not a GraphQL request is the usual
 //!   400 problem; every answer is `Cache-Control: private, no-store`.
 
+pub mod cost;
 pub mod errors;
+pub mod limits;
 pub mod loader;
 pub mod schema;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation};
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{EmptySubscription, Schema, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{EmptySubscription, Schema, Variables};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
@@ -38,14 +37,14 @@ use store::orders::OrderRepository;
 use store::products::ProductCatalog;
 use store::users::UserRepository;
 
-use crate::errors::{QUERY_TOO_COMPLEX, request_error, with_codes};
+use crate::cost::LIMITS;
+use crate::errors::with_codes;
+use crate::limits::{Limits, refused};
 use crate::loader::{MAX_BATCH, RelatedLoader};
 use crate::schema::{Caller, Mutation, Query, RequestCause};
 
-/// Deepest field nesting a query may have (the standard introspection query needs 12).
-pub const MAX_DEPTH: usize = 12;
-/// Most fields a query may ask for, listings counting `limit` times their items' fields.
-pub const MAX_COMPLEXITY: usize = 2_000;
+/// Directives one field may carry (the schema has `@skip` and `@include`).
+const MAX_DIRECTIVES_PER_FIELD: usize = 4;
 
 pub type ShopSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -71,6 +70,8 @@ impl Deps {
         let orders = Arc::clone(&services.orders);
         let mut builder = Schema::build(Query, Mutation, EmptySubscription)
             .data(Arc::new(services))
+            .limit_recursive_depth(LIMITS.max_nesting as usize)
+            .limit_directives(MAX_DIRECTIVES_PER_FIELD)
             .extension(Limits { introspection });
         if !introspection {
             builder = builder.disable_introspection();
@@ -121,6 +122,10 @@ struct GraphqlBody {
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
         let body: GraphqlBody = request.json()?;
+        if let Err(refusal) = cost::scan(&body.query, &LIMITS) {
+            let response = async_graphql::Response::from_errors(vec![refused(&refusal)]);
+            return json_response(StatusCode::OK, &response);
+        }
         let mut query = async_graphql::Request::new(body.query);
         match body.variables {
             None | Some(serde_json::Value::Null) => {}
@@ -151,104 +156,10 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     .await
 }
 
-/// Depth, complexity and introspection, checked once the query validated and before it runs.
-struct Limits {
-    introspection: bool,
-}
-
-impl ExtensionFactory for Limits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(LimitCheck {
-            introspection: self.introspection,
-            asks_introspection: AtomicBool::new(false),
-        })
-    }
-}
-
-/// One request's check (extensions are created per request).
-struct LimitCheck {
-    introspection: bool,
-    asks_introspection: AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl Extension for LimitCheck {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        self.asks_introspection
-            .store(asks_introspection(&document), Ordering::Relaxed);
-        Ok(document)
-    }
-
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await?;
-        if result.depth > MAX_DEPTH || result.complexity > MAX_COMPLEXITY {
-            tracing::info!(
-                depth = result.depth,
-                complexity = result.complexity,
-                "query refused as too complex"
-            );
-            let message = format!(
-                "The query is too complex: depth {} (at most {MAX_DEPTH}), complexity {} (at most {MAX_COMPLEXITY}).",
-                result.depth, result.complexity
-            );
-            return Err(vec![request_error(&message, QUERY_TOO_COMPLEX, 400)]);
-        }
-        if !self.introspection && self.asks_introspection.load(Ordering::Relaxed) {
-            return Err(vec![request_error(
-                "Introspection is disabled on this deployment.",
-                "forbidden",
-                403,
-            )]);
-        }
-        Ok(result)
-    }
-}
-
-/// Whether any selection of the document asks for `__schema` or `__type`.
-fn asks_introspection(document: &ExecutableDocument) -> bool {
-    let mut pending: Vec<&SelectionSet> = document
-        .operations
-        .iter()
-        .map(|(_, operation)| &operation.node.selection_set.node)
-        .collect();
-    pending.extend(
-        document
-            .fragments
-            .values()
-            .map(|fragment| &fragment.node.selection_set.node),
-    );
-    while let Some(set) = pending.pop() {
-        for selection in &set.items {
-            match &selection.node {
-                Selection::Field(field) => {
-                    if matches!(field.node.name.node.as_str(), "__schema" | "__type") {
-                        return true;
-                    }
-                    pending.push(&field.node.selection_set.node);
-                }
-                Selection::InlineFragment(fragment) => pending.push(&fragment.node.selection_set.node),
-                // Named fragments are walked on their own above.
-                Selection::FragmentSpread(_) => {}
-            }
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::errors::QUERY_TOO_COMPLEX;
     use api::testing::{anonymous, as_user, json_of, request, secret, tokens};
     use domain::{Role, UserId};
     use serde_json::{Value, json};
@@ -468,6 +379,17 @@ mod tests {
         let body = run(&deps, as_user(query(&many, Value::Null), &world.buyer, Role::Customer)).await;
         assert_eq!(codes(&body), [QUERY_TOO_COMPLEX], "{body}");
         assert_eq!(world.stock(MUG_ID).await, 3);
+    }
+
+    #[test]
+    fn over_the_rate_limit_the_answer_is_a_429_with_a_graphql_body() {
+        let response = errors::refusal(&api::ApiError::RateLimited { retry_after_secs: 7 }, "c");
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "7");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let body = json_of(&response);
+        assert_eq!(codes(&body), ["rate-limited"], "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["status"], 429);
     }
 
     #[tokio::test]

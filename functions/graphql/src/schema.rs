@@ -44,19 +44,12 @@ fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Identity> {
     ctx.data::<Caller>()?.identity().or_gql()
 }
 
-/// What a read by id weighs against `MAX_COMPLEXITY` (one `GetItem` each): a request may alias at most
-/// about 100 of them, not 2,000.
-pub const BY_ID_COST: usize = 20;
-/// What a mutation weighs (a claim, a read and a transaction each): a request may hold at most a few,
-/// since the rate limiter counts it as one request.
-pub const MUTATION_COST: usize = 400;
-
+/// The fields' cost (storage reads and writes) is in `cost`, checked before any of them runs.
 pub struct Query;
 
 #[Object]
 impl Query {
     /// The catalogue, cheapest first, filtered by category and price (minor units).
-    #[graphql(complexity = "limit.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn products(
         &self,
         ctx: &Context<'_>,
@@ -90,7 +83,6 @@ impl Query {
     }
 
     /// One product.
-    #[graphql(complexity = "BY_ID_COST + child_complexity")]
     async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<ProductNode>> {
         let services = services(ctx)?;
         let product = product_by_id(services.catalogue.as_ref(), &id).await.or_gql()?;
@@ -105,7 +97,6 @@ impl Query {
     }
 
     /// One order of the caller's (any order for an admin); another user's order is `not-found`.
-    #[graphql(complexity = "BY_ID_COST + child_complexity")]
     async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<OrderNode>> {
         let identity = caller(ctx)?;
         let order = order_for_caller(services(ctx)?.orders.as_ref(), identity, &id)
@@ -115,7 +106,6 @@ impl Query {
     }
 
     /// The caller's orders, newest first.
-    #[graphql(complexity = "limit.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn orders(
         &self,
         ctx: &Context<'_>,
@@ -162,7 +152,6 @@ impl Mutation {
     /// Places an order for the caller, as `POST /api/orders` does: prices from the catalogue, all
     /// stock reserved with the order in one transaction; `idempotencyKey` is REST's
     /// `Idempotency-Key` (the same key and lines answer the same order again).
-    #[graphql(complexity = "MUTATION_COST + child_complexity")]
     async fn place_order(
         &self,
         ctx: &Context<'_>,
@@ -191,7 +180,6 @@ impl Mutation {
     }
 
     /// Cancels one of the caller's orders (any order for an admin) and releases its stock, once.
-    #[graphql(complexity = "MUTATION_COST + child_complexity")]
     async fn cancel_order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<OrderNode> {
         let identity = caller(ctx)?;
         let cause = &ctx.data::<RequestCause>()?.0;

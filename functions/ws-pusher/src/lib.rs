@@ -13,8 +13,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
-use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
-use aws_sdk_apigatewaymanagement::primitives::Blob;
 use domain::{Order, OrderStatus, PaymentStatus, unix_now};
 use serde::Serialize;
 use store::StoreError;
@@ -51,17 +49,7 @@ pub fn update_of(old: Option<&Order>, new: Option<&Order>) -> Option<(String, Or
     Some((new.user_id.to_string(), update))
 }
 
-/// How a post to one connection went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Posted {
-    Delivered,
-    /// The connection is closed (410 Gone): forget it.
-    Gone,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("posting to a connection failed: {0}")]
-pub struct PostError(pub String);
+pub use wiring::management::{ManagementError as PostError, Reached as Posted};
 
 /// Where updates go: API Gateway's management API in production; a recorder in tests.
 #[async_trait]
@@ -69,52 +57,10 @@ pub trait ConnectionPoster: Send + Sync {
     async fn post(&self, connection_id: &str, data: &[u8]) -> Result<Posted, PostError>;
 }
 
-/// The management endpoint of the WebSocket API's stage: on an emulator (`AWS_ENDPOINT_URL`), the
-/// path it serves it under; on AWS, the API's own host.
-pub fn management_endpoint(emulator: Option<&str>, region: Option<&str>, api_id: &str, stage: &str) -> String {
-    match emulator {
-        Some(endpoint) => format!("{}/_aws/execute-api/{api_id}/{stage}", endpoint.trim_end_matches('/')),
-        None => format!(
-            "https://{api_id}.execute-api.{}.amazonaws.com/{stage}",
-            region.unwrap_or("us-east-1")
-        ),
-    }
-}
-
-/// The management API (`PostToConnection`), with the SDK configuration's timeouts, retries and
-/// fault injection (target `execute-api`).
-pub struct ManagementApi {
-    client: aws_sdk_apigatewaymanagement::Client,
-}
-
-impl ManagementApi {
-    pub fn new(sdk: &aws_config::SdkConfig, endpoint: String) -> Self {
-        let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
-            .endpoint_url(endpoint)
-            .build();
-        Self {
-            client: aws_sdk_apigatewaymanagement::Client::from_conf(config),
-        }
-    }
-}
-
 #[async_trait]
-impl ConnectionPoster for ManagementApi {
+impl ConnectionPoster for wiring::management::ManagementApi {
     async fn post(&self, connection_id: &str, data: &[u8]) -> Result<Posted, PostError> {
-        let result = self
-            .client
-            .post_to_connection()
-            .connection_id(connection_id)
-            .data(Blob::new(data))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Posted::Delivered),
-            Err(error) if matches!(error.as_service_error(), Some(PostToConnectionError::GoneException(_))) => {
-                Ok(Posted::Gone)
-            }
-            Err(error) => Err(PostError(wiring::telemetry::error_chain(&error))),
-        }
+        wiring::management::ManagementApi::post(self, connection_id, data).await
     }
 }
 
@@ -188,7 +134,7 @@ async fn push(deps: &Deps, order: &Order, update: &OrderUpdate) -> Result<usize,
     let mut delivered = 0;
     for (connection_id, posted) in futures_util::future::join_all(posts).await {
         match posted {
-            Ok(Posted::Delivered) => delivered += 1,
+            Ok(Posted::Done) => delivered += 1,
             Ok(Posted::Gone) => {
                 tracing::info!(connection_id, "connection gone; forgetting it");
                 if let Err(error) = deps.connections.forget(connection_id).await {
@@ -239,7 +185,7 @@ mod tests {
             }
             let body = serde_json::from_slice(data).unwrap();
             self.posts.lock().unwrap().push((connection_id.to_owned(), body));
-            Ok(Posted::Delivered)
+            Ok(Posted::Done)
         }
     }
 
@@ -334,17 +280,5 @@ mod tests {
         assert_eq!(owner, OWNER);
         assert_eq!(update.status, OrderStatus::Shipped);
         assert!(update_of(Some(&confirmed), None).is_none());
-    }
-
-    #[test]
-    fn the_management_endpoint_is_the_emulators_path_or_the_apis_host() {
-        assert_eq!(
-            management_endpoint(Some("http://127.0.0.1:4566/"), Some("eu-west-1"), "abc", "live"),
-            "http://127.0.0.1:4566/_aws/execute-api/abc/live"
-        );
-        assert_eq!(
-            management_endpoint(None, Some("eu-west-1"), "abc", "live"),
-            "https://abc.execute-api.eu-west-1.amazonaws.com/live"
-        );
     }
 }

@@ -9,16 +9,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     worker::run_worker(
         env!("CARGO_PKG_NAME"),
         async |state, env| {
-            let endpoint = ws_pusher::management_endpoint(
-                state.sdk.endpoint_url(),
-                state.sdk.region().map(|region| region.as_ref()),
-                &env.required("WEBSOCKET_API_ID")?,
-                &env.required("WEBSOCKET_STAGE")?,
-            );
             let table = env.required("CONNECTIONS_TABLE")?;
             Ok(ws_pusher::Deps {
                 connections: Arc::new(DynamoConnectionRegistry::new(state.dynamodb.clone(), &table)),
-                poster: Arc::new(ws_pusher::ManagementApi::new(&state.sdk, endpoint)),
+                poster: Arc::new(wiring::management::ManagementApi::from_env(&state.sdk, env)?),
             })
         },
         |deps, event: Event| async move {

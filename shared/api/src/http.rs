@@ -336,10 +336,21 @@ where
     .await
 }
 
+/// How a route answers a request it refuses before its handler runs (over the rate limit), given the
+/// error and the request's correlation id: REST routes answer a problem ([`problem`]); `/graphql`
+/// answers a GraphQL body, which its clients read.
+pub type RenderRefusal = fn(&ApiError, &str) -> Response<Body>;
+
+/// The RFC 9457 problem of a refusal.
+pub fn problem(error: &ApiError, correlation_id: &str) -> Response<Body> {
+    error.log();
+    error.to_response(correlation_id)
+}
+
 /// Serves `handler` as the Lambda function's HTTP entry point, behind the per-client rate limiter:
-/// a client over its limit gets a 429 problem without the handler running, and every decided
-/// response carries the `RateLimit-*` headers. Every API route but `/health` is served this way.
-pub async fn serve<F, Fut>(limiter: RateLimiter, handler: F) -> Result<(), lambda_http::Error>
+/// a client over its limit gets a 429 (written by `render`) without the handler running, and every
+/// decided response carries the `RateLimit-*` headers. Every API route but `/health` is served this way.
+pub async fn serve<F, Fut>(limiter: RateLimiter, render: RenderRefusal, handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send,
@@ -349,7 +360,7 @@ where
     serve_unlimited(move |request: Request| {
         let limiter = Arc::clone(&limiter);
         let handler = Arc::clone(&handler);
-        async move { limited(&limiter, request, |request| handler(request)).await }
+        async move { limited(&limiter, request, render, |request| handler(request)).await }
     })
     .await
 }
@@ -363,8 +374,14 @@ fn client_correlation_id(request: &Request) -> Option<&str> {
         .filter(|id| is_sane_correlation_id(id))
 }
 
-/// Runs `handler` if `limiter` lets the request through; adds the limiter's headers either way.
-pub async fn limited<F, Fut>(limiter: &RateLimiter, mut request: Request, handler: F) -> Response<Body>
+/// Runs `handler` if `limiter` lets the request through, else answers what `render` writes; adds the
+/// limiter's headers either way.
+pub async fn limited<F, Fut>(
+    limiter: &RateLimiter,
+    mut request: Request,
+    render: RenderRefusal,
+    handler: F,
+) -> Response<Body>
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response<Body>>,
@@ -388,10 +405,12 @@ where
             ..
         }) => {
             metrics::counter!("RateLimited").increment(1);
-            respond(
-                request,
-                |_| async move { Err(ApiError::RateLimited { retry_after_secs }) },
-            )
+            respond(request, |request| async move {
+                Ok(render(
+                    &ApiError::RateLimited { retry_after_secs },
+                    request.correlation_id(),
+                ))
+            })
             .await
         }
         _ => handler(request).await,
@@ -641,7 +660,7 @@ mod tests {
         let request = lambda_http::http::Request::builder().body(Body::Empty).unwrap();
         // when it passes the limiter (whose DynamoDB call is traced under that id),
         let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let response = limited(&limiter, request, |request| {
+        let response = limited(&limiter, request, problem, |request| {
             let seen = std::sync::Arc::clone(&seen);
             async move {
                 let decided = request

@@ -38,9 +38,25 @@ where
     H: Fn(Arc<D>, Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send,
 {
+    run_api_refusing_with(service, build, http::problem, handler).await
+}
+
+/// [`run_api`] for a route whose clients read something else than problems: a request over the rate
+/// limit is answered by `render` (its status and `Retry-After` from the error).
+pub async fn run_api_refusing_with<D, H, Fut>(
+    service: &'static str,
+    build: impl AsyncFnOnce(&ApiState) -> Result<D, InitError>,
+    render: http::RenderRefusal,
+    handler: H,
+) -> Result<(), lambda_http::Error>
+where
+    D: Send + Sync + 'static,
+    H: Fn(Arc<D>, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
     let (state, deps) = init(service, build).await?;
     let limiter = state.rate_limiter().await?;
-    http::serve(limiter, move |request| handler(Arc::clone(&deps), request)).await
+    http::serve(limiter, render, move |request| handler(Arc::clone(&deps), request)).await
 }
 
 /// [`run_api`] without the rate limiter: only for `/health`, which API.md exempts.

@@ -117,12 +117,12 @@ pub enum Client {
 impl Client {
     /// The user of a valid bearer token, else the source IP (an invalid token is counted by IP, so
     /// forging tokens does not buy a fresh budget). In the `auth` scope, always the IP.
-    pub fn of(scope: Scope, tokens: &TokenService, headers: &HeaderMap, source_ip: Option<&str>) -> Self {
-        let user = match scope {
-            Scope::Api => crate::auth::bearer_token(headers)
+    pub fn of(scope: Scope, tokens: Option<&TokenService>, headers: &HeaderMap, source_ip: Option<&str>) -> Self {
+        let user = match (scope, tokens) {
+            (Scope::Api, Some(tokens)) => crate::auth::bearer_token(headers)
                 .ok()
                 .and_then(|token| tokens.verify(token).ok()),
-            Scope::Auth => None,
+            _ => None,
         };
         match user {
             Some(identity) => Self::User(identity.user_id.to_string()),
@@ -171,7 +171,9 @@ pub struct RateLimiter {
     counter: Arc<dyn WindowCounter>,
     window: SlidingWindow,
     scope: Scope,
-    tokens: TokenService,
+    /// Verifies bearer tokens to tell users apart; without it (a WebSocket frame names its user by
+    /// its connection) only [`RateLimiter::check_user`] tells them apart.
+    tokens: Option<TokenService>,
     /// `RateLimit-Policy`, the same on every response: built once.
     policy: HeaderValue,
 }
@@ -206,6 +208,20 @@ impl RateLimitSettings {
 
 impl RateLimiter {
     pub fn new(counter: Arc<dyn WindowCounter>, window: SlidingWindow, scope: Scope, tokens: TokenService) -> Self {
+        Self::built(counter, window, scope, Some(tokens))
+    }
+
+    /// A limiter of the API's budget for callers already known by their user id.
+    pub fn of_users(counter: Arc<dyn WindowCounter>, window: SlidingWindow) -> Self {
+        Self::built(counter, window, Scope::Api, None)
+    }
+
+    fn built(
+        counter: Arc<dyn WindowCounter>,
+        window: SlidingWindow,
+        scope: Scope,
+        tokens: Option<TokenService>,
+    ) -> Self {
         let policy = HeaderValue::from_str(&format!("{};w={}", window.limit, window.window_secs))
             .unwrap_or_else(|_| HeaderValue::from_static(""));
         Self {
@@ -220,7 +236,17 @@ impl RateLimiter {
     /// Counts the request and decides it; `None` when the counters are unreachable (fail open). A
     /// refused request is taken off the count again (best effort).
     pub async fn check(&self, headers: &HeaderMap, source_ip: Option<&str>, now_ms: u64) -> Option<Verdict> {
-        let client = Client::of(self.scope, &self.tokens, headers, source_ip);
+        let client = Client::of(self.scope, self.tokens.as_ref(), headers, source_ip);
+        self.check_client(&client, now_ms).await
+    }
+
+    /// [`RateLimiter::check`] for a user known otherwise (a WebSocket frame, by its connection): it
+    /// draws on the same budget as that user's requests.
+    pub async fn check_user(&self, user_id: &str, now_ms: u64) -> Option<Verdict> {
+        self.check_client(&Client::User(user_id.to_owned()), now_ms).await
+    }
+
+    async fn check_client(&self, client: &Client, now_ms: u64) -> Option<Verdict> {
         let key = client.key(self.scope);
         let window = self.window.window_index(now_ms);
         let expires_at = (window + 2) * self.window.window_secs + 60;

@@ -68,6 +68,14 @@ impl ApiState {
         ))
     }
 
+    /// The per-client rate limiter for callers known by their user id (no token to verify, so no
+    /// signing secret to read).
+    pub fn user_rate_limiter(&self) -> Result<RateLimiter, InitError> {
+        let settings = RateLimitSettings::from_env(&self.env)?;
+        let counter = Arc::new(DynamoWindowCounter::new(self.dynamodb.clone(), settings.table));
+        Ok(RateLimiter::of_users(counter, settings.window))
+    }
+
     /// The pagination cursor codec of the deployment's signing secret.
     pub async fn cursors(&self) -> Result<CursorCodec, InitError> {
         Ok(self.signing_secret().await?.cursors())

@@ -14,8 +14,11 @@ use crate::StoreError;
 /// API Gateway's limit on one connection's life; the record outlives it by a margin.
 pub const CONNECTION_LIFETIME_SECS: u64 = 2 * 60 * 60;
 const RECORD_MARGIN_SECS: u64 = 10 * 60;
-/// More connections of one user than any client needs; the pusher reads no further.
+/// More connections of one user than `$connect` ever lets them hold; the pusher reads no further.
 pub const MAX_CONNECTIONS_PER_USER: usize = 100;
+/// Index pages one lookup reads at most: past stale records (closed without `$disconnect`, not yet
+/// removed by the TTL), but not without end.
+const MAX_PAGES: usize = 20;
 
 /// An open connection as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +51,8 @@ pub trait ConnectionRegistry: Send + Sync {
     /// The ids of `user_id`'s connections that have not expired at `now_epoch_secs`, at most
     /// [`MAX_CONNECTIONS_PER_USER`].
     async fn of_user(&self, user_id: &str, now_epoch_secs: u64) -> Result<Vec<String>, StoreError>;
+    /// The user a connection was opened by, unless it is not recorded or has expired.
+    async fn user_of(&self, connection_id: &str, now_epoch_secs: u64) -> Result<Option<String>, StoreError>;
 }
 
 pub struct DynamoConnectionRegistry {
@@ -67,6 +72,12 @@ impl DynamoConnectionRegistry {
 #[derive(Deserialize)]
 struct ConnectionKey {
     connection_id: String,
+}
+
+#[derive(Deserialize)]
+struct ConnectionOwner {
+    user_id: String,
+    expires_at: u64,
 }
 
 #[async_trait]
@@ -94,22 +105,51 @@ impl ConnectionRegistry for DynamoConnectionRegistry {
     }
 
     async fn of_user(&self, user_id: &str, now_epoch_secs: u64) -> Result<Vec<String>, StoreError> {
-        // One page: the index projects keys and expiry only, so 100 connections are a few KB.
+        // The index projects keys and expiry only, so a page of 100 records is a few KB. `limit`
+        // counts the records read before the expiry filter: pages go on past expired ones.
+        let mut ids = Vec::new();
+        let mut start = None;
+        for _ in 0..MAX_PAGES {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("by_user")
+                .key_condition_expression("user_id = :user")
+                // TTL deletes lazily: an expired record is no longer a connection.
+                .filter_expression("expires_at > :now")
+                .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
+                .expression_attribute_values(":now", AttributeValue::N(now_epoch_secs.to_string()))
+                .limit(MAX_CONNECTIONS_PER_USER as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            let keys: Vec<ConnectionKey> = serde_dynamo::from_items(output.items().to_vec())?;
+            ids.extend(keys.into_iter().map(|key| key.connection_id));
+            start = output.last_evaluated_key;
+            if start.is_none() || ids.len() >= MAX_CONNECTIONS_PER_USER {
+                break;
+            }
+        }
+        ids.truncate(MAX_CONNECTIONS_PER_USER);
+        Ok(ids)
+    }
+
+    async fn user_of(&self, connection_id: &str, now_epoch_secs: u64) -> Result<Option<String>, StoreError> {
         let output = self
             .client
-            .query()
+            .get_item()
             .table_name(&self.table)
-            .index_name("by_user")
-            .key_condition_expression("user_id = :user")
-            // TTL deletes lazily: an expired record is no longer a connection.
-            .filter_expression("expires_at > :now")
-            .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
-            .expression_attribute_values(":now", AttributeValue::N(now_epoch_secs.to_string()))
-            .limit(MAX_CONNECTIONS_PER_USER as i32)
+            .key("connection_id", AttributeValue::S(connection_id.to_owned()))
+            .projection_expression("user_id, expires_at")
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
-        let keys: Vec<ConnectionKey> = serde_dynamo::from_items(output.items().to_vec())?;
-        Ok(keys.into_iter().map(|key| key.connection_id).collect())
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let owner: ConnectionOwner = serde_dynamo::from_item(item)?;
+        Ok((owner.expires_at > now_epoch_secs).then_some(owner.user_id))
     }
 }

@@ -102,6 +102,7 @@ macro_rules! storage_contract {
             payment_status_follows_the_life_cycle,
             login_reservations_count_attempts_in_flight,
             connections_are_found_by_user_until_forgotten_or_expired,
+            a_users_live_connections_are_found_past_any_number_of_stale_ones,
             orders_waiting_for_the_payment_step_are_found_until_settled,
         );
     };
@@ -806,6 +807,40 @@ pub async fn connections_are_found_by_user_until_forgotten_or_expired(stores: &S
         .await
         .unwrap();
     assert!(found.is_empty(), "{found:?}");
+    // A connection names its user until it is forgotten or expired
+    let user_of = |id: String, at: u64| async move { stores.connections.user_of(&id, at).await.unwrap() };
+    assert_eq!(
+        user_of(second.connection_id.clone(), now).await,
+        Some(owner.to_string())
+    );
+    assert_eq!(user_of(second.connection_id.clone(), second.expires_at).await, None);
+    assert_eq!(user_of(first.connection_id.clone(), now).await, None);
+}
+
+pub async fn a_users_live_connections_are_found_past_any_number_of_stale_ones(stores: &Stores) {
+    // Given a user whose 150 connections of an earlier day expired unseen, and one open now
+    let user = UserId::generate();
+    let earlier = 1_800_000_000;
+    let now = earlier + 86_400;
+    for n in 0..150 {
+        let stale = Connection::opened(
+            &format!("stale-{n}-{}", uuid::Uuid::new_v4().simple()),
+            &user,
+            now_rfc3339(),
+            earlier,
+        );
+        stores.connections.register(&stale).await.unwrap();
+    }
+    let live = Connection::opened(
+        &format!("live-{}", uuid::Uuid::new_v4().simple()),
+        &user,
+        now_rfc3339(),
+        now,
+    );
+    stores.connections.register(&live).await.unwrap();
+    // When their connections are read, the live one is found (the lookup pages past the others)
+    let found = stores.connections.of_user(&user.to_string(), now).await.unwrap();
+    assert_eq!(found, vec![live.connection_id]);
 }
 
 #[cfg(test)]

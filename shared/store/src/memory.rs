@@ -613,4 +613,12 @@ impl ConnectionRegistry for InMemoryConnections {
         ids.truncate(MAX_CONNECTIONS_PER_USER);
         Ok(ids)
     }
+
+    async fn user_of(&self, connection_id: &str, now_epoch_secs: u64) -> Result<Option<String>, StoreError> {
+        let connections = self.connections.lock().map_err(|_| poisoned())?;
+        Ok(connections
+            .get(connection_id)
+            .filter(|connection| connection.expires_at > now_epoch_secs)
+            .map(|connection| connection.user_id.clone()))
+    }
 }

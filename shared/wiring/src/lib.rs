@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod faults;
+pub mod management;
 pub mod state;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
