@@ -230,3 +230,47 @@ async fn closed_and_gone_connections_are_forgotten() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Whether a handshake was refused: an error, or (the emulator answers the upgrade first) a socket
+/// closed at once.
+async fn refused(attempt: Result<(Socket, impl Sized), impl std::fmt::Debug>) -> Option<Socket> {
+    match attempt {
+        Err(_) => None,
+        Ok((mut socket, _)) => match tokio::time::timeout(Duration::from_secs(2), socket.next()).await {
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) => None,
+            _ => Some(socket),
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_connection_flood_is_capped_per_user() {
+    let api = Api::from_env();
+    let registry = DynamoConnectionRegistry::new(
+        aws_sdk_dynamodb::Client::new(&emulator_sdk_config().await),
+        &env_var("SHOP_CONNECTIONS_TABLE"),
+    );
+    // Given a customer who opens connections one after the other (the stack allows 5 per user)
+    let customer = api.customer().await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        open.push(connect(&customer).await);
+    }
+    // When they open a sixth, then it is refused and not recorded
+    let sixth = refused(connect_async(ws_url(Some(&customer.token))).await).await;
+    assert!(sixth.is_none(), "a sixth connection was let in");
+    assert_eq!(recorded_connections(&registry, &customer.id).await.len(), 5);
+
+    // Given another customer who floods 20 handshakes at once
+    let flooder = api.customer().await;
+    let url = ws_url(Some(&flooder.token));
+    let attempts = futures_util::future::join_all((0..20).map(|_| connect_async(url.clone()))).await;
+    let mut kept = Vec::new();
+    for attempt in attempts {
+        kept.extend(refused(attempt).await);
+    }
+    // Then at most 5 are open and recorded
+    let recorded = recorded_connections(&registry, &flooder.id).await;
+    assert!(kept.len() <= 5, "{} of 20 handshakes were let in", kept.len());
+    assert!(recorded.len() <= 5, "{} connections recorded", recorded.len());
+}
