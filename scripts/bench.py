@@ -52,6 +52,10 @@ REFERENCE = "bench-reference"
 # orders-create once more, exporting its spans (OTLP_ENDPOINT) to a sink of this script: the cold
 # start with exporting on, beside the same bootstrap with it off.
 TRACED = "orders-create+otlp"
+# graphql refusing a hostile document (events/graphql.hostile.json: fragments that each spread the next
+# twice, 64 levels): its warm latency beside the budget of a refusal.
+REFUSAL = "graphql-refusal"
+REFUSAL_BUDGET_MS = 50
 INIT_RATIO_BUDGET = 1.5
 RSS_BUDGET_KIB = 15 * 1024
 ZIP_BUDGET_BYTES = 3 * 1024 * 1024
@@ -516,6 +520,25 @@ def create_shop(base: str, admin_email: str, admin_password: str, tables: dict[s
     return Shop(admin_token, customer, buyer, recipients, promoted["email"], hot, edited, inspected, tables)
 
 
+# ws-default's connection: recorded once for the customer, apart from the samples' connection, which
+# ws-connect records and ws-disconnect forgets in whichever order the rounds run them.
+FRAME_CONNECTION = "BenchFrameConn="
+
+
+def record_frame_connection(endpoint: str, table: str, user_id: str) -> None:
+    """Records FRAME_CONNECTION as the customer's open connection, for a day (a frame on a connection
+    not recorded is refused and the connection closed)."""
+    local_stack.client("dynamodb", endpoint).put_item(
+        TableName=table,
+        Item={
+            "connection_id": {"S": FRAME_CONNECTION},
+            "user_id": {"S": user_id},
+            "connected_at": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+            "expires_at": {"N": str(int(time.time()) + 86_400)},
+        },
+    )
+
+
 def order_event(shop: Shop, token: str) -> str:
     return substitute(sample("orders-create"), {TOKEN: token, SAMPLE_PRODUCT: shop.hot_products[0], SAMPLE_SECOND_PRODUCT: shop.hot_products[1]})
 
@@ -565,6 +588,7 @@ def events(shop: Shop) -> dict[str, Callable[[], str]]:
         "inventory-adjust": fixed("inventory-adjust", {TOKEN: admin, SAMPLE_PRODUCT: shop.edited_product}),
         "orders-create": lambda: order_event(shop, buyer.token),
         TRACED: lambda: order_event(shop, buyer.token),
+        REFUSAL: fixed("graphql.hostile", {}),
         "orders-list": fixed("orders-list", {TOKEN: customer.token}),
         "orders-get": fixed("orders-get", {TOKEN: customer.token, SAMPLE_ORDER: shop.customer_order}),
         "orders-details": fixed("orders-details", {TOKEN: customer.token, SAMPLE_ORDER: shop.customer_order}),
@@ -582,7 +606,8 @@ def events(shop: Shop) -> dict[str, Callable[[], str]]:
         # The WebSocket routes: a verified handshake recorded (one PutItem), a close, a client frame.
         "ws-connect": fixed("ws-connect", {TOKEN: customer.token}),
         "ws-disconnect": fixed("ws-disconnect", {}),
-        "ws-default": fixed("ws-default", {}),
+        # A client frame of the customer's recorded connection: its user read, the frame counted.
+        "ws-default": fixed("ws-default", {"Jd1VbfBsoAMCKvA=": FRAME_CONNECTION}),
         # A placement and a confirmation of the customer's order: one Query of their connections each.
         "ws-pusher": fixed("ws-pusher", {SAMPLE_BUYER: customer.id}),
         REFERENCE: fixed("products-get", {SAMPLE_PRODUCT: shop.hot_products[0]}),
@@ -831,6 +856,16 @@ def print_report(
             f"the sink (one per invocation: spans are flushed before each answer)."
         )
 
+    refusal = figures[REFUSAL]
+    if refusal.runs:
+        refusal_met = refusal.percentile(0.99) <= REFUSAL_BUDGET_MS
+        missed += not refusal_met
+        print(
+            f"\n  GraphQL refusal of a 64-level fragment chain ({REFUSAL}, events/graphql.hostile.json): warm p50 "
+            f"{refusal.percentile(0.5):.2f} ms, p99 {refusal.percentile(0.99):.2f} ms. Budget: p99 <= "
+            f"{REFUSAL_BUDGET_MS} ms {verdict(refusal_met)}"
+        )
+
     print("\n  arm64 release zips (cargo lambda build --release --arm64; python zipfile, deflate level 9)")
     print(f"  Budget: <= 3 MiB = {ZIP_BUDGET_BYTES:,} bytes each.\n")
     print(f"  {'function':<22} {'bytes':>10} {'MiB':>6}")
@@ -897,7 +932,7 @@ def main() -> int:
 
     log_dir = LOCAL_DIR / "bench"
     log_dir.mkdir(parents=True, exist_ok=True)
-    logs = {name: open(log_dir / f"{name}.log", "wb") for name in [*crates, REFERENCE, TRACED]}
+    logs = {name: open(log_dir / f"{name}.log", "wb") for name in [*crates, REFERENCE, TRACED, REFUSAL]}
     sink = OtlpSink()
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     emulator = Emulator(endpoint, args.port, state_dir=None)
@@ -914,15 +949,17 @@ def main() -> int:
         bootstraps = bootstraps_of(names, binaries, endpoint)
         untraced = bootstraps["orders-create"]
         bootstraps[TRACED] = Bootstrap(TRACED, untraced.binary, {**untraced.env, "OTLP_ENDPOINT": sink.url}, untraced.arn)
+        bootstraps[REFUSAL] = Bootstrap(REFUSAL, bootstraps["graphql"].binary, bootstraps["graphql"].env, bootstraps["graphql"].arn)
         tables = {var: value for var, value in bootstraps["orders-create"].env.items() if var.endswith("_TABLE")}
         shop = create_shop(api_base(endpoint, info["outputs"]["HttpApiId"]), args.admin_email, args.admin_password, tables)
+        record_frame_connection(endpoint, bootstraps["ws-default"].env["CONNECTIONS_TABLE"], shop.customer.id)
         prepare_orders(shop, bootstraps, args.rounds * (args.warm + 1), logs)
         sources = events(shop)
         contenders = {name: Contender(bootstraps[name], sources[name]) for name in bootstraps}
-        sample_of = {REFERENCE: "products-get", TRACED: "orders-create"}
+        sample_of = {REFERENCE: "products-get", TRACED: "orders-create", REFUSAL: "graphql.hostile"}
         requests = {name: describe(json.loads(sample(sample_of.get(name, name)))) for name in contenders}
         log(f"measuring {len(crates)} functions and the reference, {args.rounds} rounds of {args.warm + 1} calls each")
-        figures = measure([contenders[name] for name in [*crates, TRACED]], contenders[REFERENCE], args.rounds, args.warm, logs)
+        figures = measure([contenders[name] for name in [*crates, TRACED, REFUSAL]], contenders[REFERENCE], args.rounds, args.warm, logs)
         if figures[TRACED].runs and sink.exports == 0:
             failures.append(f"{TRACED}: no span export reached the sink, so exporting was not measured")
         failures += [f"{name}: {error}" for name, result in figures.items() for error in result.errors]

@@ -141,6 +141,7 @@ mod tests {
                 guard: LoginGuard {
                     failures: Arc::new(InMemoryLoginFailures::default()),
                     per_email: LoginPolicy::locking_after(4, 600),
+                    per_account: LoginPolicy::locking_after(40, 600),
                     per_ip: LoginPolicy::locking_after(100, 600),
                 },
             },

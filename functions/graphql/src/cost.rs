@@ -27,7 +27,7 @@ pub struct Limits {
     pub max_tokens: u64,
     /// Brackets (`{`, `[`, `(`) open at once.
     pub max_nesting: u64,
-    /// Field selections once every fragment is expanded.
+    /// Selections (fields, fragment spreads, inline fragments) once every fragment is expanded.
     pub max_fields: u64,
     pub max_aliases: u64,
     pub max_directives: u64,
@@ -330,10 +330,12 @@ impl<'a> Walk<'a> {
         for selection in &set.items {
             let weight = match &selection.node {
                 Selection::Field(field) => self.field(&field.node, parent, page)?,
+                // A fragment counts as a selection of its own too: async-graphql's checks visit each.
                 Selection::InlineFragment(fragment) => {
                     let on = fragment.node.type_condition.as_ref().map(|c| c.node.on.node.as_str());
                     let inner = self.selection_set(&fragment.node.selection_set.node, on.or(parent), page)?;
                     inner.and(Weight {
+                        fields: 1,
                         directives: fragment.node.directives.len() as u64,
                         ..Weight::default()
                     })
@@ -341,6 +343,7 @@ impl<'a> Walk<'a> {
                 Selection::FragmentSpread(spread) => {
                     let inner = self.fragment(&spread.node.fragment_name.node)?;
                     inner.and(Weight {
+                        fields: 1,
                         directives: spread.node.directives.len() as u64,
                         ..Weight::default()
                     })

@@ -6,7 +6,7 @@
 //!   [`errors`].
 //! - A document over the limits of [`cost::LIMITS`] (size, tokens, nesting; once its fragments are
 //!   expanded: fields, aliases, directives, depth, storage reads and writes, placements) is refused
-//!   as `query-too-complex` before it is validated and before any resolver runs ([`limits`]).
+//!   as `query-too-complex` before async-graphql parses, checks or validates it ([`limits::admit`]).
 //! - Introspection (`__schema`, `__type`) is off unless the deployment sets
 //!   `GRAPHQL_INTROSPECTION=true` (template parameter `GraphqlIntrospection`).
 //! - An order's `user` and its lines' `product` are batched per request ([`loader`]): an order with
@@ -39,7 +39,7 @@ use store::users::UserRepository;
 
 use crate::cost::LIMITS;
 use crate::errors::with_codes;
-use crate::limits::{Limits, refused};
+use crate::limits::admit;
 use crate::loader::{MAX_BATCH, RelatedLoader};
 use crate::schema::{Caller, Mutation, Query, RequestCause};
 
@@ -63,6 +63,8 @@ pub struct Deps {
     pub schema: ShopSchema,
     pub orders: Arc<dyn OrderRepository>,
     pub tokens: TokenService,
+    /// Whether introspection queries are answered (`GRAPHQL_INTROSPECTION`).
+    pub introspection: bool,
 }
 
 impl Deps {
@@ -71,8 +73,7 @@ impl Deps {
         let mut builder = Schema::build(Query, Mutation, EmptySubscription)
             .data(Arc::new(services))
             .limit_recursive_depth(LIMITS.max_nesting as usize)
-            .limit_directives(MAX_DIRECTIVES_PER_FIELD)
-            .extension(Limits { introspection });
+            .limit_directives(MAX_DIRECTIVES_PER_FIELD);
         if !introspection {
             builder = builder.disable_introspection();
         }
@@ -80,6 +81,7 @@ impl Deps {
             schema: builder.finish(),
             orders,
             tokens,
+            introspection,
         }
     }
 
@@ -122,10 +124,6 @@ struct GraphqlBody {
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
         let body: GraphqlBody = request.json()?;
-        if let Err(refusal) = cost::scan(&body.query, &LIMITS) {
-            let response = async_graphql::Response::from_errors(vec![refused(&refusal)]);
-            return json_response(StatusCode::OK, &response);
-        }
         let mut query = async_graphql::Request::new(body.query);
         match body.variables {
             None | Some(serde_json::Value::Null) => {}
@@ -136,6 +134,10 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         }
         if let Some(operation_name) = body.operation_name {
             query = query.operation_name(operation_name);
+        }
+        if let Err(error) = admit(&mut query, deps.introspection) {
+            let response = async_graphql::Response::from_errors(with_codes(vec![error]));
+            return json_response(StatusCode::OK, &response);
         }
         let caller = Caller(request.identity(&deps.tokens).map_err(|error| match error {
             ApiError::Unauthorized(reason) => reason,
@@ -379,6 +381,34 @@ mod tests {
         let body = run(&deps, as_user(query(&many, Value::Null), &world.buyer, Role::Customer)).await;
         assert_eq!(codes(&body), [QUERY_TOO_COMPLEX], "{body}");
         assert_eq!(world.stock(MUG_ID).await, 3);
+    }
+
+    #[tokio::test]
+    async fn the_sample_hostile_document_is_refused_through_the_handler_at_once() {
+        // events/graphql.hostile.json: 64 levels of fragments that each spread the next one twice
+        // (and 24 levels: under async-graphql's own recursion limit, whose check would walk all 2^24)
+        let world = OrderWorld::new(5).await;
+        let mut chain = String::from("{ products { items { ...F0 } } }");
+        for level in 0..24 {
+            chain.push_str(&format!(
+                " fragment F{level} on Product {{ ...F{next} ...F{next} }}",
+                next = level + 1
+            ));
+        }
+        chain.push_str(" fragment F24 on Product { id }");
+        for hostile in [
+            request(include_str!("../../../events/graphql.hostile.json")),
+            query(&chain, json!({})),
+        ] {
+            let started = std::time::Instant::now();
+            let body = run(&deps(&world), hostile).await;
+            assert_eq!(codes(&body), [QUERY_TOO_COMPLEX], "{body}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_millis(50),
+                "{:?}",
+                started.elapsed()
+            );
+        }
     }
 
     #[test]

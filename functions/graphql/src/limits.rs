@@ -1,12 +1,12 @@
-//! The request limits, enforced before any resolver runs and before async-graphql validates the
-//! document: the text is scanned ([`cost::scan`]) before it is parsed, the parsed document weighed
-//! ([`cost::weigh`]) before it is validated. Introspection is refused here too when it is off.
+//! The request limits, enforced before async-graphql sees the document: its own parse step walks
+//! every fragment spread anew (its recursion-depth and directive checks), and its validation too, so
+//! a few hundred bytes of fragments that each spread the next one twice would keep it busy for the
+//! function's whole timeout. Here the text is scanned ([`cost::scan`]) before it is parsed, and the
+//! parsed document weighed ([`cost::weigh`], linear) before it is handed on, already parsed.
+//! Introspection is refused here too when it is off.
 
-use std::sync::Arc;
-
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::ServerError;
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ServerError, ServerResult, Variables};
 
 use crate::cost::{self, LIMITS, Refusal};
 use crate::errors::{QUERY_TOO_COMPLEX, request_error};
@@ -17,50 +17,29 @@ pub fn refused(refusal: &Refusal) -> ServerError {
     request_error(&refusal.to_string(), QUERY_TOO_COMPLEX, 400)
 }
 
-/// The weight and introspection checks, between parsing and validation.
-pub struct Limits {
-    pub introspection: bool,
-}
-
-impl ExtensionFactory for Limits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(LimitCheck {
-            introspection: self.introspection,
-        })
+/// Admits `request` to the schema, or says why not: too large or too complex (`query-too-complex`),
+/// not a document (the parser's error, a `validation` error once coded), or introspection while it
+/// is off (`forbidden`). An admitted request carries its parsed document.
+pub fn admit(request: &mut async_graphql::Request, introspection: bool) -> Result<(), ServerError> {
+    cost::scan(&request.query, &LIMITS).map_err(|refusal| refused(&refusal))?;
+    let variables = request.variables.clone();
+    let document = request.parsed_query()?;
+    let weight = cost::weigh(document, &variables).map_err(|refusal| refused(&refusal))?;
+    weight.check(&LIMITS).map_err(|refusal| refused(&refusal))?;
+    tracing::debug!(
+        selections = weight.fields,
+        storage_reads = weight.storage_reads(),
+        writes = weight.writes,
+        "query weighed"
+    );
+    if !introspection && asks_introspection(document) {
+        return Err(request_error(
+            "Introspection is disabled on this deployment.",
+            "forbidden",
+            403,
+        ));
     }
-}
-
-struct LimitCheck {
-    introspection: bool,
-}
-
-#[async_trait::async_trait]
-impl Extension for LimitCheck {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let weight = cost::weigh(&document, variables).map_err(|refusal| refused(&refusal))?;
-        weight.check(&LIMITS).map_err(|refusal| refused(&refusal))?;
-        tracing::debug!(
-            fields = weight.fields,
-            storage_reads = weight.storage_reads(),
-            writes = weight.writes,
-            "query weighed"
-        );
-        if !self.introspection && asks_introspection(&document) {
-            return Err(request_error(
-                "Introspection is disabled on this deployment.",
-                "forbidden",
-                403,
-            ));
-        }
-        Ok(document)
-    }
+    Ok(())
 }
 
 /// Whether any selection of the document asks for `__schema` or `__type`.

@@ -1,13 +1,19 @@
-//! Login protection: failed sign-ins are counted per email and per client IP. Past a first threshold
-//! each further attempt must wait longer after the last failure (1 s, 2 s, 4 s, …); past a second,
-//! the subject is locked for a while. Unknown emails are counted exactly like known ones, so the
-//! answers never reveal whether an account exists. A success clears the email's count (not the IP's:
-//! an attacker's own account must not reset the budget of the address it attacks from).
+//! Login protection: failed sign-ins are counted per client and account pair (one IP's attempts at
+//! one email), per account (every client's attempts at one email) and per client IP. Past a first
+//! threshold each further attempt must wait longer after the last failure (1 s, 2 s, 4 s, …); past a
+//! second, the subject is locked for a while. The pair's thresholds are tight, the account's loose:
+//! a client guessing one password locks itself out of that account only, never its owner, while
+//! guesses spread over many addresses still slow the account down and lock it far later. Unknown
+//! emails are counted exactly like known ones, so the answers never reveal whether an account
+//! exists. A success clears the pair's and the account's counts (not the IP's: an attacker's own
+//! account must not reset the budget of the address it attacks from).
 //!
-//! The counters live in the guards table (keys `login#email#<sha256>` and `login#ip#<address>`; the
-//! email is hashed so the table holds no addresses). If they cannot be read, sign-in fails closed
-//! with 503: this guard protects credentials, and sign-in needs the same database anyway.
+//! The counters live in the guards table (keys `login#email#<sha256>`, `login#email#<sha256>#ip#<address>`
+//! and `login#ip#<address>`; the email is hashed so the table holds no addresses). If they cannot be
+//! read, sign-in fails closed with 503: this guard protects credentials, and sign-in needs the same
+//! database anyway.
 
+use futures_util::future::join_all;
 use store::StoreError;
 use store::login_failures::{Failures, LoginFailures, Subject};
 use wiring::telemetry::error_chain;
@@ -55,55 +61,78 @@ impl LoginPolicy {
     }
 }
 
-/// The policies for emails and IPs, and where their failures are counted.
+/// The policies of the three subjects, and where their failures are counted.
 pub struct LoginGuard {
     pub failures: std::sync::Arc<dyn LoginFailures>,
+    /// One client's attempts at one account.
     pub per_email: LoginPolicy,
+    /// Every client's attempts at one account: looser, or one client would lock the owner out.
+    pub per_account: LoginPolicy,
+    pub per_ip: LoginPolicy,
+}
+
+/// The policies of [`LoginGuard`], as the environment sets them.
+pub struct LoginPolicies {
+    pub per_email: LoginPolicy,
+    pub per_account: LoginPolicy,
     pub per_ip: LoginPolicy,
 }
 
 impl LoginGuard {
-    /// Thresholds from `LOGIN_EMAIL_LOCK_AFTER_FAILURES`, `LOGIN_IP_LOCK_AFTER_FAILURES` and
-    /// `LOGIN_LOCK_SECONDS`.
-    pub fn policies_from_env(env: &Env) -> Result<(LoginPolicy, LoginPolicy), ConfigError> {
+    /// Thresholds from `LOGIN_EMAIL_LOCK_AFTER_FAILURES` (one client at one account),
+    /// `LOGIN_ACCOUNT_LOCK_AFTER_FAILURES` (every client at one account; 10 times the former when
+    /// unset or 0), `LOGIN_IP_LOCK_AFTER_FAILURES` and `LOGIN_LOCK_SECONDS`.
+    pub fn policies_from_env(env: &Env) -> Result<LoginPolicies, ConfigError> {
         let lock_secs: u64 = env.number("LOGIN_LOCK_SECONDS", 1..=86_400, None)?;
-        let lock_after = |name| env.number(name, 1..=1_000_000, None);
-        Ok((
-            LoginPolicy::locking_after(lock_after("LOGIN_EMAIL_LOCK_AFTER_FAILURES")?, lock_secs),
-            LoginPolicy::locking_after(lock_after("LOGIN_IP_LOCK_AFTER_FAILURES")?, lock_secs),
-        ))
+        let per_email: u32 = env.number("LOGIN_EMAIL_LOCK_AFTER_FAILURES", 1..=1_000_000, None)?;
+        let per_account = match env.number("LOGIN_ACCOUNT_LOCK_AFTER_FAILURES", 0..=10_000_000, Some(0))? {
+            0 => per_email.saturating_mul(10),
+            set => set,
+        };
+        let per_ip = env.number("LOGIN_IP_LOCK_AFTER_FAILURES", 1..=1_000_000, None)?;
+        Ok(LoginPolicies {
+            per_email: LoginPolicy::locking_after(per_email, lock_secs),
+            per_account: LoginPolicy::locking_after(per_account, lock_secs),
+            per_ip: LoginPolicy::locking_after(per_ip, lock_secs),
+        })
     }
 
-    /// Reserves this attempt against both subjects *before* the password is checked, and says how
+    /// The subjects an attempt at `email` from `ip` counts against, with their policies: the pair,
+    /// the account, the client.
+    fn subjects(&self, email: &Subject, ip: &Subject) -> Vec<(Subject, LoginPolicy)> {
+        let mut subjects = Vec::with_capacity(3);
+        if let Some(pair) = Subject::email_from(email, ip) {
+            subjects.push((pair, self.per_email));
+        }
+        subjects.push((email.clone(), self.per_account));
+        subjects.push((ip.clone(), self.per_ip));
+        subjects
+    }
+
+    /// Reserves this attempt against its subjects *before* the password is checked, and says how
     /// long the caller must wait first (`Some`: refused, nothing reserved is kept). Attempts still in
     /// flight count as failures of now, so N concurrent wrong guesses cannot all pass the check and
     /// outrun the lock: each sees the others.
     pub async fn begin(&self, email: &Subject, ip: &Subject, now_ms: u64) -> Result<Option<u64>, StoreError> {
-        let expires_at = |policy: LoginPolicy| now_ms / 1000 + policy.lock_secs + 60;
-        let (by_email, by_ip) = tokio::join!(
-            self.failures.reserve(email, now_ms, expires_at(self.per_email)),
-            self.failures.reserve(ip, now_ms, expires_at(self.per_ip)),
-        );
-        let (by_email, by_ip) = match (by_email, by_ip) {
-            (Ok(by_email), Ok(by_ip)) => (by_email, by_ip),
-            // Give back the one that was made: no reservation outlives a refused attempt.
-            (Ok(_), Err(error)) => {
-                self.give_back(email).await;
-                return Err(error);
+        let subjects = self.subjects(email, ip);
+        let reserved = join_all(subjects.iter().map(|(subject, policy)| {
+            self.failures
+                .reserve(subject, now_ms, now_ms / 1000 + policy.lock_secs + 60)
+        }))
+        .await;
+        if reserved.iter().any(Result::is_err) {
+            // Give back the ones that were made: no reservation outlives a refused attempt.
+            for ((subject, _), made) in subjects.iter().zip(&reserved) {
+                if made.is_ok() {
+                    self.give_back(subject).await;
+                }
             }
-            (Err(error), Ok(_)) => {
-                self.give_back(ip).await;
-                return Err(error);
-            }
-            (Err(error), Err(_)) => return Err(error),
-        };
-        let wait = self
-            .per_email
-            .wait_secs(Some(with_others_failed(by_email, now_ms, self.per_email)), now_ms)
-            .max(
-                self.per_ip
-                    .wait_secs(Some(with_others_failed(by_ip, now_ms, self.per_ip)), now_ms),
-            );
+        }
+        let mut wait = None;
+        for ((_, policy), failures) in subjects.iter().zip(reserved) {
+            let failures = failures?;
+            wait = wait.max(policy.wait_secs(Some(with_others_failed(failures, now_ms, *policy)), now_ms));
+        }
         if wait.is_some() {
             metrics::counter!("LoginsLocked").increment(1);
             self.abandoned(email, ip).await;
@@ -111,26 +140,33 @@ impl LoginGuard {
         Ok(wait)
     }
 
-    /// Counts a failed attempt against both subjects and settles its reservations. Best effort: a
+    /// Counts a failed attempt against its subjects and settles its reservations. Best effort: a
     /// counter that cannot be written is logged, and the caller still gets its 401.
     pub async fn failed(&self, email: &Subject, ip: &Subject, now_ms: u64) {
-        let record = |subject, policy: LoginPolicy| {
+        let subjects = self.subjects(email, ip);
+        let recorded = join_all(subjects.iter().map(|(subject, policy)| {
             let forget_before_ms = now_ms.saturating_sub(policy.lock_secs.saturating_mul(1000));
             let expires_at = now_ms / 1000 + policy.lock_secs + 60;
             self.failures.record(subject, now_ms, forget_before_ms, expires_at)
-        };
-        let (by_email, by_ip) = tokio::join!(record(email, self.per_email), record(ip, self.per_ip));
-        for error in [by_email.err(), by_ip.err()].into_iter().flatten() {
+        }))
+        .await;
+        for error in recorded.into_iter().filter_map(Result::err) {
             tracing::error!(error = %error_chain(&error), "could not count a failed login");
         }
         self.abandoned(email, ip).await;
     }
 
-    /// Forgets the email's failures after a successful sign-in (not the IP's) and settles the IP's
-    /// reservation.
+    /// Forgets the pair's and the account's failures after a successful sign-in (not the IP's) and
+    /// settles the IP's reservation.
     pub async fn succeeded(&self, email: &Subject, ip: &Subject) {
-        let (cleared, released) = tokio::join!(self.failures.clear(email), self.failures.release(ip));
-        for error in [cleared.err(), released.err()].into_iter().flatten() {
+        let settled = join_all(self.subjects(email, ip).into_iter().map(|(subject, _)| async move {
+            match subject {
+                Subject::Ip(_) => self.failures.release(&subject).await,
+                _ => self.failures.clear(&subject).await,
+            }
+        }))
+        .await;
+        for error in settled.into_iter().filter_map(Result::err) {
             tracing::error!(error = %error_chain(&error), "could not settle a successful login");
         }
     }
@@ -138,7 +174,12 @@ impl LoginGuard {
     /// Gives back the reservations of an attempt that ended without an answer about the password
     /// (refused, or failed on the way). Best effort: an unreleased one stops counting on its own.
     pub async fn abandoned(&self, email: &Subject, ip: &Subject) {
-        tokio::join!(self.give_back(email), self.give_back(ip));
+        join_all(
+            self.subjects(email, ip)
+                .into_iter()
+                .map(|(subject, _)| async move { self.give_back(&subject).await }),
+        )
+        .await;
     }
 
     async fn give_back(&self, subject: &Subject) {
@@ -242,6 +283,7 @@ mod tests {
         let guard = LoginGuard {
             failures: std::sync::Arc::new(InMemoryLoginFailures::default()),
             per_email: POLICY,
+            per_account: LoginPolicy::locking_after(1000, 600),
             per_ip: POLICY,
         };
         let email = Subject::email(&Email::parse("ada@example.com").unwrap());
@@ -251,7 +293,8 @@ mod tests {
             guard.failed(&email, &ip, now_ms).await;
         }
         // then they count as three: a pause of 1 s from the last one.
-        let failures = guard.failures.get(&email).await.unwrap().unwrap();
+        let pair = Subject::email_from(&email, &ip).unwrap();
+        let failures = guard.failures.get(&pair).await.unwrap().unwrap();
         assert_eq!((failures.count, failures.last_at_ms), (3, 1_002_000));
         assert_eq!(guard.begin(&email, &ip, 1_002_200).await.unwrap(), Some(1));
         assert_eq!(guard.begin(&email, &ip, 1_003_000).await.unwrap(), None);
@@ -262,6 +305,7 @@ mod tests {
         let guard = LoginGuard {
             failures: std::sync::Arc::new(InMemoryLoginFailures::default()),
             per_email: POLICY,
+            per_account: LoginPolicy::locking_after(1000, 600),
             per_ip: LoginPolicy {
                 slow_after: 100,
                 lock_after: 200,
@@ -287,6 +331,7 @@ mod tests {
         let guard = std::sync::Arc::new(LoginGuard {
             failures: std::sync::Arc::new(InMemoryLoginFailures::default()),
             per_email: POLICY,
+            per_account: POLICY,
             per_ip: LoginPolicy::locking_after(1000, 600),
         });
         let email = Subject::email(&Email::parse("ada@example.com").unwrap());
@@ -303,5 +348,33 @@ mod tests {
             admitted, POLICY.slow_after,
             "the others are paused as if the ones in flight had failed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_locks_itself_out_of_an_account_does_not_lock_its_owner_out() {
+        // Given the pair locks after 6 failures, the account (every client together) after 60
+        let guard = LoginGuard {
+            failures: std::sync::Arc::new(InMemoryLoginFailures::default()),
+            per_email: POLICY,
+            per_account: LoginPolicy::locking_after(60, 600),
+            per_ip: LoginPolicy::locking_after(1000, 600),
+        };
+        let email = Subject::email(&Email::parse("ada@example.com").unwrap());
+        let (attacker, owner) = (Subject::Ip("198.51.100.66".into()), Subject::Ip("203.0.113.10".into()));
+        // When one client fails 6 times
+        for _ in 0..6 {
+            guard.failed(&email, &attacker, 1_000_000).await;
+        }
+        // Then that client is locked out of the account, and the owner's client is not
+        assert_eq!(guard.begin(&email, &attacker, 1_000_000).await.unwrap(), Some(600));
+        assert_eq!(guard.begin(&email, &owner, 1_000_000).await.unwrap(), None);
+        guard.abandoned(&email, &owner).await;
+        // And guesses spread over many clients still slow the account down, then lock it
+        for n in 0..54 {
+            guard
+                .failed(&email, &Subject::Ip(format!("192.0.2.{n}")), 1_000_000)
+                .await;
+        }
+        assert_eq!(guard.begin(&email, &owner, 1_000_000).await.unwrap(), Some(600));
     }
 }

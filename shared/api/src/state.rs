@@ -88,12 +88,13 @@ impl ApiState {
 
     /// Login protection (see [`LoginGuard::policies_from_env`]).
     pub fn login_guard(&self) -> Result<LoginGuard, InitError> {
-        let (per_email, per_ip) = LoginGuard::policies_from_env(&self.env)?;
+        let policies = LoginGuard::policies_from_env(&self.env)?;
         let table = self.env.required("GUARDS_TABLE")?;
         Ok(LoginGuard {
             failures: Arc::new(DynamoLoginFailures::new(self.dynamodb.clone(), table)),
-            per_email,
-            per_ip,
+            per_email: policies.per_email,
+            per_account: policies.per_account,
+            per_ip: policies.per_ip,
         })
     }
 

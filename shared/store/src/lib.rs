@@ -18,6 +18,7 @@ pub mod payments;
 pub mod probe;
 pub mod products;
 pub mod rate_counter;
+pub mod secrets;
 pub mod unsettled;
 pub mod users;
 

@@ -41,11 +41,13 @@ impl Failures {
     }
 }
 
-/// Whose failures are counted.
+/// Whose failures are counted: an account (by its email's hash), a client (by its IP), or one client's
+/// attempts at one account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
     Email(String),
     Ip(String),
+    EmailFromIp { email: String, ip: String },
 }
 
 impl Subject {
@@ -53,10 +55,22 @@ impl Subject {
         Self::Email(fingerprint(email.as_str().as_bytes()))
     }
 
+    /// One client's attempts at one account: `Some` for an email and an IP subject.
+    pub fn email_from(email: &Subject, ip: &Subject) -> Option<Self> {
+        match (email, ip) {
+            (Self::Email(email), Self::Ip(ip)) => Some(Self::EmailFromIp {
+                email: email.clone(),
+                ip: ip.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     pub fn key(&self) -> String {
         match self {
             Self::Email(hash) => format!("login#email#{hash}"),
             Self::Ip(ip) => format!("login#ip#{ip}"),
+            Self::EmailFromIp { email, ip } => format!("login#email#{email}#ip#{ip}"),
         }
     }
 }
