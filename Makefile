@@ -15,6 +15,9 @@ SAM_TRANSLATOR_VERSION := 1.115.0
 # The template's security scan (`make test-template`); a venv of its own, its pins are not SAM's.
 CHECKOV_VENV := $(VENV)/checkov
 CHECKOV_VERSION := 3.3.30
+# The API conformance check (scripts/schemathesis_run.py, docs/api-conformance.md): a venv of its own.
+SCHEMATHESIS_VENV := $(VENV)/schemathesis
+SCHEMATHESIS_VERSION := 4.32.5
 
 export AWS_DEFAULT_REGION ?= us-east-1
 # The stack `make metrics` and `make redrive-outbox` read (shop-local is `make dev`'s).
@@ -90,6 +93,11 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
 	touch $@
 
+$(SCHEMATHESIS_VENV)/.installed:
+	$(PYTHON) -m venv $(SCHEMATHESIS_VENV)
+	$(SCHEMATHESIS_VENV)/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
+	touch $@
+
 $(TRACES_VENV)/.installed:
 	$(PYTHON) -m venv $(TRACES_VENV)
 	$(TRACES_VENV)/bin/pip install --quiet --disable-pip-version-check \
@@ -142,9 +150,15 @@ test-template: $(STACK_TOOLS) $(CHECKOV_VENV)/.installed
 	$(SAM_VENV)/bin/python scripts/check_template.py
 	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
-# The observability and docs page checks run beside the suite: Phoenix, Playwright and Chromium.
-test-e2e: $(STACK_TOOLS) $(PAGE_TOOLS)
+# The observability and docs page checks run beside the suite: Phoenix, Playwright and Chromium; the
+# API conformance check (schemathesis, docs/api-conformance.md) after it.
+test-e2e: $(STACK_TOOLS) $(PAGE_TOOLS) $(SCHEMATHESIS_VENV)/.installed
 	$(LOCAL_STACK) e2e
+
+# The API conformance check against the running `make dev` stack (or SHOP_API_URL); CONFORMANCE_ARGS="--max-time 300".
+.PHONY: conformance
+conformance: $(STACK_TOOLS) $(SCHEMATHESIS_VENV)/.installed
+	$(SAM_VENV)/bin/python scripts/schemathesis_run.py --api "$${SHOP_API_URL:-$$($(LOCAL_STACK) url)}" $(CONFORMANCE_ARGS)
 
 # Failure paths proven: a private emulator, one stack per fault scenario (FaultInjection), the
 # invariants checked after each; then an emulator restart under traffic. One row per scenario.

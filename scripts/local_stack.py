@@ -715,6 +715,19 @@ class TraceRecorder:
                 self.process.kill()
 
 
+def conformance_check(api_url: str, args) -> int:
+    """schemathesis against the stack's own /openapi.json (scripts/schemathesis_run.py,
+    docs/api-conformance.md): every check, a two-minute budget, as a throwaway customer (and the admin-only
+    operations as the admin, logged in once); any server error or conformance failure fails it."""
+    log(f"running the API conformance check (schemathesis) against {api_url}")
+    return subprocess.call(
+        [sys.executable, str(ROOT / "scripts" / "schemathesis_run.py"), "--api", api_url,
+         "--admin-email", args.admin_email, "--admin-password", args.admin_password,
+         "--report-dir", str(LOCAL_DIR / "schemathesis-e2e")],
+        cwd=ROOT,
+    )
+
+
 def cmd_e2e(args) -> int:
     """Starts a private emulator and trace recorder, deploys a fresh stack (and a tightly limited second
     one), runs the end-to-end suite and the observability check against them, stops them."""
@@ -757,6 +770,9 @@ def cmd_e2e(args) -> int:
         )
         failed = [name for name, process in (("observability", check), ("docs page", docs)) if process.wait() != 0]
         suite_status = suite.wait()
+        # After the suite, on its stack (its limits are the suite's): schemathesis on its own.
+        if conformance_check(info["api_url"], args) != 0:
+            failed.append("API conformance (schemathesis)")
         for name in failed:
             log(f"the {name} check failed (its message is above)")
         return suite_status or (1 if failed else 0)
