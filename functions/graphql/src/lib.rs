@@ -107,7 +107,7 @@ pub fn sdl() -> String {
     Schema::build(Query, Mutation, EmptySubscription).finish().sdl()
 }
 
-/// A GraphQL request over HTTP (`extensions` is accepted and ignored).
+/// A GraphQL request over HTTP (`extensions`, a map, is accepted and ignored).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct GraphqlBody {
@@ -118,7 +118,7 @@ struct GraphqlBody {
     operation_name: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
-    extensions: Option<serde_json::Value>,
+    extensions: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
@@ -438,10 +438,12 @@ mod tests {
         let world = OrderWorld::new(5).await;
         let deps = deps(&world);
         let mut event: Value = serde_json::from_str(PRODUCTS_EVENT).unwrap();
-        event["body"] = "{\"query\": 1}".into();
-        let response = handle(&deps, request(&event.to_string())).await;
-        assert_eq!(response.status(), 400);
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        for body in ["{\"query\": 1}", "{\"query\": \"{ me { id } }\", \"extensions\": true}"] {
+            event["body"] = body.into();
+            let response = handle(&deps, request(&event.to_string())).await;
+            assert_eq!(response.status(), 400, "{body}");
+            assert_eq!(response.headers()["content-type"], "application/problem+json");
+        }
         let body = run(&deps, query("{ products { nope } }", Value::Null)).await;
         assert_eq!(codes(&body), ["validation"], "{body}");
         let body = run(&deps, query("{ products(limit: 0) { items { id } } }", Value::Null)).await;
