@@ -38,6 +38,7 @@ fn assert_too_complex(reply: &Reply, took: Duration, mentions: &str) {
     );
     assert_eq!(errors[0]["extensions"]["status"], 400);
     let message = errors[0]["message"].as_str().unwrap_or_default();
+    println!("refused over HTTP in {took:?}: {message}");
     assert!(message.contains(mentions), "{message}");
     assert!(took < REFUSAL_WALL_CLOCK, "refused after {took:?}");
     e2e::assert_nothing_internal(&reply.text);
