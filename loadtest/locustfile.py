@@ -365,7 +365,7 @@ class Customer(HttpUser):
         def validate(response):
             placement.answered = True
             if response.status_code == 409:
-                # Not enough stock; API.md: the 409 names the product.
+                # Not enough stock; docs/api.md "Order placement rules": the 409 names the product.
                 if not any(line["product_id"] in response.text for line in placement.body["items"]):
                     return "409 that names none of the order's products"
                 return None
@@ -469,7 +469,7 @@ class Checker:
 
     @staticmethod
     def settled(order: dict) -> bool:
-        # API.md "Payment status and money safety": what a quiet system holds.
+        # docs/api.md "Payment status and money safety": what a quiet system holds.
         return (order["status"] == "CONFIRMED" and order["payment_status"] == "paid") or (
             order["status"] == "CANCELLED" and order["payment_status"] in ("pending", "declined", "refunded")
         )

@@ -27,7 +27,7 @@ from local_stack import ROOT, Emulator, deploy, log
 LOCUST = ROOT / ".venv" / "load" / "bin" / "locust"
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 STACK = "shop-load"
-# All the load comes from one address, so the per-client budgets (API.md "Rate limits") and the
+# All the load comes from one address, so the per-client budgets (docs/api.md "Rate limits") and the
 # per-IP login lock are raised; the notification cap too, since every order notifies. Everything
 # else, the catalogue cache included, keeps the template's defaults.
 LOAD_OVERRIDES = [

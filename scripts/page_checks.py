@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 CHROMIUM = "/usr/bin/chromium"
-# Routes the docs page must show (API.md "Routes"): one per resource.
+# Routes the docs page must show (docs/api.md "Routes"): one per resource.
 DOCUMENTED_ROUTES = ["/health", "/api/users", "/api/auth/login", "/api/products", "/api/orders", "/api/inventory/{product_id}", "/api/notifications/history"]
 
 

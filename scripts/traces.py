@@ -6,7 +6,7 @@
   record  Phoenix behind a recording receiver, for the end-to-end check: the receiver keeps each span with
           its resource's service.name (Phoenix keeps spans, not resources) and forwards every export
           request, unchanged, to Phoenix.
-  check   The end-to-end check of the observability promise (issue #12, API.md "Observability"): places
+  check   The end-to-end check of the observability promise (issue #12, docs/api.md "Observability"): places
           an order, then asserts one trace holds spans of orders-create, events-publisher, payments-worker
           and notifications-worker, all with the order's correlation id; that the EMF lines for
           OrdersPlaced and NotificationsSent are in the functions' log groups; and that Phoenix's page,
@@ -32,7 +32,7 @@ import local_stack  # a sibling script (stdlib only at import), on the path as t
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-# The four functions one order passes through (API.md "Observability").
+# The four functions one order passes through (docs/api.md "Observability").
 ORDER_FUNCTIONS = ["orders-create", "events-publisher", "payments-worker", "notifications-worker"]
 
 

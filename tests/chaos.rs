@@ -191,7 +191,8 @@ async fn net_charges(stack: &Stack) -> HashMap<String, i64> {
     }
 }
 
-/// The money invariants of API.md, order by order, against the provider's books.
+/// The money invariants (docs/api.md "Payment status and money safety"), order by order, against the
+/// provider's books.
 fn money_violations(orders: &[Value], net: &HashMap<String, i64>) -> Vec<String> {
     let mut violations = Vec::new();
     for order in orders {

@@ -1,4 +1,4 @@
-//! End-to-end: GraphQL at `POST /graphql` (API.md "GraphQL"), through HTTP like a client: the catalogue
+//! End-to-end: GraphQL at `POST /graphql` (docs/api.md "GraphQL"), through HTTP like a client: the catalogue
 //! with filters and paging, one product, the caller's account, placement (idempotent) and the order with
 //! its buyer and products, ownership, authentication, validation, stock conflicts, cancellation, the
 //! depth and complexity limits and introspection (off by default).

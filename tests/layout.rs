@@ -191,7 +191,10 @@ fn every_route_but_health_is_served_behind_the_rate_limiter() {
         let main = read(&format!("functions/{function}/src/main.rs"));
         let policies = serde_yaml::to_string(&resources[&function]["Properties"]["Policies"]).unwrap();
         if function == "health" {
-            assert!(main.contains("api::run_api_unlimited("), "health is exempt (API.md)");
+            assert!(
+                main.contains("api::run_api_unlimited("),
+                "health is exempt (docs/api.md \"Rate limits\")"
+            );
             assert!(!policies.contains("GuardsTable"), "health needs no counters");
         } else {
             // One entry point does the limiting for everyone; a function cannot skip it by accident.

@@ -172,7 +172,7 @@ fn new_correlation_id(tag: &str) -> String {
     format!("e2e-{tag}-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A well-formed `user.registered` envelope (API.md, Events).
+/// A well-formed `user.registered` envelope (docs/api.md "Events").
 fn user_registered_envelope(event_id: &str, user_id: &str, correlation_id: &str) -> String {
     json!({
         "event_id": event_id,

@@ -72,7 +72,7 @@ async fn place(api: &Api, customer: &Customer, product_id: &str, quantity: i64) 
 fn assert_same_order(read: &Value, placed: &Value, statuses: &[&str]) {
     let status = read["status"].as_str().unwrap_or_default();
     assert!(statuses.contains(&status), "expected a status in {statuses:?}: {read}");
-    // The payment status moves with the status (API.md "Payment status and money safety").
+    // The payment status moves with the status (docs/api.md "Payment status and money safety").
     let payment = match status {
         "PENDING" => "pending",
         _ => "paid",

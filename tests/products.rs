@@ -620,7 +620,7 @@ async fn bad_product_patch_bodies_are_refused_and_change_nothing() {
 
 // ---------------------------------------------------------------------- HTTP caching
 
-/// `public, max-age=N, stale-while-revalidate=N` (API.md "Caching"), whatever N the stack was deployed with.
+/// `public, max-age=N, stale-while-revalidate=N` (docs/api.md "Caching"), whatever N the stack was deployed with.
 fn assert_public(reply: &e2e::Reply) {
     let cache_control = reply.header("cache-control").unwrap_or_default();
     let parts: Vec<&str> = cache_control.split(", ").collect();

@@ -1,4 +1,4 @@
-//! End-to-end: real-time order updates over the WebSocket API (API.md "Real-time updates"), through
+//! End-to-end: real-time order updates over the WebSocket API (docs/api.md "Real-time updates"), through
 //! the deployed stack like a browser: connect to `SHOP_WS_URL` with `?token=`, place orders through
 //! the HTTP API, read what the socket pushes. Each test has its own customers and products.
 // Test code: a failed expectation is a failed test.
@@ -17,7 +17,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// How long a pushed update may take to arrive (API.md: "within seconds of the commit").
+/// How long a pushed update may take to arrive (docs/api.md "Real-time updates": a few seconds).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to keep listening for something that must not arrive.
 const QUIET: Duration = Duration::from_secs(4);

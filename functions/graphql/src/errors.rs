@@ -1,4 +1,4 @@
-//! The one mapping from the API's errors to GraphQL errors: `extensions.code` (API.md "GraphQL") and
+//! The one mapping from the API's errors to GraphQL errors: `extensions.code` (docs/api.md "GraphQL") and
 //! `extensions.status`, the status REST answers for the same error.
 
 use api::ApiError;

@@ -1,5 +1,5 @@
 //! `POST /graphql` (`{query, variables?, operationName?}`): the catalogue, the caller's account and
-//! orders, placement and cancellation, on the same rules as the REST routes (API.md "GraphQL").
+//! orders, placement and cancellation, on the same rules as the REST routes (docs/api.md "GraphQL").
 //!
 //! - Identity comes from the bearer token, as for REST; fields that need one answer `unauthorized`
 //!   without it. Errors carry `extensions.code` and `extensions.status` (the REST status); see

@@ -1,4 +1,4 @@
-//! The GraphQL schema (API.md "GraphQL"): types, queries and mutations. Every resolver calls the
+//! The GraphQL schema (docs/api.md "GraphQL"): types, queries and mutations. Every resolver calls the
 //! rules the REST routes call (`api::catalogue`, `api::placement`, `api::orders`, `api::listing`,
 //! `api::users`); this module only translates arguments and results.
 

@@ -1,4 +1,4 @@
-//! The payment step of the order saga, and the keeper of money safety (API.md "Payment status and
+//! The payment step of the order saga, and the keeper of money safety (docs/api.md "Payment status and
 //! money safety"). For each `order.created` event: charge the order (the provider's idempotency key
 //! is the order id, and a claim per order guards redeliveries), then move the order on:
 //! - approved: `PENDING -> CONFIRMED` and `paid` (one conditional write); if the customer cancelled

@@ -1,6 +1,6 @@
-//! The payment provider: the trait a real adapter implements, the mock provider of API.md with a
-//! durable ledger of its charges and refunds (so reconciliation can be checked), and the guard every
-//! provider is called through (timeout and fault injection).
+//! The payment provider: the trait a real adapter implements, the mock provider (docs/api.md "Order
+//! life cycle") with a durable ledger of its charges and refunds (so reconciliation can be checked),
+//! and the guard every provider is called through (timeout and fault injection).
 //!
 //! The provider's idempotency key is the order id: a repeated charge of an order never charges twice,
 //! a repeated refund never refunds twice, and [`PaymentProvider::find_charge`] tells what the provider
@@ -144,9 +144,9 @@ impl ChargeBook for DynamoChargeBook {
     }
 }
 
-/// The mock provider of API.md: `tok_decline` declines, `tok_error` fails transiently, anything else
-/// (or no token) is approved and written to its books, once per order. Named as a mock; a real
-/// provider implements the same trait.
+/// The mock provider (docs/api.md "Order life cycle"): `tok_decline` declines, `tok_error` fails
+/// transiently, anything else (or no token) is approved and written to its books, once per order.
+/// Named as a mock; a real provider implements the same trait.
 pub struct MockPaymentProvider {
     pub book: Arc<dyn ChargeBook>,
 }

@@ -1,6 +1,6 @@
 //! The WebSocket pusher: reads the orders table's stream and posts
 //! `{type:"order.updated", order_id, status, payment_status, updated_at}` to every open connection of
-//! the order's owner, and of no one else (API.md "Real-time updates"). A placement (PENDING) and every
+//! the order's owner, and of no one else (docs/api.md "Real-time updates"). A placement (PENDING) and every
 //! change of status or payment status is pushed; other changes of an order are not news.
 //!
 //! A connection the management API calls gone (410) is forgotten. A push that fails otherwise (after

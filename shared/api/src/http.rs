@@ -229,7 +229,7 @@ fn typed_response(status: StatusCode, content_type: &'static str, body: impl Int
     response
 }
 
-/// A public catalogue read (API.md "Caching"): a strong `ETag` of the body, `304` without a body when
+/// A public catalogue read (docs/api.md "Caching"): a strong `ETag` of the body, `304` without a body when
 /// the client's `If-None-Match` already holds it, and `Cache-Control: public` for `max_age_secs`, or
 /// `private, no-store` when the request carries a token (a shared cache must never keep those).
 pub fn catalogue_response<T: Serialize>(
@@ -365,7 +365,7 @@ where
     .await
 }
 
-/// The client's `X-Correlation-ID`, if it is one we keep (API.md "Conventions").
+/// The client's `X-Correlation-ID`, if it is one we keep (docs/api.md "Conventions").
 fn client_correlation_id(request: &Request) -> Option<&str> {
     request
         .headers()
@@ -423,7 +423,7 @@ where
     response
 }
 
-/// Serves `handler` without the rate limiter: only for `/health`, which API.md exempts.
+/// Serves `handler` without the rate limiter: only for `/health`, which docs/api.md "Rate limits" exempts.
 pub async fn serve_unlimited<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(Request) -> Fut,

@@ -59,7 +59,7 @@ where
     http::serve(limiter, render, move |request| handler(Arc::clone(&deps), request)).await
 }
 
-/// [`run_api`] without the rate limiter: only for `/health`, which API.md exempts.
+/// [`run_api`] without the rate limiter: only for `/health`, which docs/api.md "Rate limits" exempts.
 pub async fn run_api_unlimited<D, H, Fut>(
     service: &'static str,
     build: impl AsyncFnOnce(&ApiState) -> Result<D, InitError>,

@@ -28,7 +28,7 @@ impl OrderDeps {
     }
 }
 
-/// An order as clients see it (API.md): no payment token, no internal fields.
+/// An order as clients see it (docs/api.md "Routes"): no payment token, no internal fields.
 #[derive(Debug, Serialize)]
 pub struct OrderView<'a> {
     pub id: &'a OrderId,

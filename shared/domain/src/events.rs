@@ -51,7 +51,7 @@ impl EventType {
     }
 }
 
-/// `{event_id, event_type, version, occurred_at, correlation_id, data}` (API.md, Events).
+/// `{event_id, event_type, version, occurred_at, correlation_id, data}` (docs/api.md "Events").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub event_id: String,

@@ -232,7 +232,7 @@ pub enum Step {
     AlreadyThere,
 }
 
-/// Where the money of an order stands (API.md "Payment status and money safety"). Once the system is
+/// Where the money of an order stands (docs/api.md "Payment status and money safety"). Once the system is
 /// quiet: `CONFIRMED`/`SHIPPED` orders are `paid`; `CANCELLED` ones `pending` (never charged),
 /// `declined` or `refunded`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! The per-instance catalogue cache (API.md "Caching"): product reads and listing pages kept for at
+//! The per-instance catalogue cache (docs/api.md "Caching"): product reads and listing pages kept for at
 //! most a TTL, bounded in entries, in the memory of one warm instance. Only the read routes use it
 //! (product pages, listings, the product names of order details); stock decisions read the table.
 //!

@@ -36,7 +36,7 @@ pub enum DeliveryStatus {
     Suppressed,
 }
 
-/// A notification as the history shows it (API.md). Provider error details stay internal.
+/// A notification as the history shows it (docs/api.md "Events"). Provider error details stay internal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     pub id: String,

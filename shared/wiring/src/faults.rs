@@ -1,4 +1,4 @@
-//! Fault injection, a product feature for game days (API.md "Fault injection"): the template parameter
+//! Fault injection, a product feature for game days (docs/api.md "Fault injection"): the template parameter
 //! `FaultInjection` (environment `FAULT_INJECTION`) lists rules `TARGET=KIND:RATE` separated by `;`.
 //!
 //! - AWS calls: [`FaultyHttpClient`] sits under every AWS SDK client built from the function's SDK
