@@ -603,7 +603,7 @@ def events(shop: Shop) -> dict[str, Callable[[], str]]:
         "users-promote": fixed("users-promote", {SAMPLE_PROMOTED_EMAIL: shop.promoted_email}),
         # A scheduled sweep: one Query of each of the index's 16 partitions (nothing is stuck here).
         "orders-sweeper": fixed("orders-sweeper", {}),
-        # The WebSocket routes: a verified handshake recorded (one PutItem), a close, a client frame.
+        # The WebSocket routes: a verified handshake recorded and counted (a PutItem, a Query), a close, a client frame.
         "ws-connect": fixed("ws-connect", {TOKEN: customer.token}),
         "ws-disconnect": fixed("ws-disconnect", {}),
         # A client frame of the customer's recorded connection: its user read, the frame counted.

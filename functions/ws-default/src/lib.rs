@@ -46,8 +46,7 @@ pub async fn handle(deps: &Deps, event: SocketEvent) -> SocketResponse {
             close(deps, connection_id, "the connection is not recorded").await;
             return Err(ApiError::Unauthorized("This connection is not open; connect again."));
         };
-        let now_ms =
-            u64::try_from(std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |e| e.as_millis())).unwrap_or(u64::MAX);
+        let now_ms = domain::unix_now_millis();
         if let Some(verdict) = deps.limiter.check_user(&user_id, now_ms).await
             && let Some(retry_after_secs) = verdict.retry_after_secs
         {
