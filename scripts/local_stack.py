@@ -190,8 +190,15 @@ def build_bootstraps(template: dict) -> Path:
         binary = target_dir / "debug" / crate
         target = out / crate / "bootstrap"
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists() or target.read_bytes() != binary.read_bytes():
-            shutil.copy2(binary, target)
+        if not target.exists() or not os.path.samefile(binary, target):
+            # A hard link, not a copy: 30 debug binaries are about 1.5 GB, and disk is what runs out
+            # first on a small CI machine. cargo replaces a rebuilt binary with a new file, so the link
+            # keeps the bytes the stack was deployed with until the next build links again.
+            target.unlink(missing_ok=True)
+            try:
+                os.link(binary, target)
+            except OSError:  # another filesystem (CARGO_TARGET_DIR elsewhere)
+                shutil.copy2(binary, target)
         target.chmod(0o755)
     return out
 
