@@ -18,6 +18,10 @@ CHECKOV_VERSION := 3.3.30
 # The API conformance check (scripts/schemathesis_run.py, docs/api-conformance.md): a venv of its own.
 SCHEMATHESIS_VENV := $(VENV)/schemathesis
 SCHEMATHESIS_VERSION := 4.32.5
+# The local Stripe (localstripe, scripts/stripe_local.py) that stacks deployed with PaymentProvider=stripe
+# charge through, beside their emulator: a venv of its own (aiohttp pins of its own).
+STRIPE_VENV := $(VENV)/stripe
+LOCALSTRIPE_VERSION := 1.15.10
 
 export AWS_DEFAULT_REGION ?= us-east-1
 # The stack `make metrics` and `make redrive-outbox` read (shop-local is `make dev`'s).
@@ -44,6 +48,8 @@ TRACES_ON := $(filter 1,$(TRACES))
 # (Phoenix and Playwright, Debian's Chromium): only the targets that run those checks install them.
 STACK_TOOLS := $(SAM_VENV)/.installed $(MINISTACK_VENV)/.installed
 PAGE_TOOLS := $(TRACES_VENV)/.installed $(CHROMIUM)
+# `make dev PARAMS="PaymentProvider=stripe"` also installs the local Stripe; a mock stack needs none of it.
+STRIPE_ON := $(filter PaymentProvider=stripe,$(PARAMS))
 # When this make started (before installs and the Rust build): `make dev` reports its time to ready from it.
 MAKE_STARTED := $(shell date +%s)
 # The docs page's viewer (functions/docs-page/assets/, from the npm registry; `make docs-assets`).
@@ -54,7 +60,8 @@ SWAGGER_UI_VERSION := 5.35.0
 help:
 	@echo "make dev    - install the SAM and MiniStack venvs, start the local emulator, deploy, seed, prove the"
 	@echo "             event source mappings, serve the API (Ctrl-C stops)"
-	@echo "             PARAMS=\"Name=Value ...\" overrides template parameters (e.g. FaultInjection)"
+	@echo "             PARAMS=\"Name=Value ...\" overrides template parameters (e.g. FaultInjection;"
+	@echo "             PaymentProvider=stripe charges through a local Stripe started beside the emulator)"
 	@echo "             TRACES=1 also starts Phoenix: spans at :$(TRACES_PORT)/v1/traces, waterfalls at http://127.0.0.1:$(TRACES_PORT)"
 	@echo "make test   - lint, unit tests, template checks, the end-to-end and chaos suites on private emulators"
 	@echo "make url    - print the running local API's base URL"
@@ -68,7 +75,7 @@ help:
 	@echo "make redrive-outbox - feed the outbox's failed records to the publisher again (STACK=..., AWS=1)"
 	@echo "make docs-assets - fetch the docs page's Swagger UI files again from npm (SWAGGER_UI_VERSION)"
 
-tools: $(STACK_TOOLS) $(PAGE_TOOLS)
+tools: $(STACK_TOOLS) $(PAGE_TOOLS) $(STRIPE_VENV)/.installed
 
 # AWS runs the functions on arm64 (Graviton): the release builds for it need that target's std
 # (a no-op once installed).
@@ -93,6 +100,11 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
 	touch $@
 
+$(STRIPE_VENV)/.installed:
+	$(PYTHON) -m venv $(STRIPE_VENV)
+	$(STRIPE_VENV)/bin/pip install --quiet --disable-pip-version-check localstripe==$(LOCALSTRIPE_VERSION)
+	touch $@
+
 $(SCHEMATHESIS_VENV)/.installed:
 	$(PYTHON) -m venv $(SCHEMATHESIS_VENV)
 	$(SCHEMATHESIS_VENV)/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
@@ -110,8 +122,9 @@ $(CHROMIUM):
 		{ apt-get update && apt-get install -y --no-install-recommends chromium; }'
 
 # PARAMS="Name=Value ..." overrides template parameters of the local stack (a changed set redeploys).
-# Only the SAM and MiniStack venvs; TRACES=1 adds the traces venv and Phoenix on TRACES_PORT.
-dev: $(STACK_TOOLS) $(if $(TRACES_ON),$(TRACES_VENV)/.installed)
+# Only the SAM and MiniStack venvs; TRACES=1 adds the traces venv and Phoenix on TRACES_PORT, and
+# PaymentProvider=stripe the Stripe venv (the local Stripe starts beside the emulator).
+dev: $(STACK_TOOLS) $(if $(TRACES_ON),$(TRACES_VENV)/.installed) $(if $(STRIPE_ON),$(STRIPE_VENV)/.installed)
 	$(LOCAL_STACK) up --serve --params "$(PARAMS)" --since $(MAKE_STARTED) $(if $(TRACES_ON),--traces-port $(TRACES_PORT))
 
 url:
@@ -151,8 +164,9 @@ test-template: $(STACK_TOOLS) $(CHECKOV_VENV)/.installed
 	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
 # The observability and docs page checks run beside the suite: Phoenix, Playwright and Chromium; the
-# API conformance check (schemathesis, docs/api-conformance.md) after it.
-test-e2e: $(STACK_TOOLS) $(PAGE_TOOLS) $(SCHEMATHESIS_VENV)/.installed
+# API conformance check (schemathesis, docs/api-conformance.md) after it; the local Stripe for the
+# suite's stripe stack.
+test-e2e: $(STACK_TOOLS) $(PAGE_TOOLS) $(SCHEMATHESIS_VENV)/.installed $(STRIPE_VENV)/.installed
 	$(LOCAL_STACK) e2e
 
 # The API conformance check against the running `make dev` stack (or SHOP_API_URL); CONFORMANCE_ARGS="--max-time 300".

@@ -3,7 +3,8 @@
 
 Used by `make dev`, `make url`, `make watch` and `make test`. It deploys the same template.yaml as AWS
 does, with host-built bootstraps, then mends what the emulator does not do from the template (HTTP API
-routes and CORS), and seeds an admin account and demo products.
+routes and CORS), and seeds an admin account and demo products. A stack deployed with
+PaymentProvider=stripe charges through a local Stripe beside the emulator (scripts/stripe_local.py).
 
 Runs under the project's SAM venv (.venv/sam), which brings boto3 and SAM's CloudFormation YAML parser.
 """
@@ -18,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import mappings
+import stripe_local
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = ROOT / ".local"
@@ -85,17 +88,28 @@ def emulator_answers(endpoint: str) -> bool:
     return False
 
 
+# The Stripe emulator (scripts/stripe_local.py) sits beside its emulator: 4566 -> 4596, the suite's
+# 4577 -> 4607, the chaos suite's 4579 -> 4609.
+STRIPE_PORT_OFFSET = 30
+
+
 class Emulator:
     """A MiniStack process this script started (and so must stop), or None for one already running.
 
     `log_path` is the emulator's own log when this script started it (the mapping proof reads it), and
-    `positions_reset` how many persisted stream positions were reset before the start (None: fresh)."""
+    `positions_reset` how many persisted stream positions were reset before the start (None: fresh).
+    `stripe` is the Stripe emulator beside it, once a stack deployed with PaymentProvider=stripe asked for
+    one (`local_stripe`)."""
 
     def __init__(self, endpoint: str, port: int, state_dir: Path | None):
         self.endpoint = endpoint
+        self.port = port
+        self.state_dir = state_dir
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
         self.positions_reset: int | None = None
+        self.stripe: stripe_local.LocalStripe | None = None
+        self.stripe_lock = threading.Lock()  # stacks deployed side by side (the chaos suite) start one
         if emulator_answers(endpoint):
             log(f"using the emulator already answering at {endpoint}")
             return
@@ -131,8 +145,25 @@ class Emulator:
                 sys.exit(f"MiniStack did not become ready; see {log_path}")
             time.sleep(0.2)
 
+    def local_stripe(self) -> stripe_local.LocalStripe:
+        """The Stripe emulator beside this one, started on first use. Its state lives and dies with the
+        emulator's: in the state dir when there is one (a Stripe that remembers PaymentIntents the
+        tables forgot would be worse than none), else it starts empty (the suites)."""
+        with self.stripe_lock:
+            if self.stripe is None:
+                port = self.port + STRIPE_PORT_OFFSET
+                state = self.state_dir / "stripe.pickle" if self.state_dir else LOCAL_DIR / f"stripe-{port}.pickle"
+                self.stripe = stripe_local.LocalStripe(port, state, fresh=self.state_dir is None)
+            return self.stripe
+
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """Stops the emulator and the Stripe emulator beside it, when this script started it; one already
+        running is left running with its Stripe emulator."""
+        if self.process is None:
+            return
+        if self.stripe is not None:
+            self.stripe.stop()
+        if self.process.poll() is not None:
             return
         # SIGTERM lets MiniStack write its persisted state; SIGKILL would lose it.
         stop_process_group(self.process, timeout=30)
@@ -160,11 +191,64 @@ def load_template() -> dict:
     return yaml_parse((ROOT / "template.yaml").read_text())
 
 
-def template_functions(template: dict) -> dict[str, dict]:
-    """Logical id -> {crate, routes: [(METHOD, path)]} for every function of the template."""
+# What every local stack is deployed with, before the caller's overrides.
+LOCAL_PARAMETERS = [
+    "Architecture=x86_64", "LogLevel=info",
+    # Local stacks never send real email or SMS, and retry fast so the suite sees dead-lettering.
+    "NotificationsMode=mock", "NotificationsMaxReceiveCount=3", "NotificationsRetryBaseSeconds=1",
+    "PaymentMaxAttempts=3", "PaymentsMaxReceiveCount=5",
+    # MiniStack's SQS poller fails on an event source mapping's ScalingConfig.
+    "WorkerMaxConcurrency=0",
+]
+
+
+def effective_parameters(template: dict, overrides: list[str]) -> dict[str, str]:
+    """The parameter values of a local deploy with `overrides`: the template's defaults, then
+    LOCAL_PARAMETERS, then the overrides (the last of a name wins, as in sam deploy)."""
+    values = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    for pair in [*LOCAL_PARAMETERS, *overrides]:
+        name, _, value = pair.partition("=")
+        values[name] = value
+    return values
+
+
+def condition_holds(template: dict, name: str, parameters: dict[str, str]) -> bool:
+    """One of the template's Conditions under `parameters` (Fn::Equals, Fn::Not, Fn::And, Fn::Or over
+    parameters and other conditions): which conditional functions a stack gets, so that none is built
+    or routed for a stack without it (the Stripe webhook with PaymentProvider=mock)."""
+
+    def value(node):
+        if not isinstance(node, dict):
+            return node
+        (function, argument), = node.items()
+        if function == "Ref":
+            return parameters[argument]
+        if function == "Condition":
+            return condition_holds(template, argument, parameters)
+        if function == "Fn::Equals":
+            return str(value(argument[0])) == str(value(argument[1]))
+        if function == "Fn::Not":
+            return not value(argument[0])
+        if function in ("Fn::And", "Fn::Or"):
+            combine = all if function == "Fn::And" else any
+            return combine(value(item) for item in argument)
+        raise ValueError(f"condition {name}: {function} is not evaluated locally")
+
+    return bool(value(template["Conditions"][name]))
+
+
+def template_functions(template: dict, parameters: dict[str, str] | None = None, deployed: bool = True) -> dict[str, dict]:
+    """Logical id -> {crate, routes: [(METHOD, path)]} for every function a stack deployed with
+    `parameters` has (default: the template's defaults as a local stack gets them): a function whose
+    Condition does not hold is left out. `deployed=False`: those left out instead."""
+    if parameters is None:
+        parameters = effective_parameters(template, [])
     functions = {}
     for logical_id, resource in template["Resources"].items():
         if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        holds = "Condition" not in resource or condition_holds(template, resource["Condition"], parameters)
+        if holds != deployed:
             continue
         props = resource["Properties"]
         crate = Path(props["CodeUri"]).name
@@ -177,10 +261,9 @@ def template_functions(template: dict) -> dict[str, dict]:
     return functions
 
 
-def build_bootstraps(template: dict) -> Path:
-    """Builds every function for the host (the emulator runs them as local processes) and lays each out
-    as <dir>/<crate>/bootstrap, the shape `sam build` produces."""
-    crates = sorted({f["crate"] for f in template_functions(template).values()})
+def build_bootstraps(crates: list[str]) -> Path:
+    """Builds the stack's functions for the host (the emulator runs them as local processes) and lays each
+    out as <dir>/<crate>/bootstrap, the shape `sam build` produces."""
     log(f"building {len(crates)} functions for the host")
     command = ["cargo", "build", "--locked", *[arg for crate in crates for arg in ("-p", crate)]]
     subprocess.run(command, cwd=ROOT, check=True)
@@ -203,12 +286,17 @@ def build_bootstraps(template: dict) -> Path:
     return out
 
 
-def built_template(bootstraps: Path, stack: str) -> Path:
-    """template.yaml with each CodeUri pointing at its built bootstrap, as `sam build` would write it."""
+def built_template(bootstraps: Path, stack: str, crates: list[str]) -> Path:
+    """template.yaml with each CodeUri pointing at its built bootstrap, as `sam build` would write it. A
+    function the stack does not get (its Condition is false: nothing was built for it) points at an
+    empty placeholder, which sam deploy uploads and CloudFormation never uses."""
     text = (ROOT / "template.yaml").read_text()
+    placeholder = bootstraps / "not-deployed"
+    placeholder.mkdir(parents=True, exist_ok=True)
+    (placeholder / "README").write_text("A function this local stack does not deploy (its Condition is false).\n")
     text, count = re.subn(
         r"^(\s*CodeUri:\s*)functions/([A-Za-z0-9_-]+)\s*$",
-        lambda m: f"{m.group(1)}{bootstraps / m.group(2)}",
+        lambda m: f"{m.group(1)}{bootstraps / m.group(2) if m.group(2) in crates else placeholder}",
         text,
         flags=re.MULTILINE,
     )
@@ -233,13 +321,7 @@ def sam_deploy(template_path: Path, stack: str, endpoint: str, overrides: list[s
         "--capabilities", "CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND",
         "--no-confirm-changeset",
         "--no-fail-on-empty-changeset",
-        "--parameter-overrides", "Architecture=x86_64", "LogLevel=info",
-        # Local stacks never send real email or SMS, and retry fast so the suite sees dead-lettering.
-        "NotificationsMode=mock", "NotificationsMaxReceiveCount=3", "NotificationsRetryBaseSeconds=1",
-        "PaymentMaxAttempts=3", "PaymentsMaxReceiveCount=5",
-        # MiniStack's SQS poller fails on an event source mapping's ScalingConfig.
-        "WorkerMaxConcurrency=0",
-        *overrides,
+        "--parameter-overrides", *LOCAL_PARAMETERS, *overrides,
     ]
     # Run beside the built template, away from samconfig.toml, whose environments target AWS.
     result = subprocess.run(command, cwd=template_path.parent, env=aws_env(endpoint), capture_output=True, text=True)
@@ -262,16 +344,22 @@ def physical_ids(stack: str, endpoint: str) -> dict[str, str]:
     return {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
 
 
-def ensure_routes(template: dict, stack: str, endpoint: str, api_id: str) -> None:
-    """The emulator ignores the OpenAPI body SAM generates, so create each template route (and the CORS
-    configuration) through the apigatewayv2 API. Idempotent: existing routes are left alone."""
+def ensure_routes(template: dict, parameters: dict[str, str], stack: str, endpoint: str, api_id: str) -> None:
+    """The emulator ignores the OpenAPI body SAM generates, so create each route of the stack's functions
+    (and the CORS configuration) through the apigatewayv2 API. Idempotent: existing routes are left alone,
+    but those of a function the stack no longer has (PaymentProvider back to mock) are deleted."""
     apigw = client("apigatewayv2", endpoint)
     lam = client("lambda", endpoint)
     ids = physical_ids(stack, endpoint)
+    gone = {f"{method} {path}" for f in template_functions(template, parameters, deployed=False).values() for method, path in f["routes"]}
+    for route in apigw.get_routes(ApiId=api_id)["Items"]:
+        if route["RouteKey"] in gone:
+            apigw.delete_route(ApiId=api_id, RouteId=route["RouteId"])
+            log(f"HTTP API route {route['RouteKey']} deleted: its function is not in this stack")
     existing_routes = {r["RouteKey"] for r in apigw.get_routes(ApiId=api_id)["Items"]}
     integrations = {i["IntegrationUri"]: i["IntegrationId"] for i in apigw.get_integrations(ApiId=api_id)["Items"]}
     created = 0
-    for logical_id, function in template_functions(template).items():
+    for logical_id, function in template_functions(template, parameters).items():
         if not function["routes"]:
             continue
         arn = lam.get_function(FunctionName=ids[logical_id])["Configuration"]["FunctionArn"]
@@ -382,6 +470,64 @@ def jwt_secret(stack: str, endpoint: str) -> str:
     return client("secretsmanager", endpoint).get_secret_value(SecretId=secret_id)["SecretString"]
 
 
+# ---------------------------------------------------------------- Stripe (PaymentProvider=stripe)
+
+STRIPE_WEBHOOK_PATH = "/api/payments/stripe/webhook"
+
+
+def stripe_keys(secret_name: str, endpoint: str) -> dict[str, str]:
+    """The {"secret_key", "webhook_secret"} a stripe stack reads from its StripeSecretName secret."""
+    return json.loads(client("secretsmanager", endpoint).get_secret_value(SecretId=secret_name)["SecretString"])
+
+
+def put_secret(name: str, value: str, endpoint: str) -> None:
+    """Creates the secret, or gives it `value` when it holds another (a new version only then)."""
+    secretsmanager = client("secretsmanager", endpoint)
+    try:
+        current = secretsmanager.get_secret_value(SecretId=name)["SecretString"]
+    except secretsmanager.exceptions.ResourceNotFoundException:
+        secretsmanager.create_secret(Name=name, SecretString=value, Description="Stripe keys of a local stack")
+        return
+    if current != value:
+        secretsmanager.put_secret_value(SecretId=name, SecretString=value)
+
+
+def stripe_overrides(stack: str, emulator: Emulator, overrides: list[str], parameters: dict[str, str]) -> list[str]:
+    """What a stack deployed with PaymentProvider=stripe needs and its overrides leave out, before the
+    deploy: StripeApiUrl, the Stripe emulator beside the emulator (started now if need be), and
+    StripeSecretName, a secret `<stack>-stripe` holding the stack's local keys. A user's own
+    StripeApiUrl or StripeSecretName is kept. Nothing at all for any other provider."""
+    if parameters["PaymentProvider"] != "stripe":
+        return []
+    given = {pair.partition("=")[0] for pair in overrides}
+    added = []
+    if "StripeApiUrl" not in given:
+        added.append(f"StripeApiUrl={emulator.local_stripe().url}")
+    if not parameters["StripeSecretName"]:
+        name = f"{stack}-stripe"
+        put_secret(name, json.dumps(stripe_local.stack_keys(stack)), emulator.endpoint)
+        added.append(f"StripeSecretName={name}")
+    return added
+
+
+def connect_stripe(stack: str, emulator: Emulator, parameters: dict[str, str], api_url: str) -> dict | None:
+    """After every deploy (or skipped one) of a stripe stack: its webhook route registered with the
+    Stripe emulator it charges through, under the stack's name, signed with the webhook secret of its
+    StripeSecretName (localstripe keeps webhooks in memory only, so a restart loses them). A StripeApiUrl
+    that is not the emulator's own is left to the user. Returns the stack's Stripe (None: mock)."""
+    if parameters["PaymentProvider"] != "stripe":
+        return None
+    stripe = {"url": parameters["StripeApiUrl"], "secret_name": parameters["StripeSecretName"]}
+    webhook = f"{api_url}{STRIPE_WEBHOOK_PATH}"
+    if emulator.stripe is None or emulator.stripe.url != stripe["url"]:
+        log(f"Stripe at {stripe['url']} is not the local emulator: register {webhook} with it yourself")
+        return stripe
+    webhook_secret = stripe_keys(stripe["secret_name"], emulator.endpoint)["webhook_secret"]
+    stripe_local.register_webhook(stripe["url"], stack, webhook, webhook_secret)
+    log(f"Stripe webhook {stack}: the Stripe emulator at {stripe['url']} sends its events to {webhook}")
+    return stripe
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -412,8 +558,11 @@ def fingerprint(template_path: Path, bootstraps: Path) -> str:
 def deploy(args, emulator: Emulator, overrides: list[str] | None = None) -> dict:
     overrides = overrides or []
     template = load_template()
-    bootstraps = build_bootstraps(template)
-    template_path = built_template(bootstraps, args.stack)
+    overrides = [*overrides, *stripe_overrides(args.stack, emulator, overrides, effective_parameters(template, overrides))]
+    parameters = effective_parameters(template, overrides)
+    crates = sorted({function["crate"] for function in template_functions(template, parameters).values()})
+    bootstraps = build_bootstraps(crates)
+    template_path = built_template(bootstraps, args.stack, crates)
     deployed_marker = LOCAL_DIR / f"{args.stack}.deployed"
     current = fingerprint(template_path, bootstraps) + " ".join(overrides)
     unchanged = deployed_marker.exists() and deployed_marker.read_text() == f"{emulator.endpoint} {current}"
@@ -425,9 +574,10 @@ def deploy(args, emulator: Emulator, overrides: list[str] | None = None) -> dict
         deployed_marker.write_text(f"{emulator.endpoint} {current}")
     outputs = stack_outputs(args.stack, emulator.endpoint)
     api_id = outputs["HttpApiId"]
-    ensure_routes(template, args.stack, emulator.endpoint, api_id)
+    ensure_routes(template, parameters, args.stack, emulator.endpoint, api_id)
     ensure_ttl(template, args.stack, emulator.endpoint)
     base = api_base(emulator.endpoint, api_id)
+    stripe = connect_stripe(args.stack, emulator, parameters, base)
     ws_url = websocket_url(emulator.endpoint, outputs["WebSocketApiId"], outputs["WebSocketStageName"])
     seed(base, args.stack, emulator.endpoint, args.admin_email, args.admin_password, demo_products=not args.no_demo)
     prove_mappings(args.stack, emulator)
@@ -438,6 +588,7 @@ def deploy(args, emulator: Emulator, overrides: list[str] | None = None) -> dict
         "ws_url": ws_url,
         "admin_email": args.admin_email,
         "outputs": outputs,
+        "stripe": stripe,
     }
     LOCAL_DIR.mkdir(exist_ok=True)
     info_path(args.stack).write_text(json.dumps(info, indent=2))
@@ -463,6 +614,7 @@ def deploy(args, emulator: Emulator, overrides: list[str] | None = None) -> dict
                 "LOGIN_IP_LOCK_AFTER_FAILURES=100",
                 "LOGIN_LOCK_SECONDS=900",
                 "RUST_LOG=info",
+                *([f"STRIPE_SECRET_NAME={stripe['secret_name']}"] if stripe else []),
             ]
         )
         + "\n"
@@ -531,10 +683,13 @@ def cmd_up(args) -> int:
     try:
         info = deploy(args, emulator, overrides)
         log(ready_line(started, args.since))
+        stripe = info["stripe"]
+        # A stripe stack's Stripe, beside the API (`make dev PARAMS="PaymentProvider=stripe"`).
+        stripe_line = f"\n    Stripe   : {stripe['url']}  (keys in secret {stripe['secret_name']})" if stripe else ""
         print(
             f"""
   Shop API (stack {info['stack']}) is up.
-    Base URL : {info['api_url']}
+    Base URL : {info['api_url']}{stripe_line}
     WebSocket: {info['ws_url']}?token=<access token>  (order updates; `make -s ws-url`)
     Admin    : {args.admin_email} / {args.admin_password}
   Try:
@@ -650,35 +805,62 @@ LIMITS_OVERRIDES = [
     "LoginEmailLockAfterFailures=1000", "LoginIpLockAfterFailures=4", "LoginLockSeconds=3",
     "NotificationsPerUserPerHour=2",
 ]
+# The orders sweep settles an order still pending after a minute, every minute.
+FAST_SWEEP = ["StuckOrderMinutes=1", "SweepIntervalMinutes=1"]
+# A third stack in the same emulator that charges through Stripe (the Stripe emulator beside the
+# emulator), for tests/ that pay with it: the suite's limits, and a 3-D Secure left undone expires
+# (payment_expired) within the sweep's next minutes.
+STRIPE_STACK = "shop-e2e-stripe"
+STRIPE_OVERRIDES = [*SUITE_OVERRIDES, "PaymentProvider=stripe", *FAST_SWEEP, "PaymentActionMinutes=1"]
+
+
+# The stack outputs the e2e suite reads, for the tests that set up state or count round trips through the
+# repositories directly: the name it reads each under (after its prefix) -> the output.
+SUITE_OUTPUTS = {
+    "USERS_TABLE": "UsersTableName", "PRODUCTS_TABLE": "ProductsTableName", "ORDERS_TABLE": "OrdersTableName",
+    "IDEMPOTENCY_TABLE": "IdempotencyTableName", "INVENTORY_ADJUSTMENTS_TABLE": "InventoryAdjustmentsTableName",
+    "GUARDS_TABLE": "GuardsTableName", "CONNECTIONS_TABLE": "ConnectionsTableName",
+    "NOTIFICATIONS_TABLE": "NotificationsTableName", "NOTIFICATIONS_QUEUE_URL": "NotificationsQueueUrl",
+    "NOTIFICATIONS_DLQ_URL": "NotificationsDeadLetterQueueUrl", "PAYMENTS_QUEUE_URL": "PaymentsQueueUrl",
+    "FAILED_RECORDS_QUEUE_URL": "PublisherFailedRecordsQueueUrl", "PAYMENTS_LEDGER_TABLE": "MockPaymentsLedgerTableName",
+}
+
+
+def stack_env(info: dict, endpoint: str, prefix: str = "SHOP_") -> dict[str, str]:
+    """The deployed stack `info` as the e2e suite reaches it, each name under `prefix`: its URLs, its
+    signing key and SUITE_OUTPUTS."""
+    values = dict(
+        API_URL=info["api_url"],
+        WS_URL=info["ws_url"],
+        JWT_SECRET=jwt_secret(info["stack"], endpoint),
+        **{name: info["outputs"][output] for name, output in SUITE_OUTPUTS.items()},
+    )
+    return {f"{prefix}{name}": value for name, value in values.items()}
 
 
 def suite_env(info: dict, args, endpoint: str) -> dict[str, str]:
     """What the e2e suite needs to reach the deployed stack `info` (README "The end-to-end suite")."""
-    outputs = info["outputs"]
     return dict(
-        SHOP_API_URL=info["api_url"],
-        SHOP_WS_URL=info["ws_url"],
+        stack_env(info, endpoint),
         SHOP_ADMIN_EMAIL=args.admin_email,
         SHOP_ADMIN_PASSWORD=args.admin_password,
-        SHOP_JWT_SECRET=jwt_secret(args.stack, endpoint),
-        # For the tests that set up state or count round trips through the repositories directly.
         SHOP_AWS_ENDPOINT_URL=endpoint,
-        SHOP_USERS_TABLE=outputs["UsersTableName"],
-        SHOP_PRODUCTS_TABLE=outputs["ProductsTableName"],
-        SHOP_ORDERS_TABLE=outputs["OrdersTableName"],
-        SHOP_IDEMPOTENCY_TABLE=outputs["IdempotencyTableName"],
-        SHOP_INVENTORY_ADJUSTMENTS_TABLE=outputs["InventoryAdjustmentsTableName"],
-        SHOP_GUARDS_TABLE=outputs["GuardsTableName"],
-        SHOP_CONNECTIONS_TABLE=outputs["ConnectionsTableName"],
-        SHOP_NOTIFICATIONS_TABLE=outputs["NotificationsTableName"],
-        SHOP_NOTIFICATIONS_QUEUE_URL=outputs["NotificationsQueueUrl"],
-        SHOP_NOTIFICATIONS_DLQ_URL=outputs["NotificationsDeadLetterQueueUrl"],
-        SHOP_PAYMENTS_QUEUE_URL=outputs["PaymentsQueueUrl"],
-        SHOP_FAILED_RECORDS_QUEUE_URL=outputs["PublisherFailedRecordsQueueUrl"],
-        SHOP_PAYMENTS_LEDGER_TABLE=outputs["MockPaymentsLedgerTableName"],
         # How the outbox test redrives failed records, as an operator would.
         SHOP_REDRIVE_COMMAND=f"{VENV / 'sam' / 'bin' / 'python'} {ROOT / 'scripts' / 'redrive_outbox.py'} "
         f"--stack {args.stack} --endpoint {endpoint}",
+    )
+
+
+def stripe_suite_env(info: dict, endpoint: str) -> dict[str, str]:
+    """The stripe stack `info` under SHOP_STRIPE_ (stack_env), the Stripe emulator it charges through
+    (SHOP_STRIPE_URL) and the keys of its secret: the tests drive 3-D Secure and sign events with them."""
+    keys = stripe_keys(info["stripe"]["secret_name"], endpoint)
+    return dict(
+        stack_env(info, endpoint, "SHOP_STRIPE_"),
+        SHOP_STRIPE_URL=info["stripe"]["url"],
+        SHOP_STRIPE_SECRET_KEY=keys["secret_key"],
+        SHOP_STRIPE_WEBHOOK_SECRET=keys["webhook_secret"],
+        SHOP_STRIPE_SETTINGS=" ".join(STRIPE_OVERRIDES),
     )
 
 
@@ -737,7 +919,8 @@ def conformance_check(api_url: str, args) -> int:
 
 def cmd_e2e(args) -> int:
     """Starts a private emulator and trace recorder, deploys a fresh stack (and a tightly limited second
-    one), runs the end-to-end suite and the observability check against them, stops them."""
+    one, and a third charging through the Stripe emulator beside the emulator), runs the end-to-end suite
+    and the observability check against them, stops them."""
     endpoint = f"http://127.0.0.1:{args.port}"
     if emulator_answers(endpoint):
         sys.exit(f"port {args.port} is taken by another emulator; the suite needs its own")
@@ -755,6 +938,9 @@ def cmd_e2e(args) -> int:
                 SHOP_LIMITS_JWT_SECRET=jwt_secret(LIMITS_STACK, endpoint),
                 SHOP_LIMITS_SETTINGS=" ".join(LIMITS_OVERRIDES),
             )
+        if not args.without_stripe_stack:
+            stripe = deploy(argparse.Namespace(**{**vars(args), "stack": STRIPE_STACK}), emulator, STRIPE_OVERRIDES)
+            env.update(stripe_suite_env(stripe, endpoint))
         env.update(suite_env(info, args, endpoint))
         recorder.wait_ready()
         log(f"running the end-to-end suite, the observability check and the docs page check against {info['api_url']}")
@@ -807,8 +993,6 @@ class Scenario(NamedTuple):
 # open breaker probes again after a second, so the scenario settles in seconds instead of waiting out
 # backoffs that the invariants do not depend on.
 FAST_RETRIES = ["NotificationsRetryBaseSeconds=0", "BreakerOpenSeconds=1"]
-# The orders sweep settles an order still pending after a minute, every minute.
-FAST_SWEEP = ["StuckOrderMinutes=1", "SweepIntervalMinutes=1"]
 CHAOS_SCENARIOS = {
     "payment": Scenario(
         "shop-chaos-payment",
@@ -986,6 +1170,11 @@ def main() -> int:
     e2e.add_argument(
         "--without-limits-stack", action="store_true",
         help="skip the tightly limited second stack (only for runs that filter out tests/limits.rs)",
+    )
+    e2e.add_argument(
+        "--without-stripe-stack", action="store_true",
+        help="skip the third stack, the one that charges through the Stripe emulator (only for runs that "
+        "filter out the tests that pay with Stripe)",
     )
     e2e.add_argument("test_args", nargs="*")
     e2e.set_defaults(func=cmd_e2e, no_demo=True)

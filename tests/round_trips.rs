@@ -47,6 +47,7 @@ impl Counted {
                 )),
                 orders: orders.clone(),
                 idempotency: Arc::new(DynamoIdempotencyStore::new(client.clone(), &tables.idempotency)),
+                payment_tokens: domain::PaymentTokenRule::Mock,
             },
             tokens: tokens(),
         };
@@ -61,6 +62,7 @@ impl Counted {
                     products: create.placement.products.clone(),
                     orders: orders.clone(),
                     idempotency: create.placement.idempotency.clone(),
+                    payment_tokens: domain::PaymentTokenRule::Mock,
                 },
                 orders,
                 users: Arc::new(DynamoUserRepository::new(client.clone(), &tables.users)),

@@ -89,7 +89,7 @@ impl Deps {
         let orders: Arc<dyn OrderRepository> = state.orders();
         let services = Services {
             catalogue: state.catalogue(),
-            placement: PlacementDeps::from_state(state),
+            placement: PlacementDeps::from_state(state)?,
             orders,
             users: state.users(),
             cursors: state.cursors().await?,
@@ -177,6 +177,7 @@ mod tests {
                 products: world.products.clone(),
                 orders: world.orders.clone(),
                 idempotency: world.idempotency.clone(),
+                payment_tokens: domain::PaymentTokenRule::Mock,
             },
             orders: world.orders.clone(),
             users: world.users.clone(),

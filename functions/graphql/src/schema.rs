@@ -102,7 +102,7 @@ impl Query {
         let order = order_for_caller(services(ctx)?.orders.as_ref(), identity, &id)
             .await
             .or_gql()?;
-        OrderNode::of(&order).map(Some).or_gql()
+        OrderNode::of(&order, identity).map(Some).or_gql()
     }
 
     /// The caller's orders, newest first.
@@ -130,7 +130,7 @@ impl Query {
             items: page
                 .items
                 .iter()
-                .map(OrderNode::of)
+                .map(|order| OrderNode::of(order, identity))
                 .collect::<Result<_, _>>()
                 .or_gql()?,
             next_cursor: listing.next_cursor(&services.cursors, page.next).or_gql()?,
@@ -186,7 +186,7 @@ impl Mutation {
         let order = cancel_for_caller(services(ctx)?.orders.as_ref(), identity, &id, cause)
             .await
             .or_gql()?;
-        OrderNode::of(&order).or_gql()
+        OrderNode::of(&order, identity).or_gql()
     }
 }
 
@@ -285,8 +285,19 @@ pub struct OrderNode {
     payment_status: String,
     #[serde(default)]
     cancel_reason: Option<String>,
+    /// While the payment waits for the customer to authenticate (3-D Secure), and to the order's
+    /// owner only: what their browser completes it with.
+    #[serde(default)]
+    payment_action: Option<PaymentActionNode>,
     created_at: String,
     updated_at: String,
+}
+
+/// What the customer's browser needs to complete a payment (Stripe.js `handleNextAction`).
+#[derive(SimpleObject, Deserialize)]
+#[graphql(name = "PaymentAction")]
+pub struct PaymentActionNode {
+    client_secret: String,
 }
 
 #[derive(SimpleObject, Deserialize)]
@@ -299,8 +310,8 @@ pub struct OrderLineNode {
 
 impl OrderNode {
     /// The order as REST shows it (`OrderView`), so both APIs show the same fields the same way.
-    fn of(order: &Order) -> Result<Self, ApiError> {
-        serde_json::to_value(OrderView::from(order))
+    fn of(order: &Order, caller: &Identity) -> Result<Self, ApiError> {
+        serde_json::to_value(OrderView::for_caller(order, caller))
             .and_then(serde_json::from_value)
             .map_err(ApiError::internal)
     }

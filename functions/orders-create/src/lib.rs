@@ -26,7 +26,7 @@ pub struct Deps {
 impl Deps {
     pub async fn from_state(state: &ApiState) -> Result<Self, InitError> {
         Ok(Self {
-            placement: PlacementDeps::from_state(state),
+            placement: PlacementDeps::from_state(state)?,
             tokens: state.tokens().await?,
         })
     }
@@ -84,6 +84,7 @@ mod tests {
                 products: world.products.clone(),
                 orders: world.orders.clone(),
                 idempotency: world.idempotency.clone(),
+                payment_tokens: domain::PaymentTokenRule::Mock,
             },
             tokens: tokens(),
         }

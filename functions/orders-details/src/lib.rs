@@ -3,6 +3,7 @@
 //! deleted since still shows its line, without the catalogue fields.
 
 use api::ApiError;
+use api::auth::Identity;
 use api::http::{json_response, respond};
 use api::orders::{OrderView, order_for_caller};
 use domain::{Order, Product, User};
@@ -38,8 +39,13 @@ struct OrderDetails<'a> {
     items: Vec<DetailedLine<'a>>,
 }
 
-fn details<'a>(order: &'a Order, user: Option<&'a User>, products: &'a [Product]) -> OrderDetails<'a> {
-    let mut view = OrderView::from(order);
+fn details<'a>(
+    order: &'a Order,
+    caller: &Identity,
+    user: Option<&'a User>,
+    products: &'a [Product],
+) -> OrderDetails<'a> {
+    let mut view = OrderView::for_caller(order, caller);
     let lines = std::mem::take(&mut view.items);
     OrderDetails {
         order: view,
@@ -69,7 +75,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         let identity = request.identity(&deps.tokens)?;
         let order = order_for_caller(deps.orders.as_ref(), &identity, &request.path_param("order_id")?).await?;
         let (user, products) = deps.orders.details(&order).await.map_err(ApiError::from)?;
-        json_response(StatusCode::OK, &details(&order, user.as_ref(), &products))
+        json_response(StatusCode::OK, &details(&order, &identity, user.as_ref(), &products))
     })
     .await
 }

@@ -11,7 +11,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
     respond(request, |request| async move {
         let identity = request.identity(&deps.tokens)?;
         let order = order_for_caller(deps.orders.as_ref(), &identity, &request.path_param("order_id")?).await?;
-        json_response(StatusCode::OK, &OrderView::from(&order))
+        json_response(StatusCode::OK, &OrderView::for_caller(&order, &identity))
     })
     .await
 }

@@ -41,7 +41,11 @@ pub async fn handle(deps: &Deps, request: Request) -> Response<Body> {
         json_response(
             StatusCode::OK,
             &PageBody {
-                items: page.items.iter().map(OrderView::from).collect(),
+                items: page
+                    .items
+                    .iter()
+                    .map(|order| OrderView::for_caller(order, &identity))
+                    .collect(),
                 next_cursor: listing.next_cursor(&deps.cursors, page.next)?,
             },
         )

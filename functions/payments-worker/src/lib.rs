@@ -11,6 +11,12 @@
 //!   once the attempts run out *and* the provider confirms it holds no charge is the order declined.
 //!   An unknown outcome is never taken for a decline.
 //!
+//! - the card asks the customer to authenticate (3-D Secure): the order stays `PENDING`, its payment
+//!   `action_required` with the secret the customer's browser completes it with, until
+//!   `PaymentActionMinutes` have passed. A later delivery (the sweep's, or a redelivery) asks the
+//!   provider where it stands: charged confirms, failed declines, still waiting past the deadline
+//!   voids the payment and cancels the order as `payment_expired`.
+//!
 //! And for every cancelled order (its `order.cancelled`, or a redelivered `order.created` that finds
 //! it cancelled): reconcile with the provider, so that every charge of an order that ends `CANCELLED`
 //! is refunded, whatever crashed in between: a `refund_pending` order is refunded; a `pending` one is
@@ -23,20 +29,23 @@
 //! count, so a deferral never uses one up and an outage of the provider never declines a good order.
 
 pub mod provider;
+pub mod stripe;
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use domain::events::{Envelope, EventData, EventType};
-use domain::{CancelReason, Order, OrderId, OrderStatus, PaymentStatus, Transition};
+use domain::{CancelReason, Order, OrderId, OrderStatus, PaymentAction, PaymentStatus, Transition};
 use store::idempotency::IdempotencyStore;
 use store::orders::{OrderRepository, StepError, StepOutcome, step};
 use store::payments::PaymentLedger;
 use worker::breaker::{BreakerError, CircuitBreaker};
-use worker::once::{Once, at_most_once};
+use worker::once::{Once, Progress, at_most_once_until};
 use worker::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
 
-pub use crate::provider::{ChargeOutcome, ChargeRecord, PaymentProvider, TransientPaymentError};
+pub use crate::provider::{
+    ActionOutcome, ChargeOutcome, ChargeRecord, ChargeRequest, PaymentProvider, TransientPaymentError,
+};
 
 pub struct Deps {
     pub orders: Arc<dyn OrderRepository>,
@@ -49,6 +58,8 @@ pub struct Deps {
     pub ledger: Arc<dyn PaymentLedger>,
     /// The payment provider's circuit breaker, kept for the life of the instance.
     pub breaker: CircuitBreaker,
+    /// How long a customer has to authenticate a payment (3-D Secure) before it is voided.
+    pub payment_action_window: time::Duration,
 }
 
 /// The saga's decision for a charge attempt, given how many attempts this is.
@@ -56,6 +67,8 @@ pub struct Deps {
 pub enum Decision {
     Confirm,
     Decline,
+    /// The customer must authenticate first: the order waits for them.
+    AwaitCustomer,
     /// No answer: ask the provider what it holds, then decide.
     LookUp,
 }
@@ -64,6 +77,7 @@ pub fn decide(charge: &Result<ChargeOutcome, TransientPaymentError>) -> Decision
     match charge {
         Ok(ChargeOutcome::Approved) => Decision::Confirm,
         Ok(ChargeOutcome::Declined) => Decision::Decline,
+        Ok(ChargeOutcome::ActionRequired { .. }) => Decision::AwaitCustomer,
         Err(_) => Decision::LookUp,
     }
 }
@@ -110,12 +124,19 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), Message
     let record_key = format!("{record_key}#{order_id}");
     let correlation_id = envelope.correlation_id.as_str();
     let work = || async {
-        match envelope.event_type {
-            EventType::OrderCreated => pay(deps, &order_id, correlation_id).await,
-            _ => reconcile(deps, &order_id).await,
-        }
+        let outcome = match envelope.event_type {
+            EventType::OrderCreated => pay(deps, &order_id, correlation_id).await?,
+            _ => reconcile(deps, &order_id).await?,
+        };
+        // An order waiting for its customer is not settled: the sweep's later delivery of this same
+        // event must look again (charged, failed, or expired).
+        Ok::<_, MessageError>(if outcome == AWAITING_CUSTOMER {
+            Progress::Unfinished(outcome)
+        } else {
+            Progress::Finished(outcome)
+        })
     };
-    match at_most_once(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? {
+    match at_most_once_until(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? {
         Once::Ran(outcome) => tracing::info!(order_id = %order_id, outcome, "payment step done"),
         Once::AlreadyDone => tracing::info!(order_id = %order_id, "already handled; duplicate dropped"),
     }
@@ -132,6 +153,9 @@ async fn pay(deps: &Deps, order_id: &OrderId, correlation_id: &str) -> Result<&'
         // Cancelled (maybe while an earlier delivery charged it and crashed): keep no charge.
         return reconcile_order(deps, &order).await;
     }
+    if order.payment_status == PaymentStatus::ActionRequired {
+        return settle_action(deps, order, correlation_id).await;
+    }
     // Asked before the attempt is counted: a deferral is not an attempt. Dropping `permit` unreported
     // (no charge after all) frees the breaker's probe slot.
     let permit = deps.breaker.try_acquire().map_err(|open| deferred(open.retry_after))?;
@@ -144,17 +168,29 @@ async fn pay(deps: &Deps, order_id: &OrderId, correlation_id: &str) -> Result<&'
         drop(permit);
         Err(TransientPaymentError("attempts exhausted".into()))
     } else {
-        let charge = deps
-            .provider
-            .charge(&order.id, order.total_amount, order.payment_token.as_deref())
-            .await;
+        let currency = order.currency.code().to_ascii_lowercase();
+        let request = ChargeRequest {
+            order_id: &order.id,
+            amount: order.total_amount,
+            currency: &currency,
+            token: order.payment_token.as_deref(),
+        };
+        let charge = deps.provider.charge(&request).await;
         // Only a provider failure counts against it; a declined card is an answer.
         permit.report(&charge, |_| true);
         charge
     };
     match decide(&charge) {
         Decision::Confirm => confirm(deps, order, correlation_id).await,
-        Decision::Decline => decline(deps, order, correlation_id).await,
+        Decision::Decline => decline(deps, order, CancelReason::PaymentDeclined, correlation_id).await,
+        Decision::AwaitCustomer => {
+            let Ok(ChargeOutcome::ActionRequired { client_secret }) = charge else {
+                return Err(MessageError::Retry(
+                    "the charge's outcome changed while it was read".into(),
+                ));
+            };
+            await_customer(deps, order, client_secret).await
+        }
         Decision::LookUp => {
             if let Err(error) = &charge {
                 tracing::warn!(order_id = %order.id, error = %error, attempt, "no answer to the charge; asking the provider");
@@ -169,7 +205,7 @@ async fn pay(deps: &Deps, order_id: &OrderId, correlation_id: &str) -> Result<&'
                 // still land, so it is given until the next delivery to show up in the lookup.
                 Ok(_) if attempt > deps.max_attempts => {
                     tracing::warn!(order_id = %order.id, attempt, "payment attempts exhausted and no charge held; declining");
-                    decline(deps, order, correlation_id).await
+                    decline(deps, order, CancelReason::PaymentDeclined, correlation_id).await
                 }
                 Ok(_) => Err(MessageError::Retry(format!(
                     "payment attempt {attempt} of {} failed; no charge held",
@@ -210,30 +246,100 @@ async fn confirm(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'st
     }
 }
 
-async fn decline(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'static str, MessageError> {
+/// Cancels an unpaid order because its payment failed (`payment_declined`) or its customer did not
+/// authenticate in time (`payment_expired`), releasing its stock in the same transaction.
+async fn decline(
+    deps: &Deps,
+    order: Order,
+    reason: CancelReason,
+    correlation_id: &str,
+) -> Result<&'static str, MessageError> {
     let order_id = order.id.clone();
-    let reason = Some(CancelReason::PaymentDeclined);
     match step(
         deps.orders.as_ref(),
         order,
         Transition::DeclinePayment,
-        reason,
+        Some(reason),
         &wiring::telemetry::cause(correlation_id),
     )
     .await
     {
         Ok(outcome) => {
+            let expired = reason == CancelReason::PaymentExpired;
             if let StepOutcome::Moved(_) = outcome {
-                metrics::counter!("PaymentsDeclined").increment(1);
-                metrics::histogram!("PaymentDeclineRate").record(1.0);
+                if expired {
+                    metrics::counter!("PaymentsExpired").increment(1);
+                } else {
+                    metrics::counter!("PaymentsDeclined").increment(1);
+                    metrics::histogram!("PaymentDeclineRate").record(1.0);
+                }
             }
-            tracing::info!(order_id = %order_id, "payment declined; order cancelled and stock released");
-            Ok("declined")
+            tracing::info!(order_id = %order_id, reason = ?reason, "payment not made; order cancelled and stock released");
+            Ok(if expired { "expired" } else { "declined" })
         }
         // Already cancelled by the customer: the stock was released then.
         Err(StepError::Refused(_)) => reconcile(deps, &order_id).await,
         Err(error) => Err(retry(error)),
     }
+}
+
+/// The payment step's outcome for an order left waiting for its customer's authentication.
+const AWAITING_CUSTOMER: &str = "awaiting the customer";
+
+/// The card asked the customer to authenticate: the order waits for them, with the secret their
+/// browser completes the payment with, until the payment-action window closes.
+async fn await_customer(deps: &Deps, order: Order, client_secret: String) -> Result<&'static str, MessageError> {
+    let expires_at = time::OffsetDateTime::now_utc() + deps.payment_action_window;
+    let action = PaymentAction {
+        client_secret,
+        expires_at: domain::format_rfc3339(expires_at),
+    };
+    if deps.ledger.require_action(&order.id, &action).await.map_err(retry)? {
+        metrics::counter!("PaymentsActionRequired").increment(1);
+        tracing::info!(order_id = %order.id, expires_at = %action.expires_at, "the card asks the customer to authenticate");
+        Ok(AWAITING_CUSTOMER)
+    } else {
+        // Cancelled meanwhile: the payment must not complete now.
+        reconcile(deps, &order.id).await
+    }
+}
+
+/// A later look at an order waiting for its customer (a redelivery, or the sweep): charged confirms
+/// it, failed declines it, and still waiting once the window has closed voids the payment and
+/// cancels the order as expired.
+async fn settle_action(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'static str, MessageError> {
+    let outcome = deps
+        .breaker
+        .call(|_| true, || deps.provider.action_outcome(&order.id))
+        .await
+        .map_err(breaker_failure)?;
+    match outcome {
+        ActionOutcome::Charged(_) => confirm(deps, order, correlation_id).await,
+        ActionOutcome::Failed => decline(deps, order, CancelReason::PaymentDeclined, correlation_id).await,
+        ActionOutcome::Waiting if !action_expired(&order) => Ok(AWAITING_CUSTOMER),
+        ActionOutcome::Waiting => {
+            let charged = deps
+                .breaker
+                .call(|_| true, || deps.provider.void(&order.id))
+                .await
+                .map_err(breaker_failure)?;
+            match charged {
+                // Authenticated at the last moment: the voiding came too late, the payment stands.
+                Some(_) => confirm(deps, order, correlation_id).await,
+                None => decline(deps, order, CancelReason::PaymentExpired, correlation_id).await,
+            }
+        }
+    }
+}
+
+/// Whether the order's payment-action window has closed (a missing or unreadable deadline counts as
+/// closed: nothing waits forever).
+fn action_expired(order: &Order) -> bool {
+    order
+        .payment_action
+        .as_ref()
+        .and_then(|action| domain::parse_rfc3339(&action.expires_at))
+        .is_none_or(|expires_at| expires_at <= time::OffsetDateTime::now_utc())
 }
 
 /// Makes sure a cancelled order keeps none of the customer's money.
@@ -255,13 +361,10 @@ async fn reconcile_order(deps: &Deps, order: &Order) -> Result<&'static str, Mes
             let amount = deps.ledger.refund_owed(&order.id).await.map_err(retry)?;
             settle_refund(deps, &order.id, amount.unwrap_or(order.total_amount)).await
         }
-        // Cancelled or declined before any charge was known: ask the provider, in case one went
-        // through.
-        PaymentStatus::Pending | PaymentStatus::Declined => {
-            let found = deps
-                .breaker
-                .call(|_| true, || deps.provider.find_charge(&order.id))
-                .await;
+        // Cancelled or declined before any charge was known: void whatever payment may still complete
+        // (a customer's pending authentication) and ask the provider, in case one went through.
+        PaymentStatus::Pending | PaymentStatus::Declined | PaymentStatus::ActionRequired => {
+            let found = deps.breaker.call(|_| true, || deps.provider.void(&order.id)).await;
             match found.map_err(breaker_failure)? {
                 None => Ok("never charged"),
                 Some(charge) if charge.refunded => {
@@ -301,522 +404,6 @@ async fn settle_refund(deps: &Deps, order_id: &OrderId, amount: i64) -> Result<&
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::provider::{InMemoryChargeBook, MockPaymentProvider};
-    use async_trait::async_trait;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
-    use store::memory::InMemoryPaymentLedger;
-    use store::testing::{KETTLE_ID, MUG_ID, OrderWorld, SAMPLE_ORDER_ID};
-    use worker::breaker::{BreakerPolicy, ManualClock};
-    use worker::testing::RecordedDelays;
-
-    /// The mock provider (on in-memory books), counting the calls made to it.
-    struct CountingProvider {
-        mock: MockPaymentProvider,
-        charges: Mutex<u32>,
-        refunds: Mutex<u32>,
-        /// While set, every call fails as an outage would.
-        down: AtomicBool,
-    }
-
-    impl Default for CountingProvider {
-        fn default() -> Self {
-            Self {
-                mock: MockPaymentProvider {
-                    book: Arc::new(InMemoryChargeBook::default()),
-                },
-                charges: Mutex::default(),
-                refunds: Mutex::default(),
-                down: AtomicBool::default(),
-            }
-        }
-    }
-
-    impl CountingProvider {
-        fn charges(&self) -> u32 {
-            *self.charges.lock().unwrap()
-        }
-
-        fn outage(&self) -> Result<(), TransientPaymentError> {
-            if self.down.load(Ordering::SeqCst) {
-                Err(TransientPaymentError("provider down".into()))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    #[async_trait]
-    impl PaymentProvider for CountingProvider {
-        async fn charge(
-            &self,
-            order_id: &OrderId,
-            amount: i64,
-            token: Option<&str>,
-        ) -> Result<ChargeOutcome, TransientPaymentError> {
-            *self.charges.lock().unwrap() += 1;
-            self.outage()?;
-            self.mock.charge(order_id, amount, token).await
-        }
-        async fn refund(&self, order_id: &OrderId, amount: i64) -> Result<(), TransientPaymentError> {
-            *self.refunds.lock().unwrap() += 1;
-            self.outage()?;
-            self.mock.refund(order_id, amount).await
-        }
-        async fn find_charge(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError> {
-            self.outage()?;
-            self.mock.find_charge(order_id).await
-        }
-    }
-
-    /// The in-memory ledger beside the world's orders.
-    fn ledger_of(world: &OrderWorld) -> Arc<InMemoryPaymentLedger> {
-        Arc::new(InMemoryPaymentLedger::new(world.orders.clone()))
-    }
-
-    /// Charge attempts recorded for the sample order.
-    fn attempts_of_sample(ledger: &InMemoryPaymentLedger) -> u32 {
-        ledger.attempts(&OrderId::parse(SAMPLE_ORDER_ID).unwrap())
-    }
-
-    fn deps(world: &OrderWorld, provider: Arc<CountingProvider>) -> Deps {
-        Deps {
-            orders: world.orders.clone(),
-            idempotency: world.idempotency.clone(),
-            provider,
-            retry_delay: Arc::new(RecordedDelays::default()),
-            max_attempts: 3,
-            retry_base_secs: 1,
-            ledger: ledger_of(world),
-            breaker: CircuitBreaker::new("payment-provider", BreakerPolicy::default()),
-        }
-    }
-
-    const OPEN_FOR: Duration = Duration::from_secs(30);
-
-    /// `deps` with a breaker that opens after `threshold` provider failures, on a clock the test moves.
-    fn deps_with_breaker(
-        world: &OrderWorld,
-        provider: Arc<CountingProvider>,
-        threshold: u32,
-        clock: &Arc<ManualClock>,
-    ) -> (Deps, Arc<InMemoryPaymentLedger>, Arc<RecordedDelays>) {
-        let attempts = ledger_of(world);
-        let delays = Arc::new(RecordedDelays::default());
-        let policy = BreakerPolicy {
-            failure_threshold: threshold,
-            open_for: OPEN_FOR,
-        };
-        let deps = Deps {
-            ledger: attempts.clone(),
-            retry_delay: delays.clone(),
-            breaker: CircuitBreaker::with_clock("payment-provider", policy, clock.clone()),
-            ..self::deps(world, provider)
-        };
-        (deps, attempts, delays)
-    }
-
-    /// The sample `order.created` message for the sample order, delivered for the `receives`-th time.
-    /// (The payment token is read from the stored order: see `world_with_token`.)
-    fn message(receives: u32) -> SqsEvent {
-        let mut event: serde_json::Value =
-            serde_json::from_str(include_str!("../../../events/payments-worker.json")).unwrap();
-        event["Records"][0]["attributes"]["ApproximateReceiveCount"] = receives.to_string().into();
-        serde_json::from_value(event).unwrap()
-    }
-
-    async fn world_with_token(token: Option<&str>) -> OrderWorld {
-        let world = OrderWorld::with_sample_order().await;
-        world.set_sample_payment_token(token).await;
-        world
-    }
-
-    #[tokio::test]
-    async fn an_approved_payment_confirms_the_order_and_keeps_the_stock_reserved() {
-        let world = world_with_token(Some("tok_visa")).await;
-        let response = handle(&deps(&world, Arc::default()), message(1)).await;
-        assert!(response.batch_item_failures.is_empty());
-        let order = world.sample_order().await;
-        assert_eq!(
-            (order.status, order.payment_status),
-            (OrderStatus::Confirmed, PaymentStatus::Paid)
-        );
-        assert_eq!(world.stock(MUG_ID).await, 3);
-    }
-
-    #[tokio::test]
-    async fn a_declined_payment_cancels_and_releases_every_line() {
-        let world = world_with_token(Some("tok_decline")).await;
-        handle(&deps(&world, Arc::default()), message(1)).await;
-        let order = world.sample_order().await;
-        assert_eq!(order.status, OrderStatus::Cancelled);
-        assert_eq!(order.cancel_reason, Some(CancelReason::PaymentDeclined));
-        assert_eq!(order.payment_status, PaymentStatus::Declined);
-        assert_eq!((world.stock(MUG_ID).await, world.stock(KETTLE_ID).await), (5, 10));
-    }
-
-    #[tokio::test]
-    async fn transient_failures_are_retried_then_declined_and_compensated() {
-        let world = world_with_token(Some("tok_error")).await;
-        let provider = Arc::new(CountingProvider::default());
-        let deps = deps(&world, provider.clone());
-        for receives in 1..=3 {
-            let response = handle(&deps, message(receives)).await;
-            assert_eq!(response.batch_item_failures.len(), 1, "attempt {receives} is retried");
-            assert_eq!(world.sample_order().await.status, OrderStatus::Pending);
-        }
-        // The delivery after the last attempt only asks the provider, which holds no charge.
-        let response = handle(&deps, message(4)).await;
-        assert!(response.batch_item_failures.is_empty());
-        let order = world.sample_order().await;
-        assert_eq!(
-            (order.status, order.cancel_reason),
-            (OrderStatus::Cancelled, Some(CancelReason::PaymentDeclined))
-        );
-        assert_eq!(world.stock(MUG_ID).await, 5);
-        assert_eq!(*provider.charges.lock().unwrap(), 3);
-    }
-
-    #[tokio::test]
-    async fn a_redelivered_event_never_charges_twice() {
-        let world = world_with_token(None).await;
-        let provider = Arc::new(CountingProvider::default());
-        let deps = deps(&world, provider.clone());
-        handle(&deps, message(1)).await;
-        handle(&deps, message(2)).await;
-        assert_eq!(*provider.charges.lock().unwrap(), 1);
-        assert_eq!(world.sample_order().await.status, OrderStatus::Confirmed);
-    }
-
-    #[tokio::test]
-    async fn an_order_cancelled_before_payment_is_not_charged() {
-        let world = world_with_token(None).await;
-        world.set_sample_status(OrderStatus::Cancelled).await;
-        let provider = Arc::new(CountingProvider::default());
-        handle(&deps(&world, provider.clone()), message(1)).await;
-        assert_eq!(*provider.charges.lock().unwrap(), 0);
-        assert_eq!(world.sample_order().await.status, OrderStatus::Cancelled);
-    }
-
-    /// A provider that approves, while the customer cancels the order during the charge; its refunds
-    /// fail while `refunds_fail` is set.
-    struct CancelledDuringCharge {
-        world: Arc<OrderWorld>,
-        refunds_fail: AtomicBool,
-        refund_calls: Mutex<u32>,
-        charged: AtomicBool,
-    }
-
-    #[async_trait]
-    impl PaymentProvider for CancelledDuringCharge {
-        async fn charge(&self, _: &OrderId, _: i64, _: Option<&str>) -> Result<ChargeOutcome, TransientPaymentError> {
-            self.world.set_sample_status(OrderStatus::Cancelled).await;
-            self.charged.store(true, Ordering::SeqCst);
-            Ok(ChargeOutcome::Approved)
-        }
-        async fn find_charge(&self, _: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError> {
-            Ok(self.charged.load(Ordering::SeqCst).then_some(ChargeRecord {
-                amount: 7197,
-                refunded: false,
-            }))
-        }
-        async fn refund(&self, _: &OrderId, _: i64) -> Result<(), TransientPaymentError> {
-            *self.refund_calls.lock().unwrap() += 1;
-            if self.refunds_fail.load(Ordering::SeqCst) {
-                Err(TransientPaymentError("refunds down".into()))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_charge_whose_order_was_cancelled_meanwhile_is_refunded_even_when_the_first_refund_fails() {
-        // Given the customer cancels while the charge is approved, and the first refund fails,
-        let world = Arc::new(world_with_token(None).await);
-        let provider = Arc::new(CancelledDuringCharge {
-            world: world.clone(),
-            refunds_fail: AtomicBool::new(true),
-            refund_calls: Mutex::default(),
-            charged: AtomicBool::default(),
-        });
-        let ledger = ledger_of(&world);
-        let deps = Deps {
-            provider: provider.clone(),
-            ledger: ledger.clone(),
-            ..deps(&world, Arc::default())
-        };
-        let order_id = OrderId::parse(SAMPLE_ORDER_ID).unwrap();
-        let first = handle(&deps, message(1)).await;
-        // then the event is retried, the cancellation stands and the refund is noted as owed;
-        assert_eq!(first.batch_item_failures.len(), 1);
-        assert_eq!(world.sample_order().await.status, OrderStatus::Cancelled);
-        assert!(ledger.refund_owed(&order_id).await.unwrap().is_some());
-
-        // when the refunds work again, the redelivered event makes the refund (not "not pending"),
-        provider.refunds_fail.store(false, Ordering::SeqCst);
-        let second = handle(&deps, message(2)).await;
-        assert!(second.batch_item_failures.is_empty());
-        assert_eq!(*provider.refund_calls.lock().unwrap(), 2, "one failed, one made");
-        assert_eq!(ledger.refund_owed(&order_id).await.unwrap(), None);
-        assert_eq!(world.sample_order().await.payment_status, PaymentStatus::Refunded);
-
-        // and a further duplicate refunds nothing more.
-        handle(&deps, message(3)).await;
-        assert_eq!(*provider.refund_calls.lock().unwrap(), 2);
-    }
-
-    /// The sample message turned into the `order.cancelled` of an order that left `previous`.
-    fn cancelled_message(previous: OrderStatus, reason: &str) -> SqsEvent {
-        let mut event = message(1);
-        let body = event.records[0].body.take().unwrap();
-        let mut envelope: serde_json::Value = serde_json::from_str(&body).unwrap();
-        envelope["event_type"] = "order.cancelled".into();
-        envelope["event_id"] = "00000000000000000000000000000c01".into();
-        envelope["data"]["status"] = "CANCELLED".into();
-        envelope["data"]["cancel_reason"] = reason.into();
-        envelope["data"]["previous_status"] = serde_json::to_value(previous).unwrap();
-        event.records[0].body = Some(envelope.to_string());
-        event
-    }
-
-    #[tokio::test]
-    async fn a_paid_order_cancelled_later_is_refunded_exactly_once() {
-        let world = world_with_token(None).await;
-        let provider = Arc::new(CountingProvider::default());
-        let deps = deps(&world, provider.clone());
-        handle(&deps, message(1)).await;
-        world.set_sample_status(OrderStatus::Cancelled).await;
-        assert_eq!(world.sample_order().await.payment_status, PaymentStatus::RefundPending);
-        handle(&deps, cancelled_message(OrderStatus::Confirmed, "customer_cancelled")).await;
-        handle(&deps, cancelled_message(OrderStatus::Confirmed, "customer_cancelled")).await;
-        assert_eq!(*provider.refunds.lock().unwrap(), 1);
-        assert_eq!(world.sample_order().await.payment_status, PaymentStatus::Refunded);
-        let held = provider
-            .find_charge(&OrderId::parse(SAMPLE_ORDER_ID).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(
-            held.map(|charge| charge.refunded),
-            Some(true),
-            "the provider's books agree"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_charge_made_before_a_crash_is_found_and_refunded_when_the_order_was_cancelled() {
-        // Given a charge went through, and the order was cancelled before the worker could confirm it
-        let world = world_with_token(None).await;
-        let provider = Arc::new(CountingProvider::default());
-        let deps = deps(&world, provider.clone());
-        let order_id = OrderId::parse(SAMPLE_ORDER_ID).unwrap();
-        provider.charge(&order_id, 7197, None).await.unwrap();
-        world.set_sample_status(OrderStatus::Cancelled).await;
-        // When the order.created event is delivered again
-        let response = handle(&deps, message(2)).await;
-        // Then the provider is asked, the charge is found and refunded, once
-        assert!(response.batch_item_failures.is_empty());
-        assert_eq!(*provider.refunds.lock().unwrap(), 1);
-        assert_eq!(world.sample_order().await.payment_status, PaymentStatus::Refunded);
-    }
-
-    #[tokio::test]
-    async fn a_lost_charge_answer_is_looked_up_not_taken_for_a_decline() {
-        // Given every charge answer is lost (the provider charges, the worker hears nothing)
-        let world = world_with_token(None).await;
-        let mock = MockPaymentProvider {
-            book: Arc::new(InMemoryChargeBook::default()),
-        };
-        let provider = Arc::new(provider::GuardedProvider {
-            inner: Arc::new(mock),
-            faults: wiring::FaultPlan::parse("payment.charge=lost-response:1").unwrap(),
-        });
-        let deps = Deps {
-            provider,
-            ..deps(&world, Arc::default())
-        };
-        // When the order is paid for
-        let response = handle(&deps, message(1)).await;
-        // Then the lookup finds the charge and the order is confirmed, not retried or declined
-        assert!(response.batch_item_failures.is_empty());
-        let order = world.sample_order().await;
-        assert_eq!(
-            (order.status, order.payment_status),
-            (OrderStatus::Confirmed, PaymentStatus::Paid)
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unpaid_or_declined_cancellation_refunds_nothing() {
-        let world = world_with_token(None).await;
-        let provider = Arc::new(CountingProvider::default());
-        let deps = deps(&world, provider.clone());
-        world.set_sample_status(OrderStatus::Cancelled).await;
-        handle(&deps, cancelled_message(OrderStatus::Pending, "customer_cancelled")).await;
-        handle(&deps, cancelled_message(OrderStatus::Pending, "payment_declined")).await;
-        assert_eq!(*provider.refunds.lock().unwrap(), 0);
-        assert_eq!(
-            world.sample_order().await.payment_status,
-            PaymentStatus::Pending,
-            "never charged"
-        );
-    }
-
-    #[tokio::test]
-    async fn given_an_open_circuit_when_payment_messages_keep_coming_then_they_are_deferred_without_charging_or_using_attempts()
-     {
-        let world = world_with_token(Some("tok_visa")).await;
-        let provider = Arc::new(CountingProvider::default());
-        provider.down.store(true, Ordering::SeqCst);
-        let clock = Arc::new(ManualClock::default());
-        let (deps, attempts, delays) = deps_with_breaker(&world, provider.clone(), 2, &clock);
-        // Two real attempts fail and open the circuit (max_attempts is 3).
-        for receives in 1..=2 {
-            handle(&deps, message(receives)).await;
-        }
-        assert_eq!((provider.charges(), attempts_of_sample(&attempts)), (2, 2));
-
-        for receives in 3..=8 {
-            let response = handle(&deps, message(receives)).await;
-            assert_eq!(
-                response.batch_item_failures.len(),
-                1,
-                "delivery {receives} is retried, not deleted"
-            );
-        }
-
-        assert_eq!(provider.charges(), 2, "an open circuit does not call the provider");
-        assert_eq!(attempts_of_sample(&attempts), 2, "a deferral is not a charge attempt");
-        assert_eq!(
-            world.sample_order().await.status,
-            OrderStatus::Pending,
-            "not declined by the outage"
-        );
-        assert!(
-            delays.recorded()[2..].iter().all(|delay| *delay >= 30),
-            "back no sooner than the circuit's retry_after: {:?}",
-            delays.recorded()
-        );
-    }
-
-    #[tokio::test]
-    async fn given_an_open_circuit_when_its_time_is_up_and_the_provider_is_back_then_the_probe_confirms_the_order() {
-        let world = world_with_token(Some("tok_visa")).await;
-        let provider = Arc::new(CountingProvider::default());
-        provider.down.store(true, Ordering::SeqCst);
-        let clock = Arc::new(ManualClock::default());
-        let (deps, attempts, _) = deps_with_breaker(&world, provider.clone(), 2, &clock);
-        for receives in 1..=5 {
-            handle(&deps, message(receives)).await;
-        }
-        provider.down.store(false, Ordering::SeqCst);
-        clock.advance(OPEN_FOR);
-
-        let response = handle(&deps, message(6)).await;
-
-        assert!(response.batch_item_failures.is_empty());
-        assert_eq!(world.sample_order().await.status, OrderStatus::Confirmed);
-        assert_eq!((provider.charges(), attempts_of_sample(&attempts)), (3, 3));
-        assert_eq!(deps.breaker.state().name(), "closed");
-    }
-
-    #[tokio::test]
-    async fn given_a_failed_probe_then_it_is_a_real_attempt_and_the_last_one_declines_once_the_provider_says_no_charge()
-    {
-        let world = world_with_token(Some("tok_visa")).await;
-        let provider = Arc::new(CountingProvider::default());
-        provider.down.store(true, Ordering::SeqCst);
-        let clock = Arc::new(ManualClock::default());
-        let (deps, attempts, _) = deps_with_breaker(&world, provider.clone(), 2, &clock);
-        for receives in 1..=4 {
-            handle(&deps, message(receives)).await;
-        }
-        clock.advance(OPEN_FOR);
-
-        handle(&deps, message(5)).await;
-
-        assert_eq!((provider.charges(), attempts_of_sample(&attempts)), (3, 3));
-        assert_eq!(
-            world.sample_order().await.status,
-            OrderStatus::Pending,
-            "the outcome is unknown while the provider is down: never assumed declined"
-        );
-        provider.down.store(false, Ordering::SeqCst);
-        clock.advance(OPEN_FOR);
-        handle(&deps, message(6)).await;
-        assert_eq!(provider.charges(), 3, "no charge past the attempts: only a lookup");
-        let order = world.sample_order().await;
-        assert_eq!(
-            (order.status, order.cancel_reason),
-            (OrderStatus::Cancelled, Some(CancelReason::PaymentDeclined))
-        );
-        assert_eq!(world.stock(MUG_ID).await, 5, "compensated");
-    }
-
-    #[tokio::test]
-    async fn given_a_declined_card_then_the_circuit_stays_closed() {
-        let world = world_with_token(Some("tok_decline")).await;
-        let clock = Arc::new(ManualClock::default());
-        let (deps, _, _) = deps_with_breaker(&world, Arc::default(), 1, &clock);
-        handle(&deps, message(1)).await;
-        assert_eq!(world.sample_order().await.status, OrderStatus::Cancelled);
-        assert_eq!(
-            deps.breaker.state().name(),
-            "closed",
-            "a decline is an answer, not an outage"
-        );
-    }
-
-    #[tokio::test]
-    async fn given_an_open_circuit_then_a_refund_is_deferred_and_made_once_it_closes() {
-        let world = world_with_token(None).await;
-        let provider = Arc::new(CountingProvider::default());
-        handle(&deps(&world, provider.clone()), message(1)).await;
-        world.set_sample_status(OrderStatus::Cancelled).await;
-        provider.down.store(true, Ordering::SeqCst);
-        let clock = Arc::new(ManualClock::default());
-        let (deps, _, _) = deps_with_breaker(&world, provider.clone(), 1, &clock);
-        let refund = || cancelled_message(OrderStatus::Confirmed, "customer_cancelled");
-        assert_eq!(handle(&deps, refund()).await.batch_item_failures.len(), 1);
-        assert_eq!(handle(&deps, refund()).await.batch_item_failures.len(), 1);
-        assert_eq!(
-            *provider.refunds.lock().unwrap(),
-            1,
-            "the second was deferred, not tried"
-        );
-        provider.down.store(false, Ordering::SeqCst);
-        clock.advance(OPEN_FOR);
-        assert!(handle(&deps, refund()).await.batch_item_failures.is_empty());
-        handle(&deps, refund()).await;
-        assert_eq!(*provider.refunds.lock().unwrap(), 2, "one failed try, one refund");
-    }
-
-    #[test]
-    fn the_saga_decides_from_the_charge() {
-        let approved = Ok(ChargeOutcome::Approved);
-        let declined = Ok(ChargeOutcome::Declined);
-        let failed = Err(TransientPaymentError("down".into()));
-        assert_eq!(decide(&approved), Decision::Confirm);
-        assert_eq!(decide(&declined), Decision::Decline);
-        assert_eq!(decide(&failed), Decision::LookUp, "no answer is never a decline");
-    }
-
-    #[test]
-    fn a_poison_message_is_reported_alone() {
-        // Covered by the shared batch runner; here the worker's own parsing: not an envelope.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let world = world_with_token(None).await;
-            let mut event = message(1);
-            event.records[0].body = Some("{oops".into());
-            let response = handle(&deps(&world, Arc::default()), event).await;
-            assert_eq!(response.batch_item_failures.len(), 1);
-        });
-    }
-}
+mod action_tests;
+#[cfg(test)]
+mod tests;

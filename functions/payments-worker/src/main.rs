@@ -2,20 +2,37 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use payments_worker::Deps;
-use payments_worker::provider::{DynamoChargeBook, GuardedProvider, MockPaymentProvider};
+use payments_worker::provider::{DynamoChargeBook, GuardedProvider, MockPaymentProvider, PaymentProvider};
+use payments_worker::stripe::StripeProvider;
 use worker::breaker::{BreakerPolicy, CircuitBreaker};
 use worker::sqs::SqsRetryDelay;
+
+/// The payment provider adapters (`PAYMENT_PROVIDER`).
+#[derive(Clone, Copy)]
+enum Provider {
+    Mock,
+    Stripe,
+}
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     worker::run_worker(
         env!("CARGO_PKG_NAME"),
         async |state, env| {
-            // Only the mock provider exists yet; a real one is another choice behind the same trait.
-            env.choice("PAYMENT_PROVIDER", &[("mock", ())])?;
-            let book = DynamoChargeBook::new(state.dynamodb.clone(), env.required("MOCK_PAYMENTS_LEDGER_TABLE")?);
+            // Each provider reads only its own settings: nothing of Stripe's with the mock.
+            let inner: Arc<dyn PaymentProvider> = match env.choice(
+                "PAYMENT_PROVIDER",
+                &[("mock", Provider::Mock), ("stripe", Provider::Stripe)],
+            )? {
+                Provider::Mock => {
+                    let book =
+                        DynamoChargeBook::new(state.dynamodb.clone(), env.required("MOCK_PAYMENTS_LEDGER_TABLE")?);
+                    Arc::new(MockPaymentProvider { book: Arc::new(book) })
+                }
+                Provider::Stripe => Arc::new(StripeProvider::from_env(state, env).await?),
+            };
             let provider = Arc::new(GuardedProvider {
-                inner: Arc::new(MockPaymentProvider { book: Arc::new(book) }),
+                inner,
                 faults: state.faults.clone(),
             });
             Ok(Deps {
@@ -30,6 +47,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 retry_base_secs: env.number("RETRY_BASE_SECONDS", 0..=3600, None)?,
                 ledger: state.payment_ledger(),
                 breaker: CircuitBreaker::new("payment-provider", BreakerPolicy::from_env(env)?),
+                payment_action_window: time::Duration::minutes(env.number(
+                    "PAYMENT_ACTION_MINUTES",
+                    1..=1_440,
+                    Some(30),
+                )?),
             })
         },
         |deps, event: SqsEvent| async move { Ok(payments_worker::handle(&deps, event).await) },

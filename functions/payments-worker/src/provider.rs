@@ -16,11 +16,48 @@ use store::{StoreError, applied};
 use wiring::FaultPlan;
 use worker::provider::{CallFailure, PROVIDER_TIMEOUT, guarded};
 
+/// A charge to make: the order (the provider's idempotency key), its total in minor units and its
+/// currency (ISO 4217, lower case), and the customer's payment token if they gave one.
+#[derive(Debug, Clone, Copy)]
+pub struct ChargeRequest<'a> {
+    pub order_id: &'a OrderId,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub token: Option<&'a str>,
+}
+
 /// What a payment provider said about a charge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum ChargeOutcome {
     Approved,
     Declined,
+    /// The card asks the customer to authenticate (3-D Secure): nothing is charged until they do,
+    /// in their browser, with this secret.
+    ActionRequired {
+        client_secret: String,
+    },
+}
+
+/// Never prints the client secret.
+impl std::fmt::Debug for ChargeOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Approved => f.write_str("Approved"),
+            Self::Declined => f.write_str("Declined"),
+            Self::ActionRequired { .. } => f.write_str("ActionRequired"),
+        }
+    }
+}
+
+/// Where a payment that waits for its customer's authentication stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionOutcome {
+    /// Authenticated and charged.
+    Charged(ChargeRecord),
+    /// Still waiting for the customer.
+    Waiting,
+    /// Failed (authentication refused, card declined) or cancelled: nothing was charged.
+    Failed,
 }
 
 /// No answer, or an error worth retrying: the charge may or may not have happened.
@@ -37,18 +74,18 @@ pub struct ChargeRecord {
 
 #[async_trait]
 pub trait PaymentProvider: Send + Sync {
-    /// Charges `amount` (minor units) for `order_id`; the order id is the provider's idempotency key,
-    /// so a repeated call never charges twice.
-    async fn charge(
-        &self,
-        order_id: &OrderId,
-        amount: i64,
-        token: Option<&str>,
-    ) -> Result<ChargeOutcome, TransientPaymentError>;
+    /// Charges the order; the order id is the provider's idempotency key, so a repeated call never
+    /// charges twice.
+    async fn charge(&self, request: &ChargeRequest<'_>) -> Result<ChargeOutcome, TransientPaymentError>;
     /// Refunds `amount` of the order's charge; idempotent per order id like `charge`.
     async fn refund(&self, order_id: &OrderId, amount: i64) -> Result<(), TransientPaymentError>;
     /// The charge the provider holds for the order, looked up by its idempotency key.
     async fn find_charge(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError>;
+    /// Where the payment of an order whose customer was asked to authenticate stands.
+    async fn action_outcome(&self, order_id: &OrderId) -> Result<ActionOutcome, TransientPaymentError>;
+    /// Makes sure no payment of the order can complete from now on (with Stripe: its PaymentIntent
+    /// is cancelled). The charge, if one completed first: then it is the caller's to refund.
+    async fn void(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError>;
 }
 
 /// The mock provider's own books: one entry per charged order.
@@ -160,13 +197,9 @@ fn unavailable(error: StoreError) -> TransientPaymentError {
 
 #[async_trait]
 impl PaymentProvider for MockPaymentProvider {
-    async fn charge(
-        &self,
-        order_id: &OrderId,
-        amount: i64,
-        token: Option<&str>,
-    ) -> Result<ChargeOutcome, TransientPaymentError> {
-        let outcome = match token {
+    async fn charge(&self, request: &ChargeRequest<'_>) -> Result<ChargeOutcome, TransientPaymentError> {
+        let ChargeRequest { order_id, amount, .. } = *request;
+        let outcome = match request.token {
             Some("tok_decline") => ChargeOutcome::Declined,
             Some("tok_error") => return Err(TransientPaymentError("mock provider: simulated outage".into())),
             _ => {
@@ -191,6 +224,19 @@ impl PaymentProvider for MockPaymentProvider {
             refunded: entry.refunded_amount > 0,
         }))
     }
+
+    /// The mock never asks a customer to authenticate: a charge it holds, or none.
+    async fn action_outcome(&self, order_id: &OrderId) -> Result<ActionOutcome, TransientPaymentError> {
+        Ok(match self.find_charge(order_id).await? {
+            Some(charge) => ActionOutcome::Charged(charge),
+            None => ActionOutcome::Failed,
+        })
+    }
+
+    /// The mock's charges complete at once: nothing is left to cancel.
+    async fn void(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError> {
+        self.find_charge(order_id).await
+    }
 }
 
 /// Every provider call through a timeout and the deployment's fault injection (target `payment`):
@@ -209,14 +255,9 @@ fn transient(failure: CallFailure<TransientPaymentError>) -> TransientPaymentErr
 
 #[async_trait]
 impl PaymentProvider for GuardedProvider {
-    async fn charge(
-        &self,
-        order_id: &OrderId,
-        amount: i64,
-        token: Option<&str>,
-    ) -> Result<ChargeOutcome, TransientPaymentError> {
+    async fn charge(&self, request: &ChargeRequest<'_>) -> Result<ChargeOutcome, TransientPaymentError> {
         guarded(&self.faults, "payment", "charge", PROVIDER_TIMEOUT, || {
-            self.inner.charge(order_id, amount, token)
+            self.inner.charge(request)
         })
         .await
         .map_err(transient)
@@ -233,6 +274,22 @@ impl PaymentProvider for GuardedProvider {
     async fn find_charge(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError> {
         guarded(&self.faults, "payment", "find_charge", PROVIDER_TIMEOUT, || {
             self.inner.find_charge(order_id)
+        })
+        .await
+        .map_err(transient)
+    }
+
+    async fn action_outcome(&self, order_id: &OrderId) -> Result<ActionOutcome, TransientPaymentError> {
+        guarded(&self.faults, "payment", "action_outcome", PROVIDER_TIMEOUT, || {
+            self.inner.action_outcome(order_id)
+        })
+        .await
+        .map_err(transient)
+    }
+
+    async fn void(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError> {
+        guarded(&self.faults, "payment", "void", PROVIDER_TIMEOUT, || {
+            self.inner.void(order_id)
         })
         .await
         .map_err(transient)

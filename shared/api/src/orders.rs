@@ -42,8 +42,25 @@ pub struct OrderView<'a> {
     pub payment_status: PaymentStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<CancelReason>,
+    /// Only in the owner's view, while the payment waits for them (see [`OrderView::for_caller`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_action: Option<PaymentActionView<'a>>,
     pub created_at: &'a str,
     pub updated_at: &'a str,
+}
+
+/// What the customer's browser needs to complete a payment that waits for them (3-D Secure with
+/// Stripe.js): the PaymentIntent's client secret.
+#[derive(Serialize)]
+pub struct PaymentActionView<'a> {
+    pub client_secret: &'a str,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for PaymentActionView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PaymentActionView { client_secret: [redacted] }")
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -72,9 +89,25 @@ impl<'a> From<&'a Order> for OrderView<'a> {
             status: order.status,
             payment_status: order.payment_status,
             cancel_reason: order.cancel_reason,
+            payment_action: None,
             created_at: &order.created_at,
             updated_at: &order.updated_at,
         }
+    }
+}
+
+impl<'a> OrderView<'a> {
+    /// The order as `caller` sees it: a payment waiting for the customer shows its client secret to
+    /// the owner alone (whoever holds it can complete the payment), never to an admin reading
+    /// someone else's order.
+    pub fn for_caller(order: &'a Order, caller: &Identity) -> Self {
+        let mut view = Self::from(order);
+        if caller.user_id == order.user_id && order.payment_status == PaymentStatus::ActionRequired {
+            view.payment_action = order.payment_action.as_ref().map(|action| PaymentActionView {
+                client_secret: &action.client_secret,
+            });
+        }
+        view
     }
 }
 

@@ -12,33 +12,44 @@ use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use domain::validation::FieldErrors;
-use domain::{Cause, IdempotencyKey, NewOrder, Order, Product, ProductId, UserId, fingerprint, now_rfc3339};
+use domain::{
+    Cause, IdempotencyKey, NewOrder, Order, PaymentTokenRule, Product, ProductId, UserId, fingerprint, now_rfc3339,
+};
 use store::idempotency::{Claim, IdempotencyStore, Lease, StoredResponse};
 use store::orders::{OrderRepository, PlaceOutcome};
 use store::products::ProductCatalog;
 
 use crate::error::ApiError;
 use crate::orders::OrderView;
-use crate::state::ApiState;
+use crate::state::{ApiState, InitError};
 
 /// Idempotency records of placements are kept under this operation name, whichever API placed them.
 const OPERATION: &str = "orders-create";
 
-/// What placing an order needs: the catalogue as it is now (never a cache), the orders and the
-/// idempotency records.
+/// What placing an order needs: the catalogue as it is now (never a cache), the orders, the
+/// idempotency records, and what the deployment's payment provider takes as a payment token.
 pub struct PlacementDeps {
     pub products: Arc<dyn ProductCatalog>,
     pub orders: Arc<dyn OrderRepository>,
     pub idempotency: Arc<dyn IdempotencyStore>,
+    pub payment_tokens: PaymentTokenRule,
 }
 
 impl PlacementDeps {
-    pub fn from_state(state: &ApiState) -> Self {
-        Self {
+    pub fn from_state(state: &ApiState) -> Result<Self, InitError> {
+        let payment_tokens = state.env().choice(
+            "PAYMENT_PROVIDER",
+            &[
+                ("mock", PaymentTokenRule::Mock),
+                ("stripe", PaymentTokenRule::StripePaymentMethod),
+            ],
+        )?;
+        Ok(Self {
             products: state.products(),
             orders: state.orders(),
             idempotency: state.idempotency(),
-        }
+            payment_tokens,
+        })
     }
 }
 
@@ -113,6 +124,7 @@ pub async fn place_order(
         .map(|line| (line.product_id.clone(), line.quantity))
         .collect();
     let new_order = NewOrder::parse(&lines, request.payment_token.as_deref())?;
+    new_order.check_payment_token(deps.payment_tokens)?;
 
     // The claim and the catalogue read do not depend on each other: one round trip for both.
     let product_ids = new_order.product_ids();

@@ -18,8 +18,8 @@ pub use idempotency_key::{IdempotencyKey, fingerprint};
 pub use ids::{OrderId, ProductId, UserId};
 pub use money::{Currency, Price};
 pub use order::{
-    CancelReason, Cause, LineRequest, NewOrder, Order, OrderLine, OrderStatus, PaymentStatus, Quantity, Step,
-    Transition, order_total,
+    CancelReason, Cause, LineRequest, NewOrder, Order, OrderLine, OrderStatus, PaymentAction, PaymentStatus,
+    PaymentTokenRule, Quantity, Step, Transition, order_total,
 };
 pub use product::{Category, NewProduct, Product, ProductPatch, StockQuantity};
 pub use text::parse_text;
@@ -70,6 +70,11 @@ pub fn format_rfc3339(at: time::OffsetDateTime) -> String {
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     // Formatting a UTC date with a fixed, valid description cannot fail; fall back to epoch seconds.
     at.format(&format).unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+/// A timestamp this code wrote (or any RFC 3339 one); `None` when it is not one.
+pub fn parse_rfc3339(text: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 
 #[cfg(test)]

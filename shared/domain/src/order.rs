@@ -105,6 +105,13 @@ impl NewOrder {
         })
     }
 
+    /// Checks the payment token against what the deployment's payment provider takes (a refusal
+    /// names `payment_token`).
+    pub fn check_payment_token(&self, rule: PaymentTokenRule) -> Result<(), FieldErrors> {
+        rule.check(self.payment_token.as_deref())
+            .map_err(|invalid| FieldErrors::single("payment_token", invalid.0))
+    }
+
     pub fn product_ids(&self) -> Vec<ProductId> {
         self.lines.iter().map(|line| line.product_id.clone()).collect()
     }
@@ -125,6 +132,36 @@ impl NewOrder {
             }
         }
         if missing.is_empty() { Ok(priced) } else { Err(missing) }
+    }
+}
+
+/// What a placement's `payment_token` must be, by the deployment's payment provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentTokenRule {
+    /// The mock provider: optional, any visible token (`tok_decline` declines, `tok_error` fails).
+    Mock,
+    /// Stripe: required, the id of a PaymentMethod the client created with Stripe.js (`pm_...`).
+    StripePaymentMethod,
+}
+
+impl PaymentTokenRule {
+    pub fn check(self, token: Option<&str>) -> Result<(), Invalid> {
+        match (self, token) {
+            (Self::Mock, _) => Ok(()),
+            (Self::StripePaymentMethod, None) => {
+                Err(Invalid::new("is required: the id of a Stripe PaymentMethod (pm_...)"))
+            }
+            (Self::StripePaymentMethod, Some(token)) => {
+                let id = token.strip_prefix("pm_").unwrap_or_default();
+                if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    Ok(())
+                } else {
+                    Err(Invalid::new(
+                        "must be the id of a Stripe PaymentMethod: pm_ then letters, digits or underscores",
+                    ))
+                }
+            }
+        }
     }
 }
 
@@ -241,6 +278,8 @@ pub enum PaymentStatus {
     /// No charge has succeeded yet.
     #[default]
     Pending,
+    /// The card asks the customer to authenticate (3-D Secure): nothing is charged until they do.
+    ActionRequired,
     Paid,
     Declined,
     /// Charged, and cancelled: the money is owed back.
@@ -252,6 +291,7 @@ impl PaymentStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
+            Self::ActionRequired => "action_required",
             Self::Paid => "paid",
             Self::Declined => "declined",
             Self::RefundPending => "refund_pending",
@@ -260,22 +300,24 @@ impl PaymentStatus {
     }
 
     /// Whether an order in `status` with this payment status waits for the payment step: a charge not
-    /// yet made (a pending order whose card asks for nothing more) or a refund owed. Nothing may stay
-    /// here for long; the sweep looks for orders that did.
+    /// yet made, a customer's authentication not yet completed (it expires), or a refund owed. Nothing
+    /// may stay here for long; the sweep looks for orders that did.
     pub fn awaits_payment_step(self, status: OrderStatus) -> bool {
         matches!(
             (status, self),
-            (OrderStatus::Pending, Self::Pending) | (_, Self::RefundPending)
+            (OrderStatus::Pending, Self::Pending | Self::ActionRequired) | (_, Self::RefundPending)
         )
     }
 
     /// Where an order's move from `from` to `to` takes its payment: confirming is being paid, a
-    /// payment decline is declined, and cancelling a paid order owes the money back.
+    /// payment decline is declined, cancelling a paid order owes the money back, and cancelling one
+    /// whose authentication was still outstanding (or expired) leaves it never charged.
     pub fn after_move(self, from: OrderStatus, to: OrderStatus, reason: Option<CancelReason>) -> Self {
         match (from, to) {
             (OrderStatus::Pending, OrderStatus::Confirmed) => Self::Paid,
             (_, OrderStatus::Cancelled) if reason == Some(CancelReason::PaymentDeclined) => Self::Declined,
             (_, OrderStatus::Cancelled) if self == Self::Paid => Self::RefundPending,
+            (_, OrderStatus::Cancelled) if self == Self::ActionRequired => Self::Pending,
             _ => self,
         }
     }
@@ -287,6 +329,8 @@ pub enum CancelReason {
     CustomerCancelled,
     AdminCancelled,
     PaymentDeclined,
+    /// The customer did not complete the card's authentication in time; nothing was charged.
+    PaymentExpired,
 }
 
 /// An order as stored and shown (the API view leaves out the payment token).
@@ -313,6 +357,33 @@ pub struct Order {
     pub trace_parent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_token: Option<String>,
+    /// The payment provider's own id for the order's payment (a Stripe PaymentIntent), stored before
+    /// anything depends on it so that a lost answer is found again by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_intent_id: Option<String>,
+    /// What the customer must do to complete the payment, while `payment_status` is
+    /// `action_required`: shown to the owner only, never in events, logs or admin views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_action: Option<PaymentAction>,
+}
+
+/// A payment waiting for the customer (3-D Secure): the secret their browser completes it with, and
+/// when the shop gives up on it (`PaymentActionMinutes` after it was asked for).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentAction {
+    pub client_secret: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// Never prints the client secret: it lets whoever holds it complete the payment.
+impl std::fmt::Debug for PaymentAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentAction")
+            .field("client_secret", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// What caused a change: the request or event it serves (its correlation id) and, when traces are
@@ -355,6 +426,8 @@ impl Order {
             correlation_id: cause.correlation_id.clone(),
             trace_parent: cause.trace_parent.clone(),
             payment_token,
+            payment_intent_id: None,
+            payment_action: None,
         })
     }
 }
@@ -409,6 +482,31 @@ mod tests {
         let errors = NewOrder::parse(&[(id.clone(), 1), (id.clone(), 2)], None).unwrap_err();
         assert_eq!(errors.iter().next().unwrap().field, "items[1].product_id");
         assert!(NewOrder::parse(&[("nope".into(), 1)], None).is_err());
+    }
+
+    #[test]
+    fn stripe_takes_only_payment_method_ids_and_requires_one() {
+        let id = ProductId::generate().to_string();
+        let rule = PaymentTokenRule::StripePaymentMethod;
+        let with = |token: Option<&str>| NewOrder::parse(&[(id.clone(), 1)], token).unwrap();
+        assert!(with(Some("pm_card_visa")).check_payment_token(rule).is_ok());
+        assert!(with(Some("pm_1PQx2yZ")).check_payment_token(rule).is_ok());
+        for refused in [
+            None,
+            Some("tok_visa"),
+            Some("pm_"),
+            Some("pm_card-visa"),
+            Some("card_pm_x"),
+        ] {
+            let errors = with(refused).check_payment_token(rule).unwrap_err();
+            assert_eq!(errors.iter().next().unwrap().field, "payment_token", "{refused:?}");
+        }
+        assert!(with(None).check_payment_token(PaymentTokenRule::Mock).is_ok());
+        assert!(
+            with(Some("tok_decline"))
+                .check_payment_token(PaymentTokenRule::Mock)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -20,8 +20,8 @@ use crate::unsettled::{UnsettledOrders, WaitingOrder};
 use crate::users::{LoginRecord, UserRepository};
 use crate::{Page, StoreError};
 use domain::{
-    CancelReason, Email, Order, OrderId, OrderStatus, PaymentStatus, Product, ProductId, ProductPatch, Role,
-    StockQuantity, User, UserId,
+    CancelReason, Email, Order, OrderId, OrderStatus, PaymentAction, PaymentStatus, Product, ProductId, ProductPatch,
+    Role, StockQuantity, User, UserId,
 };
 
 fn poisoned() -> StoreError {
@@ -238,6 +238,18 @@ impl InMemoryOrders {
     }
 
     /// What the payment ledger writes on the order besides status changes.
+    /// Changes the stored order with `change` (as an `UpdateItem` would, keeping the sweep's index in
+    /// step); what `change` answered, or `None` when there is no such order.
+    fn update<T>(&self, id: &OrderId, change: impl FnOnce(&mut Order) -> T) -> Result<Option<T>, StoreError> {
+        let mut orders = self.orders.lock().map_err(|_| poisoned())?;
+        let Some(order) = orders.get_mut(id) else {
+            return Ok(None);
+        };
+        let answer = change(order);
+        self.note_wait(order, &domain::now_rfc3339())?;
+        Ok(Some(answer))
+    }
+
     fn set_payment_status(&self, id: &OrderId, status: PaymentStatus) -> Result<(), StoreError> {
         let mut orders = self.orders.lock().map_err(|_| poisoned())?;
         if let Some(order) = orders.get_mut(id) {
@@ -567,6 +579,40 @@ impl PaymentLedger for InMemoryPaymentLedger {
         self.orders.set_payment_status(order_id, PaymentStatus::Refunded)?;
         self.owed.lock().map_err(|_| poisoned())?.remove(order_id);
         Ok(())
+    }
+
+    async fn remember_intent(&self, order_id: &OrderId, intent_id: &str) -> Result<Option<String>, StoreError> {
+        self.orders.update(order_id, |order| {
+            order
+                .payment_intent_id
+                .get_or_insert_with(|| intent_id.to_owned())
+                .clone()
+        })
+    }
+
+    async fn intent_of(&self, order_id: &OrderId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .orders
+            .get(order_id)
+            .await?
+            .and_then(|order| order.payment_intent_id))
+    }
+
+    async fn require_action(&self, order_id: &OrderId, action: &PaymentAction) -> Result<bool, StoreError> {
+        let noted = self.orders.update(order_id, |order| {
+            let unpaid = matches!(
+                order.payment_status,
+                PaymentStatus::Pending | PaymentStatus::ActionRequired
+            );
+            if order.status == OrderStatus::Pending && unpaid {
+                order.payment_status = PaymentStatus::ActionRequired;
+                order.payment_action = Some(action.clone());
+                true
+            } else {
+                false
+            }
+        })?;
+        Ok(noted.unwrap_or(false))
     }
 }
 

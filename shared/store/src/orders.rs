@@ -109,6 +109,8 @@ pub fn transitioned(order: &Order, to: OrderStatus, reason: Option<CancelReason>
         status: to,
         cancel_reason: reason.or(order.cancel_reason),
         payment_status: order.payment_status.after_move(order.status, to, reason),
+        // Only a pending order waits for its customer.
+        payment_action: order.payment_action.clone().filter(|_| to == OrderStatus::Pending),
         updated_at: now.to_owned(),
         correlation_id: cause.correlation_id.clone(),
         trace_parent: cause.trace_parent.clone(),
@@ -269,6 +271,10 @@ impl DynamoOrderRepository {
             values.insert(":reason".into(), serde_dynamo::to_attribute_value(reason)?);
         }
         let mut removed = Vec::new();
+        if to != OrderStatus::Pending {
+            // Only a pending order waits for its customer: the secret goes with the wait.
+            removed.push("payment_action");
+        }
         match &cause.trace_parent {
             Some(trace_parent) => {
                 expression.push_str(", trace_parent = :trace_parent");

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use domain::{OrderId, OrderStatus, PaymentStatus, now_rfc3339};
+use domain::{OrderId, OrderStatus, PaymentAction, PaymentStatus, now_rfc3339};
 use serde::Deserialize;
 
 use crate::unsettled::{SHARD_ATTRIBUTE, SINCE_ATTRIBUTE, shard_of};
@@ -25,6 +25,16 @@ pub trait PaymentLedger: Send + Sync {
     async fn refund_owed(&self, order_id: &OrderId) -> Result<Option<i64>, StoreError>;
     /// Forgets the refund owed, once made: the (cancelled) order's `payment_status` becomes `refunded`.
     async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError>;
+    /// Stores the provider's id for the order's payment (a Stripe PaymentIntent) unless one is stored
+    /// already, and answers the id stored afterwards: the first one wins, so racing deliveries settle
+    /// on one payment. `None` when the order is gone.
+    async fn remember_intent(&self, order_id: &OrderId, intent_id: &str) -> Result<Option<String>, StoreError>;
+    /// The provider's id for the order's payment, if one was stored.
+    async fn intent_of(&self, order_id: &OrderId) -> Result<Option<String>, StoreError>;
+    /// Notes that the customer must authenticate the payment: `payment_status` becomes
+    /// `action_required` with `action`, only while the order is `PENDING` and unpaid. Whether it was
+    /// noted (`false`: the order moved on meanwhile).
+    async fn require_action(&self, order_id: &OrderId, action: &PaymentAction) -> Result<bool, StoreError>;
 }
 
 /// The payment fields of an order item.
@@ -34,6 +44,8 @@ struct PaymentFields {
     payment_attempts: Option<u32>,
     #[serde(default)]
     refund_due: Option<i64>,
+    #[serde(default)]
+    payment_intent_id: Option<String>,
 }
 
 /// The ledger on the orders table. Attempts move by a conditional `UpdateItem` (atomic, so concurrent
@@ -53,6 +65,20 @@ impl DynamoPaymentLedger {
 
     fn status_value(status: OrderStatus) -> Result<AttributeValue, StoreError> {
         Ok(serde_dynamo::to_attribute_value(status)?)
+    }
+
+    async fn fields(&self, order_id: &OrderId, projection: &str) -> Result<Option<PaymentFields>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.orders_table)
+            .key("id", serde_dynamo::to_attribute_value(order_id)?)
+            .projection_expression(projection)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(output.item.map(serde_dynamo::from_item).transpose()?)
     }
 }
 
@@ -121,17 +147,7 @@ impl PaymentLedger for DynamoPaymentLedger {
     }
 
     async fn refund_owed(&self, order_id: &OrderId) -> Result<Option<i64>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.orders_table)
-            .key("id", serde_dynamo::to_attribute_value(order_id)?)
-            .projection_expression("refund_due")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        let fields: Option<PaymentFields> = output.item.map(serde_dynamo::from_item).transpose()?;
+        let fields = self.fields(order_id, "refund_due").await?;
         Ok(fields.and_then(|fields| fields.refund_due))
     }
 
@@ -151,5 +167,72 @@ impl PaymentLedger for DynamoPaymentLedger {
             .await
             .map_err(StoreError::from_sdk)?;
         Ok(())
+    }
+
+    async fn remember_intent(&self, order_id: &OrderId, intent_id: &str) -> Result<Option<String>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.orders_table)
+            .key("id", serde_dynamo::to_attribute_value(order_id)?)
+            .update_expression("SET payment_intent_id = if_not_exists(payment_intent_id, :intent)")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_values(":intent", AttributeValue::S(intent_id.to_owned()))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        let output = match result {
+            Ok(output) => output,
+            Err(error) if is_condition_failure(&error) => return Ok(None),
+            Err(error) => return Err(StoreError::from_sdk(error)),
+        };
+        let fields: PaymentFields = output
+            .attributes
+            .map(serde_dynamo::from_item)
+            .transpose()?
+            .unwrap_or_default();
+        fields
+            .payment_intent_id
+            .map(Some)
+            .ok_or_else(|| StoreError::Failed("payment_intent_id missing from the update's answer".into()))
+    }
+
+    async fn intent_of(&self, order_id: &OrderId) -> Result<Option<String>, StoreError> {
+        let fields = self.fields(order_id, "payment_intent_id").await?;
+        Ok(fields.and_then(|fields| fields.payment_intent_id))
+    }
+
+    async fn require_action(&self, order_id: &OrderId, action: &PaymentAction) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.orders_table)
+            .key("id", serde_dynamo::to_attribute_value(order_id)?)
+            // Still in the sweep's index, from now: the sweep asks the provider about it (a lost
+            // webhook) and expires it once `expires_at` has passed.
+            .update_expression(format!(
+                "SET payment_status = :action_required, payment_action = :action, {SHARD_ATTRIBUTE} = :shard, \
+                 {SINCE_ATTRIBUTE} = :now"
+            ))
+            .condition_expression(
+                "#status = :pending AND (attribute_not_exists(payment_status) OR payment_status IN (:unpaid, :action_required))",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":action", serde_dynamo::to_attribute_value(action)?)
+            .expression_attribute_values(":shard", AttributeValue::S(shard_of(order_id)))
+            .expression_attribute_values(":now", AttributeValue::S(now_rfc3339()))
+            .expression_attribute_values(":pending", Self::status_value(OrderStatus::Pending)?)
+            .expression_attribute_values(":unpaid", serde_dynamo::to_attribute_value(PaymentStatus::Pending)?)
+            .expression_attribute_values(
+                ":action_required",
+                serde_dynamo::to_attribute_value(PaymentStatus::ActionRequired)?,
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failure(&error) => Ok(false),
+            Err(error) => Err(StoreError::from_sdk(error)),
+        }
     }
 }

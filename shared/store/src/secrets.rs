@@ -1,10 +1,10 @@
 //! Attributes of stored items that hold secrets: a password hash (users), a payment token or method
-//! (orders). They never leave their table: a copy made elsewhere (the outbox's parked records, a log)
+//! and the client secret of a payment waiting for its customer (orders). They never leave their table: a copy made elsewhere (the outbox's parked records, a log)
 //! carries [`REDACTED`] in their place, which keeps the item readable.
 
 use serde_dynamo::{AttributeValue, Item};
 
-pub const SECRET_ATTRIBUTES: [&str; 2] = ["password_hash", "payment_token"];
+pub const SECRET_ATTRIBUTES: [&str; 3] = ["password_hash", "payment_token", "payment_action"];
 pub const REDACTED: &str = "redacted";
 
 /// `image` with every secret attribute's value replaced by [`REDACTED`].

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod faults;
 pub mod management;
+pub mod secrets;
 pub mod state;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]

@@ -13,6 +13,16 @@ pub enum Once<T> {
     AlreadyDone,
 }
 
+/// What a run of guarded work came to, when the matter may outlive the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress<T> {
+    /// Settled: the record is completed and later deliveries are dropped.
+    Finished(T),
+    /// Done for now but not settled (an order waiting for its customer): the record is released, so
+    /// a later delivery of the same work runs it again.
+    Unfinished(T),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
     #[error("another run of this work is in progress")]
@@ -36,6 +46,26 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
+    at_most_once_until(store, record_key, fingerprint, || async {
+        work().await.map(Progress::Finished)
+    })
+    .await
+}
+
+/// [`at_most_once`] for work that may leave its matter unsettled: an [`Progress::Unfinished`] run
+/// releases the record instead of completing it.
+pub async fn at_most_once_until<T, E, F, Fut>(
+    store: &dyn IdempotencyStore,
+    record_key: &str,
+    fingerprint: &str,
+    work: F,
+) -> Result<Once<T>, E>
+where
+    T: std::fmt::Debug,
+    E: From<GuardError>,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Progress<T>, E>>,
+{
     let lease = match store
         .claim(record_key, fingerprint)
         .await
@@ -46,7 +76,13 @@ where
         Claim::InProgress => return Err(E::from(GuardError::Busy)),
     };
     match work().await {
-        Ok(value) => {
+        Ok(Progress::Unfinished(value)) => {
+            if let Err(error) = store.release(&lease).await {
+                tracing::warn!(record_key, error = %error, "could not release the claim; it expires with its lease");
+            }
+            Ok(Once::Ran(value))
+        }
+        Ok(Progress::Finished(value)) => {
             let done = StoredResponse {
                 status: 200,
                 body: format!("{value:?}"),
@@ -93,6 +129,23 @@ mod tests {
         assert_eq!(ran, Ok(Once::Ran(7)));
         let again = at_most_once(&store, "k", "e1", || async { Ok::<_, WorkError>(8) }).await;
         assert_eq!(again, Ok(Once::AlreadyDone));
+    }
+
+    #[tokio::test]
+    async fn unfinished_work_runs_again_on_the_next_delivery_and_finished_work_does_not() {
+        let store = InMemoryIdempotency::default();
+        let waiting = at_most_once_until(&store, "k", "e1", || async {
+            Ok::<_, WorkError>(Progress::Unfinished(1))
+        });
+        assert_eq!(waiting.await, Ok(Once::Ran(1)));
+        let settled = at_most_once_until(&store, "k", "e1", || async {
+            Ok::<_, WorkError>(Progress::Finished(2))
+        });
+        assert_eq!(settled.await, Ok(Once::Ran(2)));
+        let again = at_most_once_until(&store, "k", "e1", || async {
+            Ok::<_, WorkError>(Progress::Finished(3))
+        });
+        assert_eq!(again.await, Ok(Once::AlreadyDone));
     }
 
     #[tokio::test]
