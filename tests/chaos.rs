@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use e2e::stripe_emulator::StripeEmulator;
 use e2e::{Api, Customer, env_var, unique_category};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -228,27 +229,82 @@ fn lines(product_ids: &[(String, i64)], units: i64) -> Value {
 #[tokio::test]
 async fn chaos_payment_faults_leave_money_and_stock_right() {
     let stack = stack("payment").await;
+    let (products, customers, operations) = orders_under_payment_faults(&stack, |_| None).await;
+    let mut violations = Vec::new();
+    let orders = quiet_orders(&stack, &customers, &mut violations).await;
+    violations.extend(money_violations(&orders, &net_charges(&stack).await));
+    violations.extend(stock_violations(&stack, &products, &orders).await);
+    report(stack.scenario, operations, &violations);
+}
+
+/// The same faults on every call of the Stripe adapter (lost answers, errors), against the Stripe
+/// emulator: the money is checked against the emulator's own PaymentIntents and refunds, and no
+/// order ever has more than one PaymentIntent that took money.
+#[tokio::test]
+async fn chaos_stripe_payment_faults_leave_money_and_stock_right() {
+    let stack = stack("stripe").await;
+    let stripe = stripe_of("stripe");
+    // Every fifth card is declined when charged.
+    let card = |n: usize| {
+        Some(if n % 5 == 4 {
+            "pm_card_chargeCustomerFail"
+        } else {
+            "pm_card_visa"
+        })
+    };
+    let (products, customers, operations) = orders_under_payment_faults(&stack, card).await;
+    let mut violations = Vec::new();
+    let orders = quiet_orders(&stack, &customers, &mut violations).await;
+    violations.extend(money_violations(&orders, &stripe.net_charges().await));
+    for (order_id, intents) in stripe.intents_by_order().await {
+        let took_money = intents.iter().filter(|intent| intent["status"] == "succeeded").count();
+        if took_money > 1 {
+            violations.push(format!("order {order_id}: {took_money} PaymentIntents took money"));
+        }
+    }
+    violations.extend(stock_violations(&stack, &products, &orders).await);
+    report(stack.scenario, operations, &violations);
+}
+
+/// The scenario's Stripe emulator, with its stack's key (`SHOP_CHAOS_STACKS`).
+fn stripe_of(scenario: &str) -> StripeEmulator {
+    let stacks: Value = serde_json::from_str(&env_var("SHOP_CHAOS_STACKS")).expect("SHOP_CHAOS_STACKS is JSON");
+    let stripe = &stacks[scenario]["stripe"];
+    StripeEmulator::new(
+        stripe["url"].as_str().expect("the scenario's Stripe emulator"),
+        stripe["secret_key"].as_str().expect("its key"),
+    )
+}
+
+/// 30 orders from three customers, paid with `token(n)`, every third one cancelled right away (racing
+/// its payment): the products (with their initial stock), the customers, and the operations made.
+async fn orders_under_payment_faults(
+    stack: &Stack,
+    token: fn(usize) -> Option<&'static str>,
+) -> (Vec<(String, i64)>, Vec<Customer>, usize) {
     let products = vec![
-        (product(&stack, 1000, 1000).await, 1000),
-        (product(&stack, 2500, 1000).await, 1000),
+        (product(stack, 1000, 1000).await, 1000),
+        (product(stack, 2500, 1000).await, 1000),
     ];
     let mut customers = Vec::new();
     for _ in 0..3 {
         customers.push(stack.api.customer().await);
     }
-    // 30 orders from three customers, every third one cancelled right away (racing its payment).
     let mut operations = 0;
     let mut placements = JoinSet::new();
     for n in 0..30_usize {
         let api = Api::at_url(&stack.api.url(""));
-        let token = customers[n % 3].token.clone();
-        let body = lines(&products[..1 + n % 2], 1 + (n % 3) as i64);
+        let customer_token = customers[n % 3].token.clone();
+        let mut body = lines(&products[..1 + n % 2], 1 + (n % 3) as i64);
+        if let Some(token) = token(n) {
+            body["payment_token"] = json!(token);
+        }
         placements.spawn(async move {
-            let placed = api.place_order(Some(&token), &body, None).await;
+            let placed = api.place_order(Some(&customer_token), &body, None).await;
             let order_id = id_of(placed.expect(201));
             if n % 3 == 0 {
                 let cancelled = api
-                    .post_empty(&format!("/api/orders/{order_id}/cancel"), Some(&token))
+                    .post_empty(&format!("/api/orders/{order_id}/cancel"), Some(&customer_token))
                     .await;
                 assert_eq!(cancelled.status, 200, "{}", cancelled.describe());
                 return 2;
@@ -259,11 +315,7 @@ async fn chaos_payment_faults_leave_money_and_stock_right() {
     while let Some(done) = placements.join_next().await {
         operations += done.unwrap();
     }
-    let mut violations = Vec::new();
-    let orders = quiet_orders(&stack, &customers, &mut violations).await;
-    violations.extend(money_violations(&orders, &net_charges(&stack).await));
-    violations.extend(stock_violations(&stack, &products, &orders).await);
-    report(stack.scenario, operations, &violations);
+    (products, customers, operations)
 }
 
 /// Waits until `customer`'s history holds, for each of `orders`, one `SENT` notification of every

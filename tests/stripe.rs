@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use domain::{Role, UserId};
+use e2e::stripe_emulator::StripeEmulator;
 use e2e::{Api, Customer, POLL_EVERY, assert_field_error, env_var, mentioning, mint_token, unique_category, unix_now};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -38,118 +39,9 @@ fn admin() -> String {
     )
 }
 
-/// The Stripe emulator, as the shop's customer (Stripe.js) and the test's bookkeeper see it.
-struct Stripe {
-    url: String,
-    key: String,
-    http: reqwest::Client,
-}
-
-impl Stripe {
-    fn from_env() -> Self {
-        Self {
-            url: env_var("SHOP_STRIPE_URL"),
-            key: env_var("SHOP_STRIPE_SECRET_KEY"),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, form: &[(&str, &str)]) -> Value {
-        let body = form
-            .iter()
-            .map(|(name, value)| format!("{}={}", urlencode(name), urlencode(value)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let response = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.key)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("Stripe emulator {path}: {error}"));
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert!(status.is_success(), "Stripe emulator {path} answered {status}: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
-    /// A PaymentMethod made from a card number, as Stripe.js makes one in the customer's browser.
-    async fn payment_method(&self, number: &str) -> String {
-        let created = self
-            .call(
-                Method::POST,
-                "/v1/payment_methods",
-                &[
-                    ("type", "card"),
-                    ("card[number]", number),
-                    ("card[exp_month]", "12"),
-                    ("card[exp_year]", "2034"),
-                    ("card[cvc]", "123"),
-                ],
-            )
-            .await;
-        created["id"].as_str().unwrap().to_owned()
-    }
-
-    /// The customer completes (or fails) 3-D Secure with the client secret the shop gave them.
-    async fn authenticate(&self, intent_id: &str, client_secret: &str, success: bool) {
-        let path = format!("/v1/payment_intents/{intent_id}/_authenticate");
-        let success = success.to_string();
-        self.call(
-            Method::POST,
-            &path,
-            &[("client_secret", client_secret), ("success", &success)],
-        )
-        .await;
-    }
-
-    /// Every PaymentIntent the emulator holds for `order_id`.
-    async fn intents_of(&self, order_id: &str) -> Vec<Value> {
-        let mut found = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let mut path = "/v1/payment_intents?limit=100".to_owned();
-            if let Some(after) = &after {
-                path.push_str(&format!("&starting_after={after}"));
-            }
-            let page = self.call(Method::GET, &path, &[]).await;
-            let items = page["data"].as_array().cloned().unwrap_or_default();
-            after = items.last().and_then(|item| item["id"].as_str()).map(str::to_owned);
-            found.extend(
-                items
-                    .into_iter()
-                    .filter(|intent| intent["metadata"]["order_id"] == order_id),
-            );
-            if page["has_more"] != true || after.is_none() {
-                return found;
-            }
-        }
-    }
-
-    /// The one PaymentIntent of `order_id` (fails the test if there are none or several).
-    async fn intent_of(&self, order_id: &str) -> Value {
-        let intents = self.intents_of(order_id).await;
-        assert_eq!(intents.len(), 1, "one PaymentIntent per order, got {intents:#?}");
-        intents.into_iter().next().unwrap()
-    }
-
-    async fn refunds_of(&self, intent_id: &str) -> Vec<Value> {
-        let page = self
-            .call(Method::GET, &format!("/v1/refunds?payment_intent={intent_id}"), &[])
-            .await;
-        page["data"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+/// The stack's Stripe emulator, with the stack's key.
+fn stripe() -> StripeEmulator {
+    StripeEmulator::new(&env_var("SHOP_STRIPE_URL"), &env_var("SHOP_STRIPE_SECRET_KEY"))
 }
 
 /// A customer, and a product of their own to buy (10 in stock at 12.50).
@@ -201,7 +93,7 @@ fn is(order: &Value, status: &str, payment_status: &str) -> bool {
 
 /// An order whose card asks for 3-D Secure, once the shop has asked the customer: the order, its
 /// PaymentIntent's id and the client secret the owner sees.
-async fn awaiting_authentication(shop: &Api, stripe: &Stripe) -> (Customer, String, String, String, String) {
+async fn awaiting_authentication(shop: &Api, stripe: &StripeEmulator) -> (Customer, String, String, String, String) {
     let (customer, product_id) = buyer(shop).await;
     let method = stripe.payment_method(THREE_D_SECURE_CARD).await;
     let order_id = placed(shop, &customer, &product_id, &method).await;
@@ -254,7 +146,7 @@ fn signed(body: &[u8], at: u64) -> String {
 
 #[tokio::test]
 async fn an_approved_card_confirms_the_order_with_one_payment_intent_for_its_total() {
-    let (shop, stripe) = (shop(), Stripe::from_env());
+    let (shop, stripe) = (shop(), stripe());
     let (customer, product_id) = buyer(&shop).await;
     let order_id = placed(&shop, &customer, &product_id, "pm_card_visa").await;
     let order = await_order(&shop, &customer.token, &order_id, SETTLES_WITHIN, |order| {
@@ -273,7 +165,7 @@ async fn an_approved_card_confirms_the_order_with_one_payment_intent_for_its_tot
 
 #[tokio::test]
 async fn a_declined_card_cancels_the_order_and_releases_its_stock() {
-    let (shop, stripe) = (shop(), Stripe::from_env());
+    let (shop, stripe) = (shop(), stripe());
     let (customer, product_id) = buyer(&shop).await;
     let order_id = placed(&shop, &customer, &product_id, "pm_card_chargeCustomerFail").await;
     let order = await_order(&shop, &customer.token, &order_id, SETTLES_WITHIN, |order| {
@@ -305,7 +197,7 @@ async fn without_a_payment_method_id_a_placement_is_refused_and_changes_nothing(
 
 #[tokio::test]
 async fn three_d_secure_completed_by_the_customer_confirms_the_order_through_the_webhook() {
-    let (shop, stripe) = (shop(), Stripe::from_env());
+    let (shop, stripe) = (shop(), stripe());
     let (customer, _, order_id, intent_id, secret) = awaiting_authentication(&shop, &stripe).await;
 
     // The client secret is the owner's alone: an admin's read of the order does not carry it.
@@ -328,7 +220,7 @@ async fn three_d_secure_completed_by_the_customer_confirms_the_order_through_the
 
 #[tokio::test]
 async fn three_d_secure_failed_declines_the_order_and_releases_its_stock() {
-    let (shop, stripe) = (shop(), Stripe::from_env());
+    let (shop, stripe) = (shop(), stripe());
     let (customer, product_id, order_id, intent_id, secret) = awaiting_authentication(&shop, &stripe).await;
     // The emulator sends no webhook for a failed authentication: the sweep asks Stripe.
     stripe.authenticate(&intent_id, &secret, false).await;
@@ -343,7 +235,7 @@ async fn three_d_secure_failed_declines_the_order_and_releases_its_stock() {
 
 #[tokio::test]
 async fn three_d_secure_never_completed_expires_the_order_and_cancels_its_payment_intent() {
-    let (shop, stripe) = (shop(), Stripe::from_env());
+    let (shop, stripe) = (shop(), stripe());
     let (customer, product_id, order_id, _, _) = awaiting_authentication(&shop, &stripe).await;
     let order = await_order(&shop, &customer.token, &order_id, SWEEP_SETTLES_WITHIN, |order| {
         order["status"] != "PENDING"
@@ -357,7 +249,7 @@ async fn three_d_secure_never_completed_expires_the_order_and_cancels_its_paymen
 
 #[tokio::test]
 async fn cancelling_a_paid_order_refunds_it_through_stripe_once() {
-    let (shop, stripe) = (shop(), Stripe::from_env());
+    let (shop, stripe) = (shop(), stripe());
     let (customer, product_id) = buyer(&shop).await;
     let order_id = placed(&shop, &customer, &product_id, "pm_card_visa").await;
     await_order(&shop, &customer.token, &order_id, SETTLES_WITHIN, |order| {
@@ -380,7 +272,7 @@ async fn cancelling_a_paid_order_refunds_it_through_stripe_once() {
 
 #[tokio::test]
 async fn a_forged_stale_or_unsigned_webhook_is_refused_and_changes_nothing() {
-    let (shop, stripe) = (shop(), Stripe::from_env());
+    let (shop, stripe) = (shop(), stripe());
     let (customer, _, order_id, intent_id, _) = awaiting_authentication(&shop, &stripe).await;
     // What a forger would send: the order's PaymentIntent, "succeeded".
     let mut intent = stripe.intent_of(&order_id).await;
@@ -417,7 +309,7 @@ async fn a_forged_stale_or_unsigned_webhook_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn the_same_webhook_twice_and_a_late_failure_settle_the_order_once() {
-    let (shop, stripe) = (shop(), Stripe::from_env());
+    let (shop, stripe) = (shop(), stripe());
     let (customer, _, order_id, intent_id, secret) = awaiting_authentication(&shop, &stripe).await;
     let since = shop.order(&customer.token, &order_id).await["created_at"]
         .as_str()
@@ -472,7 +364,7 @@ async fn the_same_webhook_twice_and_a_late_failure_settle_the_order_once() {
 
 #[tokio::test]
 async fn the_webhook_and_the_payment_worker_racing_on_one_order_settle_it_once() {
-    let (shop, stripe) = (shop(), Stripe::from_env());
+    let (shop, stripe) = (shop(), stripe());
     let (customer, product_id, order_id, intent_id, secret) = awaiting_authentication(&shop, &stripe).await;
     let since = shop.order(&customer.token, &order_id).await["created_at"]
         .as_str()

@@ -8,6 +8,8 @@
 //! - `SHOP_JWT_SECRET` (optional): the token signing secret, to mint expired or foreign-user tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod stripe_emulator;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api::auth::TokenService;

@@ -18,11 +18,17 @@ use store::users::DynamoUserRepository;
 use crate::config::{Config, ConfigError, Env};
 use crate::faults::FaultPlan;
 
-/// How long one attempt of an AWS call may take, and the call with the SDK's retries: well inside
-/// the functions' 10 s timeout, so a hanging dependency fails the request (503) or the message
-/// (retried) instead of getting the invocation killed mid-way.
-pub const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-pub const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an AWS call may take with the SDK's retries (`AWS_CALL_TIMEOUT_SECONDS`, 2 to 9, default
+/// 5), each attempt 2/5 of it: well inside the functions' 10 s timeout, so a hanging dependency fails
+/// the request (503) or the message (retried) instead of getting the invocation killed mid-way.
+pub const AWS_CALL_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 2..=9;
+pub const AWS_CALL_TIMEOUT_DEFAULT_SECS: u64 = 5;
+
+/// The SDK's operation and attempt timeouts for a call budget of `seconds`.
+pub fn call_timeouts(seconds: u64) -> (Duration, Duration) {
+    let operation = Duration::from_secs(seconds);
+    (operation, operation * 2 / 5)
+}
 /// The same for calls made once at cold start (the signing secret), which a burst of cold starts can
 /// slow down: still inside the init phase's 10 s.
 pub const AWS_INIT_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(4), Duration::from_secs(8));
@@ -48,10 +54,15 @@ impl AppState {
         let env = Env::process();
         let config = Config::from_env(&env)?;
         let faults = FaultPlan::from_env(&env)?;
+        let (operation, attempt) = call_timeouts(env.number(
+            "AWS_CALL_TIMEOUT_SECONDS",
+            AWS_CALL_TIMEOUT_SECS,
+            Some(AWS_CALL_TIMEOUT_DEFAULT_SECS),
+        )?);
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(AWS_CONNECT_TIMEOUT)
-            .operation_attempt_timeout(AWS_ATTEMPT_TIMEOUT)
-            .operation_timeout(AWS_OPERATION_TIMEOUT)
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(operation)
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
         if !faults.is_empty() {
