@@ -207,3 +207,20 @@ async fn a_cancelled_order_whose_customer_authenticated_anyway_is_refunded() {
     assert_eq!(*provider.refunds.lock().unwrap(), 1);
     assert_eq!(world.sample_order().await.payment_status, PaymentStatus::Refunded);
 }
+
+#[tokio::test]
+async fn a_payment_voided_by_an_earlier_look_whose_answer_was_lost_still_expires_the_order() {
+    let (world, provider, deps) = waiting_order(time::Duration::minutes(30)).await;
+    *provider.outcome.lock().unwrap() = ActionOutcome::Cancelled;
+    handle(&deps, message(2)).await;
+    let order = world.sample_order().await;
+    assert_eq!(
+        (order.status, order.payment_status, order.cancel_reason),
+        (
+            OrderStatus::Cancelled,
+            PaymentStatus::Pending,
+            Some(CancelReason::PaymentExpired)
+        ),
+        "an expiry, not a decline"
+    );
+}

@@ -124,16 +124,22 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), Message
     let record_key = format!("{record_key}#{order_id}");
     let correlation_id = envelope.correlation_id.as_str();
     let work = || async {
-        let outcome = match envelope.event_type {
-            EventType::OrderCreated => pay(deps, &order_id, correlation_id).await?,
-            _ => reconcile(deps, &order_id).await?,
-        };
-        // An order waiting for its customer is not settled: the sweep's later delivery of this same
-        // event must look again (charged, failed, or expired).
-        Ok::<_, MessageError>(if outcome == AWAITING_CUSTOMER {
-            Progress::Unfinished(outcome)
-        } else {
-            Progress::Finished(outcome)
+        Ok::<_, MessageError>(match envelope.event_type {
+            EventType::OrderCreated => {
+                let outcome = pay(deps, &order_id, correlation_id).await?;
+                // An order waiting for its customer is not settled: the sweep's later delivery of
+                // this same event must look again (charged, failed, or expired).
+                if outcome == AWAITING_CUSTOMER {
+                    Progress::Unfinished(outcome)
+                } else {
+                    Progress::Finished(outcome)
+                }
+            }
+            // A cancellation's reconciliation runs whenever it is delivered: a refund can come to be
+            // owed after it ran (a payment that succeeded late, noted by the webhook), and the sweep
+            // hands such an order on with this very event. It reads the order and the provider
+            // first, so a repeat refunds nothing twice.
+            _ => Progress::Unfinished(reconcile(deps, &order_id).await?),
         })
     };
     match at_most_once_until(deps.idempotency.as_ref(), &record_key, &envelope.event_id, work).await? {
@@ -316,6 +322,8 @@ async fn settle_action(deps: &Deps, order: Order, correlation_id: &str) -> Resul
     match outcome {
         ActionOutcome::Charged(_) => confirm(deps, order, correlation_id).await,
         ActionOutcome::Failed => decline(deps, order, CancelReason::PaymentDeclined, correlation_id).await,
+        // Voided by an earlier look whose answer was lost: the expiry stands.
+        ActionOutcome::Cancelled => decline(deps, order, CancelReason::PaymentExpired, correlation_id).await,
         ActionOutcome::Waiting if !action_expired(&order) => Ok(AWAITING_CUSTOMER),
         ActionOutcome::Waiting => {
             let charged = deps
@@ -332,14 +340,10 @@ async fn settle_action(deps: &Deps, order: Order, correlation_id: &str) -> Resul
     }
 }
 
-/// Whether the order's payment-action window has closed (a missing or unreadable deadline counts as
-/// closed: nothing waits forever).
+/// Whether the order's payment-action window has closed (none recorded counts as closed: nothing
+/// waits forever).
 fn action_expired(order: &Order) -> bool {
-    order
-        .payment_action
-        .as_ref()
-        .and_then(|action| domain::parse_rfc3339(&action.expires_at))
-        .is_none_or(|expires_at| expires_at <= time::OffsetDateTime::now_utc())
+    order.payment_action.as_ref().is_none_or(PaymentAction::has_expired)
 }
 
 /// Makes sure a cancelled order keeps none of the customer's money.
@@ -393,14 +397,30 @@ fn breaker_failure(error: BreakerError<TransientPaymentError>) -> MessageError {
 /// marks it made. The provider's refund is idempotent per order, so a repeat after a lost
 /// `refund_made` gives nothing back twice.
 async fn settle_refund(deps: &Deps, order_id: &OrderId, amount: i64) -> Result<&'static str, MessageError> {
-    deps.breaker
-        .call(|_| true, || deps.provider.refund(order_id, amount))
-        .await
-        .map_err(breaker_failure)?;
-    deps.ledger.refund_made(order_id).await.map_err(retry)?;
-    metrics::counter!("Refunds").increment(1);
-    tracing::info!(order_id = %order_id, amount, "charge of a cancelled order refunded");
-    Ok("refunded")
+    // One refund call at a time per order: the payment step (a charge approved after a cancel) and the
+    // cancellation's reconciliation can both get here at once, and a provider that does not honour
+    // idempotency keys would refund twice. The second waits (its message is retried), then finds the
+    // refund made.
+    let lease = format!("refund-call#{order_id}");
+    let work = || async {
+        let order = deps.orders.get(order_id).await.map_err(retry)?;
+        if order.is_none_or(|order| order.payment_status == PaymentStatus::Refunded) {
+            return Ok(Progress::Unfinished("settled"));
+        }
+        deps.breaker
+            .call(|_| true, || deps.provider.refund(order_id, amount))
+            .await
+            .map_err(breaker_failure)?;
+        deps.ledger.refund_made(order_id).await.map_err(retry)?;
+        metrics::counter!("Refunds").increment(1);
+        tracing::info!(order_id = %order_id, amount, "charge of a cancelled order refunded");
+        Ok::<_, MessageError>(Progress::Unfinished("refunded"))
+    };
+    match at_most_once_until(deps.idempotency.as_ref(), &lease, "refund", work).await? {
+        Once::Ran(outcome) => Ok(outcome),
+        // Never completed, only released: no refund is on record as done here.
+        Once::AlreadyDone => Ok("settled"),
+    }
 }
 
 #[cfg(test)]

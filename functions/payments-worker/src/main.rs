@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use payments_worker::Deps;
-use payments_worker::provider::{DynamoChargeBook, GuardedProvider, MockPaymentProvider, PaymentProvider};
-use payments_worker::stripe::StripeProvider;
+use payments_worker::provider::{DynamoChargeBook, GuardedProvider, MockPaymentProvider, PROVIDER_TIMEOUT, PaymentProvider};
+use payments_worker::stripe::{STRIPE_CALL_TIMEOUT, StripeProvider};
 use worker::breaker::{BreakerPolicy, CircuitBreaker};
 use worker::sqs::SqsRetryDelay;
 
@@ -20,20 +20,26 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         env!("CARGO_PKG_NAME"),
         async |state, env| {
             // Each provider reads only its own settings: nothing of Stripe's with the mock.
-            let inner: Arc<dyn PaymentProvider> = match env.choice(
+            let (inner, timeout): (Arc<dyn PaymentProvider>, _) = match env.choice(
                 "PAYMENT_PROVIDER",
                 &[("mock", Provider::Mock), ("stripe", Provider::Stripe)],
             )? {
                 Provider::Mock => {
                     let book =
                         DynamoChargeBook::new(state.dynamodb.clone(), env.required("MOCK_PAYMENTS_LEDGER_TABLE")?);
-                    Arc::new(MockPaymentProvider { book: Arc::new(book) })
+                    (Arc::new(MockPaymentProvider { book: Arc::new(book) }), PROVIDER_TIMEOUT)
                 }
-                Provider::Stripe => Arc::new(StripeProvider::from_env(state, env).await?),
+                // A charge is up to four requests (each within the client's own timeout): a slow
+                // 3-D Secure confirm must not be cut off as a lost answer.
+                Provider::Stripe => (
+                    Arc::new(StripeProvider::from_env(state, env).await?),
+                    STRIPE_CALL_TIMEOUT,
+                ),
             };
             let provider = Arc::new(GuardedProvider {
                 inner,
                 faults: state.faults.clone(),
+                timeout,
             });
             Ok(Deps {
                 orders: state.orders(),

@@ -14,7 +14,8 @@ use domain::{OrderId, now_rfc3339};
 use serde::{Deserialize, Serialize};
 use store::{StoreError, applied};
 use wiring::FaultPlan;
-use worker::provider::{CallFailure, PROVIDER_TIMEOUT, guarded};
+use worker::provider::{CallFailure, guarded};
+pub use worker::provider::PROVIDER_TIMEOUT;
 
 /// A charge to make: the order (the provider's idempotency key), its total in minor units and its
 /// currency (ISO 4217, lower case), and the customer's payment token if they gave one.
@@ -56,8 +57,11 @@ pub enum ActionOutcome {
     Charged(ChargeRecord),
     /// Still waiting for the customer.
     Waiting,
-    /// Failed (authentication refused, card declined) or cancelled: nothing was charged.
+    /// Failed (authentication refused, card declined): nothing was charged.
     Failed,
+    /// Cancelled: only the shop cancels a payment that waits for its customer (an expiry whose
+    /// answer was lost), so the order expires.
+    Cancelled,
 }
 
 /// No answer, or an error worth retrying: the charge may or may not have happened.
@@ -244,6 +248,9 @@ impl PaymentProvider for MockPaymentProvider {
 pub struct GuardedProvider {
     pub inner: Arc<dyn PaymentProvider>,
     pub faults: FaultPlan,
+    /// How long one call of the provider may take: [`PROVIDER_TIMEOUT`] for the mock, more for a
+    /// provider whose charge is several HTTP requests (Stripe: read, create, store, confirm).
+    pub timeout: std::time::Duration,
 }
 
 fn transient(failure: CallFailure<TransientPaymentError>) -> TransientPaymentError {
@@ -256,7 +263,7 @@ fn transient(failure: CallFailure<TransientPaymentError>) -> TransientPaymentErr
 #[async_trait]
 impl PaymentProvider for GuardedProvider {
     async fn charge(&self, request: &ChargeRequest<'_>) -> Result<ChargeOutcome, TransientPaymentError> {
-        guarded(&self.faults, "payment", "charge", PROVIDER_TIMEOUT, || {
+        guarded(&self.faults, "payment", "charge", self.timeout, || {
             self.inner.charge(request)
         })
         .await
@@ -264,7 +271,7 @@ impl PaymentProvider for GuardedProvider {
     }
 
     async fn refund(&self, order_id: &OrderId, amount: i64) -> Result<(), TransientPaymentError> {
-        guarded(&self.faults, "payment", "refund", PROVIDER_TIMEOUT, || {
+        guarded(&self.faults, "payment", "refund", self.timeout, || {
             self.inner.refund(order_id, amount)
         })
         .await
@@ -272,7 +279,7 @@ impl PaymentProvider for GuardedProvider {
     }
 
     async fn find_charge(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError> {
-        guarded(&self.faults, "payment", "find_charge", PROVIDER_TIMEOUT, || {
+        guarded(&self.faults, "payment", "find_charge", self.timeout, || {
             self.inner.find_charge(order_id)
         })
         .await
@@ -280,7 +287,7 @@ impl PaymentProvider for GuardedProvider {
     }
 
     async fn action_outcome(&self, order_id: &OrderId) -> Result<ActionOutcome, TransientPaymentError> {
-        guarded(&self.faults, "payment", "action_outcome", PROVIDER_TIMEOUT, || {
+        guarded(&self.faults, "payment", "action_outcome", self.timeout, || {
             self.inner.action_outcome(order_id)
         })
         .await
@@ -288,7 +295,7 @@ impl PaymentProvider for GuardedProvider {
     }
 
     async fn void(&self, order_id: &OrderId) -> Result<Option<ChargeRecord>, TransientPaymentError> {
-        guarded(&self.faults, "payment", "void", PROVIDER_TIMEOUT, || {
+        guarded(&self.faults, "payment", "void", self.timeout, || {
             self.inner.void(order_id)
         })
         .await

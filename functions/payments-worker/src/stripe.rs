@@ -27,6 +27,10 @@ use crate::provider::{
     ActionOutcome, ChargeOutcome, ChargeRecord, ChargeRequest, PaymentProvider, TransientPaymentError,
 };
 
+/// How long one provider call may take (the worker's guard): a charge reads, creates, stores and
+/// confirms, each request within the client's own 5 s timeout; inside the function's 10 s.
+pub const STRIPE_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7);
+
 /// The Stripe adapter of [`PaymentProvider`].
 pub struct StripeProvider {
     client: StripeClient,
@@ -369,7 +373,8 @@ impl PaymentProvider for StripeProvider {
                 Ok(ActionOutcome::Waiting)
             }
             // localstripe clears the payment method after a failed 3-D Secure, as Stripe does.
-            IntentStatus::RequiresPaymentMethod | IntentStatus::Canceled => Ok(ActionOutcome::Failed),
+            IntentStatus::RequiresPaymentMethod => Ok(ActionOutcome::Failed),
+            IntentStatus::Canceled => Ok(ActionOutcome::Cancelled),
             IntentStatus::RequiresCapture | IntentStatus::Unknown => Err(TransientPaymentError(format!(
                 "stripe: PaymentIntent {intent_id} is {}",
                 intent.status

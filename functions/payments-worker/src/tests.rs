@@ -347,6 +347,7 @@ async fn a_lost_charge_answer_is_looked_up_not_taken_for_a_decline() {
     let provider = Arc::new(provider::GuardedProvider {
         inner: Arc::new(mock),
         faults: wiring::FaultPlan::parse("payment.charge=lost-response:1").unwrap(),
+        timeout: provider::PROVIDER_TIMEOUT,
     });
     let deps = Deps {
         provider,
@@ -531,4 +532,29 @@ fn a_poison_message_is_reported_alone() {
         let response = handle(&deps(&world, Arc::default()), event).await;
         assert_eq!(response.batch_item_failures.len(), 1);
     });
+}
+
+#[tokio::test]
+async fn a_refund_already_under_way_for_the_order_is_waited_for_never_made_twice() {
+    use store::idempotency::{Claim, IdempotencyStore as _};
+    // Given a paid order cancelled later, whose refund another delivery is making right now
+    let world = world_with_token(None).await;
+    let provider = Arc::new(CountingProvider::default());
+    let deps = deps(&world, provider.clone());
+    handle(&deps, message(1)).await;
+    world.set_sample_status(OrderStatus::Cancelled).await;
+    let lease = format!("refund-call#{SAMPLE_ORDER_ID}");
+    let Claim::Acquired(held) = world.idempotency.claim(&lease, "refund").await.unwrap() else {
+        panic!("the lease is free")
+    };
+    // When the cancellation is delivered meanwhile, it is retried without refunding
+    let refund = || cancelled_message(OrderStatus::Confirmed, "customer_cancelled");
+    assert_eq!(handle(&deps, refund()).await.batch_item_failures.len(), 1);
+    assert_eq!(*provider.refunds.lock().unwrap(), 0);
+    // and once the other delivery is done, the retry refunds once, and a further one nothing.
+    world.idempotency.release(&held).await.unwrap();
+    assert!(handle(&deps, refund()).await.batch_item_failures.is_empty());
+    handle(&deps, refund()).await;
+    assert_eq!(*provider.refunds.lock().unwrap(), 1);
+    assert_eq!(world.sample_order().await.payment_status, PaymentStatus::Refunded);
 }

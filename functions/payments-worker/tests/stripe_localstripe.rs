@@ -338,7 +338,7 @@ async fn a_voided_payment_can_no_longer_complete() {
     );
     assert_eq!(
         shop.provider.action_outcome(&shop.order_id).await.unwrap(),
-        ActionOutcome::Failed
+        ActionOutcome::Cancelled
     );
     assert_eq!(shop.held().await, None);
     assert_eq!(

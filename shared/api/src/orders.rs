@@ -99,13 +99,17 @@ impl<'a> From<&'a Order> for OrderView<'a> {
 impl<'a> OrderView<'a> {
     /// The order as `caller` sees it: a payment waiting for the customer shows its client secret to
     /// the owner alone (whoever holds it can complete the payment), never to an admin reading
-    /// someone else's order.
+    /// someone else's order, and only until the shop gives up on it (`expires_at`).
     pub fn for_caller(order: &'a Order, caller: &Identity) -> Self {
         let mut view = Self::from(order);
         if caller.user_id == order.user_id && order.payment_status == PaymentStatus::ActionRequired {
-            view.payment_action = order.payment_action.as_ref().map(|action| PaymentActionView {
-                client_secret: &action.client_secret,
-            });
+            view.payment_action = order
+                .payment_action
+                .as_ref()
+                .filter(|action| !action.has_expired())
+                .map(|action| PaymentActionView {
+                    client_secret: &action.client_secret,
+                });
         }
         view
     }

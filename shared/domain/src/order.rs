@@ -376,6 +376,14 @@ pub struct PaymentAction {
     pub expires_at: String,
 }
 
+impl PaymentAction {
+    /// Whether the shop has given up on it (a deadline that cannot be read counts as passed: nothing
+    /// waits forever).
+    pub fn has_expired(&self) -> bool {
+        crate::parse_rfc3339(&self.expires_at).is_none_or(|expires_at| expires_at <= time::OffsetDateTime::now_utc())
+    }
+}
+
 /// Never prints the client secret: it lets whoever holds it complete the payment.
 impl std::fmt::Debug for PaymentAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -99,6 +99,7 @@ macro_rules! storage_contract {
             rate_counters_roll_their_windows,
             login_failures_are_counted_forgotten_and_cleared,
             the_payment_ledger_counts_attempts_only_while_pending,
+            a_pending_order_keeps_one_payment_intent_and_its_customers_action_until_it_moves_on,
             payment_status_follows_the_life_cycle,
             login_reservations_count_attempts_in_flight,
             connections_are_found_by_user_until_forgotten_or_expired,
@@ -682,6 +683,49 @@ pub async fn the_payment_ledger_counts_attempts_only_while_pending(stores: &Stor
         "attempts never create an order"
     );
     assert!(ledger.refund_made(&unknown).await.is_err());
+}
+
+pub async fn a_pending_order_keeps_one_payment_intent_and_its_customers_action_until_it_moves_on(stores: &Stores) {
+    let buyer = fresh_user(stores).await;
+    let product = fresh_product(stores, 1000, 5).await;
+    let order = placed(stores, &buyer, &[(&product, 1)]).await;
+    let ledger = stores.ledger.as_ref();
+    assert_eq!(ledger.intent_of(&order.id).await.unwrap(), None);
+    // The first id stored wins; a second delivery's is answered with it.
+    assert_eq!(
+        ledger.remember_intent(&order.id, "pi_first").await.unwrap().as_deref(),
+        Some("pi_first")
+    );
+    assert_eq!(
+        ledger.remember_intent(&order.id, "pi_second").await.unwrap().as_deref(),
+        Some("pi_first")
+    );
+    assert_eq!(ledger.intent_of(&order.id).await.unwrap().as_deref(), Some("pi_first"));
+    let action = domain::PaymentAction {
+        client_secret: "pi_first_secret_x".into(),
+        expires_at: "2099-01-01T00:00:00.000000Z".into(),
+    };
+    assert!(ledger.require_action(&order.id, &action).await.unwrap());
+    let waiting = stores.orders.get(&order.id).await.unwrap().unwrap();
+    assert_eq!(waiting.payment_status, PaymentStatus::ActionRequired);
+    assert_eq!(waiting.payment_action, Some(action.clone()));
+    // Cancelling takes the secret away; nothing of the payment can be stored or asked for any more.
+    let cancelled = stepped(stores, waiting, Transition::Cancel).await;
+    let read = stores.orders.get(&cancelled.id).await.unwrap().unwrap();
+    assert_eq!((read.payment_status, read.payment_action), (PaymentStatus::Pending, None));
+    assert!(!ledger.require_action(&order.id, &action).await.unwrap());
+    let other = placed(stores, &buyer, &[(&product, 1)]).await;
+    stepped(stores, other.clone(), Transition::Cancel).await;
+    assert_eq!(
+        ledger.remember_intent(&other.id, "pi_late").await.unwrap(),
+        None,
+        "a cancelled order's payment is never stored"
+    );
+    assert_eq!(
+        ledger.remember_intent(&domain::OrderId::generate(), "pi_x").await.unwrap(),
+        None,
+        "never creates an order"
+    );
 }
 
 /// `order` after the life-cycle step `transition` (with no reason), which must be allowed.

@@ -237,19 +237,27 @@ impl InMemoryOrders {
         }
     }
 
-    /// What the payment ledger writes on the order besides status changes.
-    /// Changes the stored order with `change` (as an `UpdateItem` would, keeping the sweep's index in
-    /// step); what `change` answered, or `None` when there is no such order.
-    fn update<T>(&self, id: &OrderId, change: impl FnOnce(&mut Order) -> T) -> Result<Option<T>, StoreError> {
+    /// Changes the stored order with `change`, as an `UpdateItem` would (`restart_wait`: the write also
+    /// restarts the order's wait in the sweep's index, as the table's write sets it); what `change`
+    /// answered, or `None` when there is no such order.
+    fn update<T>(
+        &self,
+        id: &OrderId,
+        restart_wait: bool,
+        change: impl FnOnce(&mut Order) -> T,
+    ) -> Result<Option<T>, StoreError> {
         let mut orders = self.orders.lock().map_err(|_| poisoned())?;
         let Some(order) = orders.get_mut(id) else {
             return Ok(None);
         };
         let answer = change(order);
-        self.note_wait(order, &domain::now_rfc3339())?;
+        if restart_wait {
+            self.note_wait(order, &domain::now_rfc3339())?;
+        }
         Ok(Some(answer))
     }
 
+    /// What the payment ledger writes on the order besides status changes.
     fn set_payment_status(&self, id: &OrderId, status: PaymentStatus) -> Result<(), StoreError> {
         let mut orders = self.orders.lock().map_err(|_| poisoned())?;
         if let Some(order) = orders.get_mut(id) {
@@ -582,12 +590,15 @@ impl PaymentLedger for InMemoryPaymentLedger {
     }
 
     async fn remember_intent(&self, order_id: &OrderId, intent_id: &str) -> Result<Option<String>, StoreError> {
-        self.orders.update(order_id, |order| {
-            order
-                .payment_intent_id
-                .get_or_insert_with(|| intent_id.to_owned())
-                .clone()
-        })
+        let stored = self.orders.update(order_id, false, |order| {
+            (order.status == OrderStatus::Pending).then(|| {
+                order
+                    .payment_intent_id
+                    .get_or_insert_with(|| intent_id.to_owned())
+                    .clone()
+            })
+        })?;
+        Ok(stored.flatten())
     }
 
     async fn intent_of(&self, order_id: &OrderId) -> Result<Option<String>, StoreError> {
@@ -599,7 +610,7 @@ impl PaymentLedger for InMemoryPaymentLedger {
     }
 
     async fn require_action(&self, order_id: &OrderId, action: &PaymentAction) -> Result<bool, StoreError> {
-        let noted = self.orders.update(order_id, |order| {
+        let noted = self.orders.update(order_id, true, |order| {
             let unpaid = matches!(
                 order.payment_status,
                 PaymentStatus::Pending | PaymentStatus::ActionRequired

@@ -27,7 +27,8 @@ pub trait PaymentLedger: Send + Sync {
     async fn refund_made(&self, order_id: &OrderId) -> Result<(), StoreError>;
     /// Stores the provider's id for the order's payment (a Stripe PaymentIntent) unless one is stored
     /// already, and answers the id stored afterwards: the first one wins, so racing deliveries settle
-    /// on one payment. `None` when the order is gone.
+    /// on one payment. Only while the order is `PENDING`: `None` when it is gone or has moved on (a
+    /// cancelled order's payment must not be confirmed).
     async fn remember_intent(&self, order_id: &OrderId, intent_id: &str) -> Result<Option<String>, StoreError>;
     /// The provider's id for the order's payment, if one was stored.
     async fn intent_of(&self, order_id: &OrderId) -> Result<Option<String>, StoreError>;
@@ -176,7 +177,10 @@ impl PaymentLedger for DynamoPaymentLedger {
             .table_name(&self.orders_table)
             .key("id", serde_dynamo::to_attribute_value(order_id)?)
             .update_expression("SET payment_intent_id = if_not_exists(payment_intent_id, :intent)")
-            .condition_expression("attribute_exists(id)")
+            // Also false for a missing order, so SET never creates one.
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", Self::status_value(OrderStatus::Pending)?)
             .expression_attribute_values(":intent", AttributeValue::S(intent_id.to_owned()))
             .return_values(ReturnValue::UpdatedNew)
             .send()
