@@ -2,7 +2,9 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use payments_worker::Deps;
-use payments_worker::provider::{DynamoChargeBook, GuardedProvider, MockPaymentProvider, PROVIDER_TIMEOUT, PaymentProvider};
+use payments_worker::provider::{
+    DynamoChargeBook, GuardedProvider, MockPaymentProvider, PROVIDER_TIMEOUT, PaymentProvider,
+};
 use payments_worker::stripe::{STRIPE_CALL_TIMEOUT, StripeProvider};
 use worker::breaker::{BreakerPolicy, CircuitBreaker};
 use worker::sqs::SqsRetryDelay;

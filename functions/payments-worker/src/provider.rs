@@ -14,8 +14,8 @@ use domain::{OrderId, now_rfc3339};
 use serde::{Deserialize, Serialize};
 use store::{StoreError, applied};
 use wiring::FaultPlan;
-use worker::provider::{CallFailure, guarded};
 pub use worker::provider::PROVIDER_TIMEOUT;
+use worker::provider::{CallFailure, guarded};
 
 /// A charge to make: the order (the provider's idempotency key), its total in minor units and its
 /// currency (ISO 4217, lower case), and the customer's payment token if they gave one.

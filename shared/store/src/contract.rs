@@ -712,7 +712,10 @@ pub async fn a_pending_order_keeps_one_payment_intent_and_its_customers_action_u
     // Cancelling takes the secret away; nothing of the payment can be stored or asked for any more.
     let cancelled = stepped(stores, waiting, Transition::Cancel).await;
     let read = stores.orders.get(&cancelled.id).await.unwrap().unwrap();
-    assert_eq!((read.payment_status, read.payment_action), (PaymentStatus::Pending, None));
+    assert_eq!(
+        (read.payment_status, read.payment_action),
+        (PaymentStatus::Pending, None)
+    );
     assert!(!ledger.require_action(&order.id, &action).await.unwrap());
     let other = placed(stores, &buyer, &[(&product, 1)]).await;
     stepped(stores, other.clone(), Transition::Cancel).await;
@@ -722,7 +725,10 @@ pub async fn a_pending_order_keeps_one_payment_intent_and_its_customers_action_u
         "a cancelled order's payment is never stored"
     );
     assert_eq!(
-        ledger.remember_intent(&domain::OrderId::generate(), "pi_x").await.unwrap(),
+        ledger
+            .remember_intent(&domain::OrderId::generate(), "pi_x")
+            .await
+            .unwrap(),
         None,
         "never creates an order"
     );
