@@ -28,16 +28,16 @@
 //! itself (`payment_attempts`, incremented just before each real charge), not from the SQS receive
 //! count, so a deferral never uses one up and an outage of the provider never declines a good order.
 
+pub mod provider;
 mod refunds;
 mod saga;
-pub mod provider;
 pub mod stripe;
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use domain::events::{Envelope, EventData, EventType};
 use domain::OrderId;
+use domain::events::{Envelope, EventData, EventType};
 use store::idempotency::IdempotencyStore;
 use store::orders::OrderRepository;
 use store::payments::PaymentLedger;
@@ -45,12 +45,12 @@ use worker::breaker::{BreakerError, CircuitBreaker};
 use worker::once::{Once, Progress, at_most_once_until};
 use worker::sqs::{MessageError, RetryDelay, run_batch_with_backoff};
 
-pub use crate::saga::{Decision, decide};
-use crate::refunds::reconcile;
-use crate::saga::{AWAITING_CUSTOMER, pay};
 pub use crate::provider::{
     ActionOutcome, ChargeOutcome, ChargeRecord, ChargeRequest, PaymentProvider, TransientPaymentError,
 };
+use crate::refunds::reconcile;
+use crate::saga::{AWAITING_CUSTOMER, pay};
+pub use crate::saga::{Decision, decide};
 
 pub struct Deps {
     pub orders: Arc<dyn OrderRepository>,

@@ -174,7 +174,11 @@ pub(crate) const AWAITING_CUSTOMER: &str = "awaiting the customer";
 
 /// The card asked the customer to authenticate: the order waits for them, with the secret their
 /// browser completes the payment with, until the payment-action window closes.
-pub(crate) async fn await_customer(deps: &Deps, order: Order, client_secret: String) -> Result<&'static str, MessageError> {
+pub(crate) async fn await_customer(
+    deps: &Deps,
+    order: Order,
+    client_secret: String,
+) -> Result<&'static str, MessageError> {
     let expires_at = time::OffsetDateTime::now_utc() + deps.payment_action_window;
     let action = PaymentAction {
         client_secret,
@@ -193,7 +197,11 @@ pub(crate) async fn await_customer(deps: &Deps, order: Order, client_secret: Str
 /// A later look at an order waiting for its customer (a redelivery, or the sweep): charged confirms
 /// it, failed declines it, and still waiting once the window has closed voids the payment and
 /// cancels the order as expired.
-pub(crate) async fn settle_action(deps: &Deps, order: Order, correlation_id: &str) -> Result<&'static str, MessageError> {
+pub(crate) async fn settle_action(
+    deps: &Deps,
+    order: Order,
+    correlation_id: &str,
+) -> Result<&'static str, MessageError> {
     let outcome = deps
         .breaker
         .call(|_| true, || deps.provider.action_outcome(&order.id))

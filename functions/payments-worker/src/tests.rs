@@ -1,6 +1,7 @@
 //! The saga's unit tests: the mock provider on in-memory orders, and providers that misbehave on cue.
 
 use super::*;
+use domain::{CancelReason, OrderStatus, PaymentStatus};
 use crate::provider::{InMemoryChargeBook, MockPaymentProvider};
 use async_trait::async_trait;
 use std::sync::Mutex;
