@@ -1,9 +1,9 @@
 //! The saga's unit tests: the mock provider on in-memory orders, and providers that misbehave on cue.
 
 use super::*;
-use domain::{CancelReason, OrderStatus, PaymentStatus};
 use crate::provider::{InMemoryChargeBook, MockPaymentProvider};
 use async_trait::async_trait;
+use domain::{CancelReason, OrderStatus, PaymentStatus};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
